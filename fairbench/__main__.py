@@ -1,0 +1,5 @@
+import sys
+
+from fairbench.cli import main
+
+sys.exit(main())

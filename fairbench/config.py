@@ -1,0 +1,218 @@
+"""Typed run configuration: built from a TOML file, CLI flags and ``--set key=value``.
+
+Unset fields are ``None`` until :func:`resolve` fills them, in this order of precedence:
+what the user set > the method's defaults for the dataset's profile > the profile's
+defaults. The resolved configuration is saved with the run and hashed into its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration the user must fix; the message names the key and the valid choices."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    name: str = "synthface"
+    root: Path | None = None  # where the files are; not part of the run id
+    target: str | None = None
+    protected: list[str] | None = None
+    image_size: int | None = None
+    options: dict[str, Any] = {}  # dataset-specific, validated by the dataset's Options model
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    cache_dir: Path | None = None  # decoded-image cache; not part of the run id
+
+
+class BackboneConfig(Strict):
+    name: str | None = None
+    #: true = published ImageNet weights, false = random init, or a path to a local weights file
+    pretrained: bool | str | None = None
+
+
+class TrainConfig(Strict):
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_batch_size: int | None = None
+    lr: float | None = None  # heads / new layers
+    backbone_lr: float | None = None  # the (pretrained) backbone
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    crop_padding: int | None = None  # random-crop padding in pixels (default: image_size // 28)
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; not part of the run id
+    workers: int = 2  # batch-assembly threads; not part of the run id
+
+    @field_validator("epochs", "batch_size", "eval_batch_size")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+
+class RunConfig(Strict):
+    method: str = "erm"
+    hparams: dict[str, Any] = {}
+    data: DataConfig = DataConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    train: TrainConfig = TrainConfig()
+    #: checkpoint selection on validation: accuracy | worst_group_accuracy | last (default: the method's)
+    selection: Literal["accuracy", "worst_group_accuracy", "last"] | None = None
+
+
+# Fields that say where or how fast, not what: excluded from the run id.
+NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers")}
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # Built-in benchmark on a CPU: small network from scratch, small images.
+    "cpu-small": {
+        "backbone": {"name": "resnet_tiny", "pretrained": False},
+        "train": {"epochs": 8, "batch_size": 64, "lr": 0.05, "backbone_lr": 0.05},
+    },
+    # Real face datasets: the FineFACE recipe (ResNet-50 ImageNet V1, 448 px, SGD, 25 epochs).
+    "paper": {
+        "backbone": {"name": "resnet50", "pretrained": True},
+        "train": {"epochs": 25, "batch_size": 16, "lr": 0.002, "backbone_lr": 0.0002},
+    },
+}
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are TOML literals (3, 0.1, true, "a", [1, 2]); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is a value, not a section")
+    node[keys[-1]] = value
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _valid_keys(ann, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def explain_validation_error(exc: ValidationError, model: type[BaseModel], where: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r} in {where}; valid keys: {', '.join(_valid_keys(model))}")
+        else:
+            lines.append(f"{where}: {key}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError("\n".join(lines))
+
+
+def build_config(file: Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] = ()) -> RunConfig:
+    """File < explicit CLI flags (``overrides``, dotted keys) < ``--set`` pairs."""
+    tree: dict[str, Any] = {}
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_path(tree, dotted, value)
+    for pair in sets:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r} (e.g. --set train.epochs=3)")
+        key, text = pair.split("=", 1)
+        set_path(tree, key.strip(), parse_value(text.strip()))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, RunConfig, "run configuration") from None
+
+
+def _fill(section: BaseModel, defaults: dict[str, Any]) -> None:
+    for key, value in defaults.items():
+        if getattr(section, key) is None:
+            setattr(section, key, value)
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Fill every unset field and validate the method's hyperparameters and dataset options.
+
+    Imports the method and dataset modules (lazily, through the registries)."""
+    from fairbench import registry
+
+    cfg = config.model_copy(deep=True)
+    try:
+        method_cls = registry.methods.get(cfg.method)
+        dataset_cls = registry.datasets.get(cfg.data.name)
+    except registry.RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    profile = dataset_cls.profile
+    method_defaults = method_cls.profile_defaults.get(profile, {})
+    for section in ("train", "backbone"):
+        _fill(getattr(cfg, section), method_defaults.get(section, {}))
+        _fill(getattr(cfg, section), PROFILES[profile].get(section, {}))
+    _fill(cfg.data, {"target": dataset_cls.default_target, "protected": list(dataset_cls.default_protected),
+                     "image_size": dataset_cls.default_image_size})
+    if cfg.train.eval_batch_size is None:
+        cfg.train.eval_batch_size = max(cfg.train.batch_size, 64)
+    if cfg.train.crop_padding is None:
+        cfg.train.crop_padding = max(1, cfg.data.image_size // 28)
+    if cfg.selection is None:
+        cfg.selection = method_cls.default_selection
+    hp = {**method_defaults.get("hparams", {}), **cfg.hparams}
+    try:
+        cfg.hparams = method_cls.Hparams.model_validate(hp).model_dump(mode="json")
+    except ValidationError as exc:
+        raise explain_validation_error(exc, method_cls.Hparams, f"hyperparameters of {cfg.method!r}") from None
+    try:
+        cfg.data.options = dataset_cls.Options.model_validate(cfg.data.options).model_dump(mode="json")
+    except ValidationError as exc:
+        raise explain_validation_error(exc, dataset_cls.Options, f"options of dataset {cfg.data.name!r}") from None
+    return cfg
+
+
+def identity_dict(cfg: RunConfig) -> dict[str, Any]:
+    data = cfg.model_dump(mode="json")
+    for section, key in NOT_HASHED:
+        data[section].pop(key, None)
+    return data
+
+
+def run_id(cfg: RunConfig) -> str:
+    """``<method>-<dataset>-<hash>``: the hash covers what determines the result, not where it runs."""
+    digest = hashlib.sha256(json.dumps(identity_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg.method}-{cfg.data.name}-{digest}"

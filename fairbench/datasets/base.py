@@ -1,0 +1,140 @@
+"""The dataset contract: every loader returns decoded uint8 images and labels per split.
+
+Images are decoded once (into memory or a memory-mapped cache) and augmented per batch by
+the runner, so a dataset never deals with tensors, devices or transforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+SPLITS = ("train", "val", "test")
+GROUP_SEPARATOR = "|"
+
+
+class DatasetError(ValueError):
+    """Bad or missing data: the message names the file / row and says what to do."""
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Task:
+    target: str
+    protected: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.target}~{'+'.join(self.protected)}"
+
+
+@dataclass
+class DataSplit:
+    """One split: ``images[i]`` (H x W x 3 uint8) has label ``targets[i]`` and demographics ``attributes.iloc[i]``."""
+
+    name: str
+    images: np.ndarray  # N x H x W x 3 uint8, possibly an np.memmap
+    targets: np.ndarray  # N int64 class indices into DatasetBundle.classes
+    attributes: pd.DataFrame  # protected (and auxiliary) label columns as strings, N rows
+    sample_ids: np.ndarray  # N stable identifiers (relative file names, or synthetic ids)
+
+    def __post_init__(self) -> None:
+        n = len(self.targets)
+        if len(self.images) != n or len(self.attributes) != n or len(self.sample_ids) != n:
+            raise DatasetError(
+                f"split {self.name!r}: images ({len(self.images)}), targets ({n}), attributes "
+                f"({len(self.attributes)}) and ids ({len(self.sample_ids)}) differ in length"
+            )
+        self.attributes = self.attributes.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def group_labels(self, protected: tuple[str, ...]) -> np.ndarray:
+        """Intersectional group label per sample, e.g. ``"White|Male"``."""
+        missing = [c for c in protected if c not in self.attributes.columns]
+        if missing:
+            raise DatasetError(
+                f"split {self.name!r} has no protected column(s) {missing}; "
+                f"available: {list(self.attributes.columns)}"
+            )
+        cols = [self.attributes[c].astype(str) for c in protected]
+        joined = cols[0]
+        for col in cols[1:]:
+            joined = joined + GROUP_SEPARATOR + col
+        return joined.to_numpy(dtype=object)
+
+    def subset(self, indices: np.ndarray) -> "DataSplit":
+        return DataSplit(
+            self.name,
+            self.images[indices],
+            self.targets[indices],
+            self.attributes.iloc[indices].reset_index(drop=True),
+            self.sample_ids[indices],
+        )
+
+
+@dataclass
+class DatasetBundle:
+    """What a loader returns: splits plus the vocabulary needed to read them."""
+
+    name: str
+    task: Task
+    classes: list[str]  # target class names, index = class id
+    splits: dict[str, DataSplit]
+    info: dict[str, Any] = field(default_factory=dict)  # protocol, skipped files ... (recorded in the run)
+
+    def __post_init__(self) -> None:
+        labels = set()
+        for split in self.splits.values():
+            labels.update(split.group_labels(self.task.protected))
+        self.group_names: list[str] = sorted(labels)
+        self._group_index = {g: i for i, g in enumerate(self.group_names)}
+
+    def group_codes(self, split: str) -> np.ndarray:
+        labels = self.splits[split].group_labels(self.task.protected)
+        return np.fromiter((self._group_index[g] for g in labels), dtype=np.int64, count=len(labels))
+
+    def attribute_codes(self, split: str) -> dict[str, np.ndarray]:
+        """Per protected attribute integer codes (vocabulary: sorted values over all splits)."""
+        out = {}
+        for col in self.task.protected:
+            vocab = sorted({str(v) for s in self.splits.values() for v in s.attributes[col]})
+            index = {v: i for i, v in enumerate(vocab)}
+            out[col] = np.array([index[str(v)] for v in self.splits[split].attributes[col]], dtype=np.int64)
+        return out
+
+
+class Dataset:
+    """Base class of a registered dataset. Subclasses set the class attributes and ``load``."""
+
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    default_target: ClassVar[str]
+    default_protected: ClassVar[tuple[str, ...]]
+    #: training recipe family: "cpu-small" (built-in benchmark) or "paper" (real face datasets)
+    profile: ClassVar[str] = "paper"
+    default_image_size: ClassVar[int] = 224
+    #: environment variable naming the data root, e.g. FAIRBENCH_FAIRFACE_ROOT
+    root_env: ClassVar[str | None] = None
+    needs_root: ClassVar[bool] = True
+
+    def __init__(self, root: Path | None, options: BaseModel | None = None, cache_dir: Path | None = None):
+        self.root = root
+        self.options = options if options is not None else self.Options()
+        self.cache_dir = cache_dir
+
+    def targets(self) -> list[str]:
+        """Target columns this dataset can train on."""
+        return [self.default_target]
+
+    def load(self, task: Task, image_size: int) -> DatasetBundle:
+        raise NotImplementedError

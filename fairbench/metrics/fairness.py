@@ -1,0 +1,638 @@
+"""Group-disaggregated fairness metrics over stored per-sample predictions.
+
+Everything here is a plain numpy function of ``(y_true, y_pred, groups)`` (class
+indices, class indices, one group label per sample), so any table can be recomputed
+from stored predictions without retraining. Definitions follow
+``shared/specs/metrics.md``:
+
+* accuracies and rates are in percent (0-100), as the paper reports them; the Max/Min
+  ratio is a plain ratio;
+* a rate whose denominator is zero (a group with no positives has no TPR) is NaN and is
+  listed in the report's ``undefined`` messages, never 0 (fairlearn reports 0; we
+  deliberately differ). Max / min / gap aggregates ignore NaN groups;
+* a gap or dispersion across groups (DEO, DEOdds, Max/Min, DoB, the fairlearn-style
+  differences) needs at least two groups with a defined value, else it is NaN and says
+  why;
+* ``min_support`` excludes groups with fewer samples from every across-group aggregate
+  (max, min, gaps, ratio, DoB); per-group values are still reported, with their support,
+  and the excluded groups are listed in ``excluded_groups``;
+* DEOdds is the SUM of the TPR gap and the FPR gap; ``deodds_max`` (= fairlearn's
+  ``equalized_odds_difference``) and ``deodds_mean`` (= fairlearn ``agg="mean"``) are
+  the other two variants, under explicit names;
+* multiclass targets: accuracy-based metrics as is, rate-based ones one-vs-rest per class
+  (``per_class``) and their macro mean (NaN-aware) at the top level.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fairbench.registry import register_metric
+
+__all__ = [
+    "accuracy",
+    "group_accuracies",
+    "max_min_ratio",
+    "max_min_ratio_from_group_accuracies",
+    "degree_of_bias",
+    "dob_from_group_accuracies",
+    "group_rates",
+    "deo",
+    "deodds",
+    "worst_group_accuracy",
+    "demographic_parity_difference",
+    "equal_opportunity_difference",
+    "equalized_odds_difference",
+    "expected_calibration_error",
+    "group_expected_calibration_errors",
+    "evaluate_predictions",
+]
+
+NAN = float("nan")
+
+# Scalar keys of one binary (or one-vs-rest) rate block; the multiclass report gives
+# their macro mean over classes.
+RATE_SCALAR_KEYS = (
+    "tpr",
+    "fpr",
+    "selection_rate",
+    "max_group_tpr",
+    "min_group_tpr",
+    "max_group_fpr",
+    "min_group_fpr",
+    "deo",
+    "fpr_gap",
+    "deodds",
+    "deodds_max",
+    "deodds_mean",
+    "dp_difference",
+    "eo_difference",
+    "eodds_difference",
+)
+RATE_GROUP_KEYS = ("group_tpr", "group_fpr", "group_selection_rate")
+
+
+# ----------------------------------------------------------------------------------
+# input handling
+# ----------------------------------------------------------------------------------
+def _as_class_indices(y: Any, name: str) -> np.ndarray:
+    a = np.asarray(y)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class indices, got shape {a.shape}")
+    if a.dtype == bool:
+        return a.astype(np.int64)
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64, copy=False)
+    if a.dtype == object or np.issubdtype(a.dtype, np.floating):
+        try:
+            f = a.astype(np.float64)
+        except (TypeError, ValueError):
+            f = None
+        if f is not None and np.all(np.isfinite(f)) and np.all(f == np.round(f)):
+            return f.astype(np.int64)
+    raise ValueError(
+        f"{name} must hold integer class indices (got dtype {a.dtype}); map string labels "
+        "to indices first, e.g. with fairbench.metrics.score_frame"
+    )
+
+
+def _py(x: Any) -> Any:
+    """numpy scalar -> python scalar (JSON-serialisable dict keys and values)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, (float, np.floating)) and x != x)
+
+
+def _encode_groups(groups: Any, n: int) -> tuple[list[Any], np.ndarray]:
+    g = np.asarray(groups)
+    if g.ndim != 1:
+        raise ValueError(f"groups must be a 1-D array of group labels, got shape {g.shape}")
+    if len(g) != n:
+        raise ValueError(f"groups has {len(g)} entries but y_true has {n}")
+    if np.issubdtype(g.dtype, np.floating):
+        if np.isnan(g).any():
+            raise ValueError(f"groups has {int(np.isnan(g).sum())} missing (NaN) labels")
+    elif g.dtype == object:
+        missing = sum(_is_missing(x) for x in g)
+        if missing:
+            raise ValueError(f"groups has {missing} missing (None/NaN) labels")
+    try:
+        labels, codes = np.unique(g, return_inverse=True)
+    except TypeError:  # mixed, unorderable python objects
+        labels, codes = np.unique(g.astype(str), return_inverse=True)
+    return [_py(x) for x in labels], codes.reshape(-1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Data:
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    codes: np.ndarray  # group index per sample
+    labels: list[Any]  # group label per group index (sorted)
+    n_g: np.ndarray  # samples per group
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.labels)
+
+    def count(self, mask: np.ndarray) -> np.ndarray:
+        """Per-group number of samples where ``mask`` holds."""
+        return np.bincount(self.codes[mask], minlength=self.num_groups)
+
+
+def _prepare(y_true: Any, y_pred: Any, groups: Any) -> _Data:
+    yt = _as_class_indices(y_true, "y_true")
+    yp = _as_class_indices(y_pred, "y_pred")
+    if len(yt) != len(yp):
+        raise ValueError(f"y_true has {len(yt)} entries but y_pred has {len(yp)}")
+    if len(yt) == 0:
+        raise ValueError("no samples: y_true is empty")
+    if groups is None:
+        labels, codes = ["all"], np.zeros(len(yt), dtype=np.int64)
+    else:
+        labels, codes = _encode_groups(groups, len(yt))
+    n_g = np.bincount(codes, minlength=len(labels))
+    return _Data(yt, yp, codes, labels, n_g)
+
+
+def _included(d: _Data, min_support: int) -> np.ndarray:
+    if min_support < 0:
+        raise ValueError(f"min_support must be >= 0, got {min_support}")
+    return d.n_g >= min_support
+
+
+# ----------------------------------------------------------------------------------
+# small numeric helpers (NaN-aware, warning-free)
+# ----------------------------------------------------------------------------------
+def _pct(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    ok = den > 0
+    np.divide(num, den, out=out, where=ok)
+    return out * 100.0
+
+
+def _defined(values: np.ndarray, included: np.ndarray) -> np.ndarray:
+    return values[included & np.isfinite(values)]
+
+
+def _max(values: np.ndarray, included: np.ndarray) -> float:
+    v = _defined(values, included)
+    return float(v.max()) if v.size else NAN
+
+
+def _min(values: np.ndarray, included: np.ndarray) -> float:
+    v = _defined(values, included)
+    return float(v.min()) if v.size else NAN
+
+
+def _gap(values: np.ndarray, included: np.ndarray) -> float:
+    """max - min over included groups with a defined value; NaN with fewer than two."""
+    v = _defined(values, included)
+    return float(v.max() - v.min()) if v.size >= 2 else NAN
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else NAN
+
+
+def _group_dict(labels: list[Any], values: np.ndarray) -> dict[Any, float]:
+    return {g: float(v) for g, v in zip(labels, values)}
+
+
+# ----------------------------------------------------------------------------------
+# accuracy-based metrics
+# ----------------------------------------------------------------------------------
+def _group_accuracy_array(d: _Data) -> np.ndarray:
+    return _pct(d.count(d.y_true == d.y_pred), d.n_g)
+
+
+def _ratio_from_accs(accs: np.ndarray) -> float:
+    accs = np.asarray(accs, dtype=np.float64)
+    accs = accs[np.isfinite(accs)]
+    if accs.size < 2 or accs.min() <= 0:
+        return NAN
+    return float(accs.max() / accs.min())
+
+
+def _dob_from_accs(accs: np.ndarray, ddof: int) -> float:
+    accs = np.asarray(accs, dtype=np.float64)
+    accs = accs[np.isfinite(accs)]
+    if accs.size < 2 or accs.size - ddof <= 0:
+        return NAN
+    return float(np.std(accs, ddof=ddof))
+
+
+def _values_of(group_accuracies: Mapping[Any, float] | Sequence[float] | np.ndarray) -> np.ndarray:
+    if isinstance(group_accuracies, Mapping):
+        return np.asarray(list(group_accuracies.values()), dtype=np.float64)
+    return np.asarray(group_accuracies, dtype=np.float64).reshape(-1)
+
+
+@register_metric("accuracy")
+def accuracy(y_true: Any, y_pred: Any, groups: Any = None) -> float:
+    """Pooled accuracy over all samples, in % (groups are ignored)."""
+    d = _prepare(y_true, y_pred, groups)
+    return float(np.mean(d.y_true == d.y_pred) * 100.0)
+
+
+@register_metric("group_accuracy")
+def group_accuracies(y_true: Any, y_pred: Any, groups: Any) -> dict[Any, float]:
+    """Accuracy of every group, in %, as {group: accuracy}."""
+    d = _prepare(y_true, y_pred, groups)
+    return _group_dict(d.labels, _group_accuracy_array(d))
+
+
+def max_min_ratio_from_group_accuracies(
+    group_accuracies: Mapping[Any, float] | Sequence[float] | np.ndarray,
+) -> float:
+    """Max/Min ratio of given group accuracies (NaN with < 2 groups or a zero minimum)."""
+    return _ratio_from_accs(_values_of(group_accuracies))
+
+
+def dob_from_group_accuracies(
+    group_accuracies: Mapping[Any, float] | Sequence[float] | np.ndarray, *, ddof: int = 0
+) -> float:
+    """Degree of Bias of given group accuracies: their standard deviation (ddof 0 default)."""
+    return _dob_from_accs(_values_of(group_accuracies), ddof)
+
+
+@register_metric("max_min_ratio")
+def max_min_ratio(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
+    """Max/Min ratio of group accuracies (>= 1, closer to 1 is fairer)."""
+    d = _prepare(y_true, y_pred, groups)
+    accs = _group_accuracy_array(d)[_included(d, min_support)]
+    return _ratio_from_accs(accs)
+
+
+@register_metric("dob")
+def degree_of_bias(
+    y_true: Any, y_pred: Any, groups: Any, *, ddof: int = 0, min_support: int = 0
+) -> float:
+    """Degree of Bias: std of group accuracies in percentage points (ddof 0 default)."""
+    d = _prepare(y_true, y_pred, groups)
+    accs = _group_accuracy_array(d)[_included(d, min_support)]
+    return _dob_from_accs(accs, ddof)
+
+
+@register_metric("worst_group_accuracy")
+def worst_group_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
+    """Worst-group accuracy: the minimum group accuracy, in %."""
+    d = _prepare(y_true, y_pred, groups)
+    return _min(_group_accuracy_array(d), _included(d, min_support))
+
+
+# ----------------------------------------------------------------------------------
+# rate-based metrics (binary, or one-vs-rest for one class)
+# ----------------------------------------------------------------------------------
+def _rate_block(
+    d: _Data, positive: int, included: np.ndarray, context: str = ""
+) -> tuple[dict[str, Any], dict[Any, dict[str, int]], list[str]]:
+    """TPR / FPR / selection rates of ``positive`` vs rest, per group and aggregated.
+
+    Returns (block, support, undefined messages).
+    """
+    t = d.y_true == positive
+    p = d.y_pred == positive
+    pos = d.count(t)
+    neg = d.n_g - pos
+    tp = d.count(t & p)
+    fp = d.count(~t & p)
+    sel = d.count(p)
+
+    tpr_g = _pct(tp, pos)
+    fpr_g = _pct(fp, neg)
+    sr_g = _pct(sel, d.n_g)
+
+    undefined: list[str] = []
+    label = f"y={positive}"
+    for g, n_pos, n_neg in zip(d.labels, pos, neg):
+        if n_pos == 0:
+            undefined.append(f"{context}group {g!r} has no positives ({label}): TPR undefined")
+        if n_neg == 0:
+            undefined.append(f"{context}group {g!r} has no negatives (y!={positive}): FPR undefined")
+    tpr = float(_pct(tp.sum(), pos.sum()))
+    fpr = float(_pct(fp.sum(), neg.sum()))
+    if pos.sum() == 0:
+        undefined.append(f"{context}no positives ({label}) in any group: pooled TPR undefined")
+    if neg.sum() == 0:
+        undefined.append(f"{context}no negatives (y!={positive}) in any group: pooled FPR undefined")
+
+    deo_ = _gap(tpr_g, included)
+    fpr_gap = _gap(fpr_g, included)
+    dp = _gap(sr_g, included)
+    where = "included groups (min_support)" if not included.all() else "groups"
+    if math.isnan(deo_):
+        undefined.append(f"{context}fewer than 2 {where} with a defined TPR: DEO undefined")
+    if math.isnan(fpr_gap):
+        undefined.append(f"{context}fewer than 2 {where} with a defined FPR: FPR gap undefined")
+    if math.isnan(dp):
+        undefined.append(f"{context}fewer than 2 {where}: demographic parity difference undefined")
+    if math.isnan(deo_) or math.isnan(fpr_gap):
+        deodds_sum = deodds_max = deodds_mean = NAN
+    else:
+        deodds_sum = deo_ + fpr_gap
+        deodds_max = max(deo_, fpr_gap)
+        deodds_mean = (deo_ + fpr_gap) / 2.0
+
+    block: dict[str, Any] = {
+        "tpr": tpr,
+        "fpr": fpr,
+        "selection_rate": float(_pct(sel.sum(), d.n_g.sum())),
+        "group_tpr": _group_dict(d.labels, tpr_g),
+        "group_fpr": _group_dict(d.labels, fpr_g),
+        "group_selection_rate": _group_dict(d.labels, sr_g),
+        "max_group_tpr": _max(tpr_g, included),
+        "min_group_tpr": _min(tpr_g, included),
+        "max_group_fpr": _max(fpr_g, included),
+        "min_group_fpr": _min(fpr_g, included),
+        "deo": deo_,
+        "fpr_gap": fpr_gap,
+        "deodds": deodds_sum,
+        "deodds_max": deodds_max,
+        "deodds_mean": deodds_mean,
+        "dp_difference": dp,
+        "eo_difference": deo_,
+        "eodds_difference": deodds_max,
+    }
+    support = {
+        g: {"n": int(n), "pos": int(a), "neg": int(b)}
+        for g, n, a, b in zip(d.labels, d.n_g, pos, neg)
+    }
+    return block, support, undefined
+
+
+def _classes_of(d: _Data) -> list[int]:
+    return sorted(set(np.unique(d.y_true).tolist()) | set(np.unique(d.y_pred).tolist()))
+
+
+def _rate_scalar(
+    y_true: Any, y_pred: Any, groups: Any, key: str, positive_label: int | None, min_support: int
+) -> float:
+    """One scalar of the rate block; ``positive_label=None``: macro mean one-vs-rest."""
+    d = _prepare(y_true, y_pred, groups)
+    included = _included(d, min_support)
+    positives = _classes_of(d) if positive_label is None else [positive_label]
+    values = [_rate_block(d, c, included)[0][key] for c in positives]
+    return values[0] if positive_label is not None else _nanmean(values)
+
+
+def group_rates(
+    y_true: Any, y_pred: Any, groups: Any, *, positive_label: int = 1
+) -> dict[Any, dict[str, float]]:
+    """Per-group TPR, FPR and selection rate (in %) with their supports n / pos / neg."""
+    d = _prepare(y_true, y_pred, groups)
+    block, support, _ = _rate_block(d, positive_label, np.ones(d.num_groups, dtype=bool))
+    return {
+        g: {
+            **support[g],
+            "tpr": block["group_tpr"][g],
+            "fpr": block["group_fpr"][g],
+            "selection_rate": block["group_selection_rate"][g],
+        }
+        for g in d.labels
+    }
+
+
+@register_metric("deo")
+def deo(
+    y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
+) -> float:
+    """DEO: max - min group TPR in percentage points (NaN groups ignored)."""
+    return _rate_scalar(y_true, y_pred, groups, "deo", positive_label, min_support)
+
+
+@register_metric("deodds")
+def deodds(
+    y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
+) -> float:
+    """DEOdds: SUM of the group TPR gap and the group FPR gap, in percentage points."""
+    return _rate_scalar(y_true, y_pred, groups, "deodds", positive_label, min_support)
+
+
+@register_metric("dp_difference")
+def demographic_parity_difference(
+    y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
+) -> float:
+    """Demographic parity difference (fairlearn's): max - min group selection rate, in %."""
+    return _rate_scalar(y_true, y_pred, groups, "dp_difference", positive_label, min_support)
+
+
+@register_metric("eo_difference")
+def equal_opportunity_difference(
+    y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
+) -> float:
+    """Equal opportunity difference (fairlearn's): max - min group TPR, in %; NaN TPRs ignored."""
+    return _rate_scalar(y_true, y_pred, groups, "eo_difference", positive_label, min_support)
+
+
+_EODDS_AGG = {"max": "deodds_max", "worst_case": "deodds_max", "mean": "deodds_mean", "sum": "deodds"}
+
+
+@register_metric("eodds_difference")
+def equalized_odds_difference(
+    y_true: Any,
+    y_pred: Any,
+    groups: Any,
+    *,
+    agg: str = "max",
+    positive_label: int | None = 1,
+    min_support: int = 0,
+) -> float:
+    """Equalized odds difference (fairlearn's): max ("max"), mean or sum of TPR and FPR gaps, in %."""
+    if agg not in _EODDS_AGG:
+        raise ValueError(f"agg must be one of {sorted(_EODDS_AGG)}, got {agg!r}")
+    return _rate_scalar(y_true, y_pred, groups, _EODDS_AGG[agg], positive_label, min_support)
+
+
+# ----------------------------------------------------------------------------------
+# calibration
+# ----------------------------------------------------------------------------------
+def _as_scores(scores: Any, n: int, num_classes: int | None = None) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 1:  # binary: probability of class 1
+        s = np.stack([1.0 - s, s], axis=1)
+    if s.ndim != 2 or s.shape[0] != n:
+        raise ValueError(f"scores must have shape (n_samples={n}, n_classes), got {s.shape}")
+    if num_classes is not None and s.shape[1] != num_classes:
+        raise ValueError(f"scores have {s.shape[1]} columns but there are {num_classes} classes")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinite values")
+    if s.min() < -1e-6 or s.max() > 1 + 1e-6:
+        raise ValueError(
+            "scores must be probabilities in [0, 1] (apply a softmax to logits first); "
+            f"got range [{s.min():g}, {s.max():g}]"
+        )
+    return s
+
+
+def _confidence(d: _Data, scores: Any) -> np.ndarray:
+    s = _as_scores(scores, len(d.y_true))
+    if d.y_pred.min() < 0 or d.y_pred.max() >= s.shape[1]:
+        raise ValueError(f"y_pred has class indices outside [0, {s.shape[1]}) of the scores' columns")
+    return s[np.arange(len(d.y_pred)), d.y_pred]
+
+
+def _ece_parts(
+    conf: np.ndarray, correct: np.ndarray, codes: np.ndarray, num_groups: int, n_bins: int
+) -> np.ndarray:
+    """Per-group ECE in % with equal-width bins (lo, hi] over [0, 1] (0 falls in bin 0)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    cell = codes * n_bins + b
+    size = num_groups * n_bins
+    gap = np.bincount(cell, weights=correct.astype(np.float64), minlength=size) - np.bincount(
+        cell, weights=conf, minlength=size
+    )
+    n_g = np.bincount(codes, minlength=num_groups)
+    return _pct(np.abs(gap).reshape(num_groups, n_bins).sum(axis=1), n_g)
+
+
+@register_metric("ece")
+def expected_calibration_error(
+    y_true: Any, y_pred: Any, groups: Any = None, *, scores: Any, n_bins: int = 15
+) -> float:
+    """Expected calibration error in % (confidence = score of the predicted class, pooled)."""
+    d = _prepare(y_true, y_pred, None)
+    conf = _confidence(d, scores)
+    return float(_ece_parts(conf, d.y_true == d.y_pred, d.codes, 1, n_bins)[0])
+
+
+def group_expected_calibration_errors(
+    y_true: Any, y_pred: Any, groups: Any, *, scores: Any, n_bins: int = 15
+) -> dict[Any, float]:
+    """Expected calibration error of every group, in %, as {group: ECE}."""
+    d = _prepare(y_true, y_pred, groups)
+    conf = _confidence(d, scores)
+    return _group_dict(d.labels, _ece_parts(conf, d.y_true == d.y_pred, d.codes, d.num_groups, n_bins))
+
+
+# ----------------------------------------------------------------------------------
+# the full report
+# ----------------------------------------------------------------------------------
+def evaluate_predictions(
+    y_true: Any,
+    y_pred: Any,
+    groups: Any,
+    *,
+    scores: Any = None,
+    positive_label: int = 1,
+    min_support: int = 0,
+    ddof: int = 0,
+    ece_bins: int = 15,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """All metrics of one target as a JSON-serialisable dict (percent; NaN when undefined).
+
+    ``num_classes`` defaults to the scores' column count, else ``max(label) + 1`` (at
+    least 2). Binary targets (2 classes) report rates for ``positive_label``; multiclass
+    targets report them one-vs-rest in ``per_class`` and their NaN-aware macro mean at the
+    top level (``rate_average`` says which). ``scores`` (N x K probabilities, or the
+    probability of class 1 for binary targets) add ``ece`` and ``group_ece``.
+    """
+    d = _prepare(y_true, y_pred, groups)
+    s = None
+    if scores is not None:
+        s = _as_scores(scores, len(d.y_true))
+        if num_classes is None:
+            num_classes = s.shape[1]
+        elif s.shape[1] != num_classes:
+            raise ValueError(f"scores have {s.shape[1]} columns but num_classes={num_classes}")
+    top = int(max(d.y_true.max(), d.y_pred.max()))
+    if num_classes is None:
+        num_classes = max(2, top + 1)
+    if min(d.y_true.min(), d.y_pred.min()) < 0 or top >= num_classes:
+        raise ValueError(f"class indices must lie in [0, {num_classes}); got labels up to {top}")
+    binary = num_classes == 2
+    if binary and positive_label not in (0, 1):
+        raise ValueError(f"positive_label must be 0 or 1 for a binary target, got {positive_label!r}")
+
+    included = _included(d, min_support)
+    excluded = [g for g, keep in zip(d.labels, included) if not keep]
+    undefined: list[str] = []
+    if not included.any():
+        undefined.append(f"every group has fewer than min_support={min_support} samples: no aggregates")
+
+    accs = _group_accuracy_array(d)
+    inc_accs = accs[included]
+    ratio = _ratio_from_accs(inc_accs)
+    dob = _dob_from_accs(inc_accs, ddof)
+    if included.sum() < 2:
+        undefined.append("fewer than 2 groups to compare: Max/Min ratio and DoB undefined")
+    else:
+        if math.isnan(ratio):
+            undefined.append("minimum group accuracy is 0: Max/Min ratio undefined")
+        if math.isnan(dob):
+            undefined.append(f"DoB with ddof={ddof} needs more than {ddof} groups: undefined")
+
+    report: dict[str, Any] = {
+        "n": int(len(d.y_true)),
+        "num_classes": int(num_classes),
+        "num_groups": d.num_groups,
+        "min_support": int(min_support),
+        "ddof": int(ddof),
+        "accuracy": float(np.mean(d.y_true == d.y_pred) * 100.0),
+        "group_accuracy": _group_dict(d.labels, accs),
+        "max_group_accuracy": _max(accs, included),
+        "min_group_accuracy": _min(accs, included),
+        "worst_group_accuracy": _min(accs, included),
+        "max_min_ratio": ratio,
+        "dob": dob,
+    }
+
+    if binary:
+        block, support, msgs = _rate_block(d, positive_label, included)
+        undefined += msgs
+        report.update(block)
+        report["group_support"] = support
+        report["rate_average"] = "binary"
+        report["positive_label"] = int(positive_label)
+    else:
+        per_class: dict[int, dict[str, Any]] = {}
+        for c in range(num_classes):
+            block, support, msgs = _rate_block(d, c, included, context=f"class {c}: ")
+            block["group_support"] = support
+            block["undefined"] = msgs
+            per_class[c] = block
+            undefined += msgs
+        for key in RATE_SCALAR_KEYS:
+            report[key] = _nanmean([per_class[c][key] for c in per_class])
+        for key in RATE_GROUP_KEYS:
+            report[key] = {
+                g: _nanmean([per_class[c][key][g] for c in per_class]) for g in d.labels
+            }
+        class_counts = {
+            c: d.count(d.y_true == c) for c in range(num_classes)
+        }
+        report["group_support"] = {
+            g: {"n": int(n), "class_counts": {c: int(class_counts[c][i]) for c in class_counts}}
+            for i, (g, n) in enumerate(zip(d.labels, d.n_g))
+        }
+        report["per_class"] = per_class
+        report["rate_average"] = "macro"
+        report["positive_label"] = None
+
+    if s is not None:
+        conf = _confidence(d, s)
+        correct = d.y_true == d.y_pred
+        report["ece_bins"] = int(ece_bins)
+        report["ece"] = float(_ece_parts(conf, correct, np.zeros_like(d.codes), 1, ece_bins)[0])
+        group_ece = _ece_parts(conf, correct, d.codes, d.num_groups, ece_bins)
+        report["group_ece"] = _group_dict(d.labels, group_ece)
+        report["max_group_ece"] = _max(group_ece, included)
+
+    report["excluded_groups"] = excluded
+    report["undefined"] = undefined
+    return report

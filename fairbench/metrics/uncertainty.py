@@ -1,0 +1,264 @@
+"""Uncertainty of metrics: bootstrap intervals over test samples, t-intervals over seeds,
+and NaN-aware means over several target attributes.
+
+No scipy: the Student-t quantile for integer degrees of freedom is computed exactly from
+the closed-form t distribution (Abramowitz & Stegun 26.7.3-4) and inverted by bisection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BootstrapInterval",
+    "bootstrap_ci",
+    "t_quantile",
+    "mean_t_interval",
+    "mean_over_attributes",
+    "DEFAULT_ATTRIBUTE_KEYS",
+]
+
+NAN = float("nan")
+
+
+# ----------------------------------------------------------------------------------
+# bootstrap
+# ----------------------------------------------------------------------------------
+class BootstrapInterval(tuple):
+    """``(low, high)`` that also carries how many resamples were usable.
+
+    Unpacks as a plain pair; ``n_valid`` resamples gave a finite metric value and
+    ``n_dropped`` gave NaN (e.g. a resample without positives in some group) and were
+    left out of the percentiles.
+    """
+
+    low: float
+    high: float
+    n_valid: int
+    n_dropped: int
+    confidence: float
+
+    def __new__(cls, low: float, high: float, *, n_valid: int, n_dropped: int, confidence: float):
+        obj = super().__new__(cls, (float(low), float(high)))
+        obj.low, obj.high = float(low), float(high)
+        obj.n_valid, obj.n_dropped, obj.confidence = int(n_valid), int(n_dropped), float(confidence)
+        return obj
+
+    def __getnewargs_ex__(self):  # keeps pickling (multiprocessing) working
+        return (self.low, self.high), {
+            "n_valid": self.n_valid,
+            "n_dropped": self.n_dropped,
+            "confidence": self.confidence,
+        }
+
+
+# Resample indices are drawn in blocks of at most this many entries (memory bound).
+_BLOCK_ENTRIES = 1 << 22
+
+
+def bootstrap_ci(
+    metric_fn: Callable[..., float],
+    y_true: Any,
+    y_pred: Any,
+    groups: Any,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    scores: Any = None,
+    **metric_kwargs: Any,
+) -> BootstrapInterval:
+    """Percentile bootstrap interval of ``metric_fn`` over test samples.
+
+    Each resample draws ``len(y_true)`` sample indices with replacement (seeded
+    ``numpy.random.default_rng(seed)``; indices are drawn as whole blocks) and calls
+    ``metric_fn(y_true[idx], y_pred[idx], groups[idx], **metric_kwargs)`` (plus
+    ``scores=scores[idx]`` when scores are given). Resamples whose metric is NaN are
+    dropped and counted in the result's ``n_dropped``; the interval is the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles (linear
+    interpolation) of the rest, or ``(nan, nan)`` if none is left. The same seed and
+    inputs give the same interval.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    yt = np.asarray(y_true)
+    yp = np.asarray(y_pred)
+    n = len(yt)
+    if n == 0:
+        raise ValueError("no samples: y_true is empty")
+    if len(yp) != n:
+        raise ValueError(f"y_true has {n} entries but y_pred has {len(yp)}")
+    g = None if groups is None else np.asarray(groups)
+    if g is not None and len(g) != n:
+        raise ValueError(f"groups has {len(g)} entries but y_true has {n}")
+    s = None if scores is None else np.asarray(scores)
+    if s is not None and len(s) != n:
+        raise ValueError(f"scores has {len(s)} rows but y_true has {n}")
+
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_resamples, _BLOCK_ENTRIES // n))
+    values = np.empty(n_resamples, dtype=np.float64)
+    done = 0
+    while done < n_resamples:
+        m = min(block, n_resamples - done)
+        for idx in rng.integers(0, n, size=(m, n)):
+            kwargs = dict(metric_kwargs)
+            if s is not None:
+                kwargs["scores"] = s[idx]
+            value = metric_fn(yt[idx], yp[idx], None if g is None else g[idx], **kwargs)
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+                raise TypeError(
+                    f"metric_fn must return a number, got {type(value).__name__}; "
+                    "bootstrap a scalar metric (e.g. deo, dob), not a per-group dict"
+                )
+            values[done] = float(value)
+            done += 1
+
+    valid = values[np.isfinite(values)]
+    n_dropped = n_resamples - valid.size
+    if valid.size == 0:
+        low = high = NAN
+    else:
+        alpha = (1.0 - confidence) / 2.0
+        low, high = np.quantile(valid, [alpha, 1.0 - alpha])
+    return BootstrapInterval(low, high, n_valid=valid.size, n_dropped=n_dropped, confidence=confidence)
+
+
+# ----------------------------------------------------------------------------------
+# Student t
+# ----------------------------------------------------------------------------------
+def _t_central_probability(t: float, df: int) -> float:
+    """P(|T| <= t) for Student t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    s = math.sin(theta)
+    if df % 2 == 1:
+        if df == 1:
+            return 2.0 * theta / math.pi
+        term, total = math.cos(theta), math.cos(theta)
+        for k in range(1, (df - 3) // 2 + 1):  # coefficients 2/3, (2*4)/(3*5), ...
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2.0 / math.pi * (theta + s * total)
+    term, total = 1.0, 1.0
+    for k in range(1, (df - 2) // 2 + 1):  # coefficients 1/2, (1*3)/(2*4), ...
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return s * total
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t with integer ``df`` >= 1 at probability ``p`` in (0, 1)."""
+    if int(df) != df or df < 1:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    df = int(df)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    target = 2.0 * p - 1.0  # P(|T| <= t)
+    lo, hi = 0.0, 1.0
+    while _t_central_probability(hi, df) < target:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e300:
+            return math.inf
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if _t_central_probability(mid, df) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def mean_t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, int]:
+    """Mean and half-width of the t-interval over seeds: ``(mean, half_width, n)``.
+
+    NaN values are dropped; ``n`` is the number of values used. ``half_width`` is
+    ``t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with the sample std ``s`` (ddof 1), and
+    NaN when ``n < 2``; ``mean`` is NaN when ``n == 0``.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    v = np.asarray(list(values), dtype=np.float64).reshape(-1)
+    v = v[~np.isnan(v)]
+    n = int(v.size)
+    if n == 0:
+        return NAN, NAN, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, NAN, n
+    half = t_quantile((1.0 + confidence) / 2.0, n - 1) * float(np.std(v, ddof=1)) / math.sqrt(n)
+    return mean, float(half), n
+
+
+# ----------------------------------------------------------------------------------
+# mean over target attributes
+# ----------------------------------------------------------------------------------
+DEFAULT_ATTRIBUTE_KEYS = (
+    "accuracy",
+    "max_group_accuracy",
+    "min_group_accuracy",
+    "worst_group_accuracy",
+    "max_min_ratio",
+    "dob",
+    "tpr",
+    "fpr",
+    "max_group_tpr",
+    "min_group_tpr",
+    "max_group_fpr",
+    "min_group_fpr",
+    "deo",
+    "fpr_gap",
+    "deodds",
+    "deodds_max",
+    "deodds_mean",
+    "dp_difference",
+    "eo_difference",
+    "eodds_difference",
+    "ece",
+    "max_group_ece",
+)
+
+
+def _number(value: Any, key: str) -> float:
+    if value is None:
+        return NAN
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"key {key!r} is not a number in every report (got {type(value).__name__})")
+    return float(value)
+
+
+def mean_over_attributes(
+    reports: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
+    keys: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Per-key NaN-aware mean of several target attributes' reports (e.g. 13 CelebA attributes).
+
+    Each metric is averaged as computed per attribute (DEO is the mean of per-attribute
+    DEOs, never recomputed from averaged TPRs). For every key the result also holds
+    ``{key}_undefined_count``: how many reports had it NaN, None or missing; the mean is
+    over the others (NaN if none). ``keys`` defaults to those of
+    ``DEFAULT_ATTRIBUTE_KEYS`` present in at least one report. ``reports`` may be a list
+    or a {attribute: report} mapping; ``num_reports`` gives their number.
+    """
+    items = list(reports.values()) if isinstance(reports, Mapping) else list(reports)
+    if keys is None:
+        keys = [k for k in DEFAULT_ATTRIBUTE_KEYS if any(k in r for r in items)]
+    out: dict[str, Any] = {"num_reports": len(items)}
+    for key in keys:
+        vals = np.array([_number(r.get(key), key) for r in items], dtype=np.float64)
+        ok = ~np.isnan(vals)
+        out[key] = float(vals[ok].mean()) if ok.any() else NAN
+        out[f"{key}_undefined_count"] = int((~ok).sum())
+    return out

@@ -1,0 +1,115 @@
+"""Batches from decoded uint8 images, augmented on the device.
+
+Images are decoded once (by the dataset, into memory or a memory-mapped cache); each batch
+is gathered as uint8, moved to the device and augmented there as a whole: random crop with
+zero padding (the paper's RandomCrop(padding)), horizontal flip, normalisation to
+mean 0.5 / std 0.5. Evaluation applies only the normalisation.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+import torch
+
+MEAN, STD = 0.5, 0.5
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """B x H x W x 3 uint8 -> B x 3 x H x W float, normalised (channels_last memory layout)."""
+    x = images_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.sub_(MEAN).div_(STD)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random crop (after zero padding, in normalised space pad = -1 = black) and flip."""
+    b, c, h, w = x.shape
+    device = x.device
+    if padding > 0:
+        # Pad with the normalised value of a black pixel, as RandomCrop(padding) pads the PIL image with 0.
+        padded = torch.nn.functional.pad(x, (padding,) * 4, value=(0.0 - MEAN) / STD)
+        off = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device="cpu").to(device)
+        rows = (torch.arange(h, device=device)[None, :] + off[0][:, None])  # B x H
+        cols = (torch.arange(w, device=device)[None, :] + off[1][:, None])  # B x W
+        idx_b = torch.arange(b, device=device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = torch.rand(b, generator=generator, device="cpu").to(device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class BatchStream:
+    """Iterates index batches over an image array, assembling the next batch in a thread."""
+
+    def __init__(self, images: np.ndarray, device: torch.device, prefetch: int = 2):
+        self.images = images
+        self.device = device
+        self.prefetch = max(0, prefetch)
+
+    def _gather(self, idx: np.ndarray) -> torch.Tensor:
+        # Sorted reads are much faster on a memory-mapped cache; restore the order after.
+        order = np.argsort(idx, kind="stable")
+        batch = np.empty((len(idx),) + self.images.shape[1:], dtype=np.uint8)
+        batch[order] = self.images[idx[order]]
+        tensor = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def __call__(self, batches: list[np.ndarray]) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        if self.prefetch == 0:
+            for idx in batches:
+                yield idx, self._gather(idx)
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def work():
+            try:
+                for idx in batches:
+                    if stop.is_set():
+                        return
+                    q.put((idx, self._gather(idx)))
+            except BaseException as exc:  # surfaced in the consumer
+                q.put(exc)
+                return
+            q.put(None)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
+
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator, weights: np.ndarray | None = None,
+                  drop_last: bool = True) -> list[np.ndarray]:
+    """Shuffled index batches; with ``weights``, n draws with replacement proportional to them."""
+    if weights is None:
+        order = rng.permutation(n)
+    else:
+        p = np.asarray(weights, dtype=np.float64)
+        if p.shape != (n,) or not np.all(np.isfinite(p)) or (p < 0).any() or p.sum() <= 0:
+            raise ValueError(f"sampling weights must be {n} finite non-negative numbers with a positive sum")
+        order = rng.choice(n, size=n, replace=True, p=p / p.sum())
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def eval_batches(n: int, batch_size: int) -> list[np.ndarray]:
+    return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]

@@ -1,0 +1,148 @@
+"""Tables from run records: the end-of-run summary and ``fairbench compare``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fairbench.run_store import RunRecord, clean_nan, iter_runs
+
+#: headline metrics of comparison tables: (report key, column title)
+HEADLINE = [
+    ("accuracy", "Acc"),
+    ("worst_group_accuracy", "Worst grp"),
+    ("max_min_ratio", "Max/Min"),
+    ("dob", "DoB"),
+    ("deo", "DEO"),
+    ("deodds", "DEOdds"),
+]
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def run_summary(metrics: dict[str, Any], split: str = "test"):
+    """A rich table: per-group accuracy with supports, then the headline fairness metrics."""
+    from rich.table import Table
+
+    report = metrics[split]
+    table = Table(title=f"{split} metrics (checkpoint of epoch {metrics['selection']['epoch'] + 1}, "
+                        f"selected by val {metrics['selection']['rule']})")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy %", justify="right")
+    tpr = report.get("group_tpr") or {}
+    if tpr:
+        table.add_column("TPR %", justify="right")
+        table.add_column("FPR %", justify="right")
+    for group, acc in report["group_accuracy"].items():
+        row = [group, str(report["group_support"][group]["n"]), _num(acc)]
+        if tpr:
+            row += [_num(tpr.get(group)), _num((report.get("group_fpr") or {}).get(group))]
+        table.add_row(*row)
+    table.add_section()
+    extra = ["", ""] if tpr else []
+    table.add_row("overall (pooled)", str(report["n"]), _num(report["accuracy"]), *extra)
+    for key, title in [("max_group_accuracy", "max group"), ("min_group_accuracy", "min group"),
+                       ("max_min_ratio", "Max/Min ratio"), ("dob", "DoB (std, pp)"), ("deo", "DEO"),
+                       ("deodds", "DEOdds (sum)"), ("dp_difference", "DP difference")]:
+        if key in report:
+            table.add_row(title, "", _num(report[key], 3 if key == "max_min_ratio" else 2), *extra)
+    return table
+
+
+def _task_label(cfg: dict[str, Any]) -> str:
+    return f"{cfg['data']['target']} ~ {'+'.join(cfg['data']['protected'])}"
+
+
+def _setting_key(cfg: dict[str, Any]) -> str:
+    """Everything but the seed: runs that differ only in seed are one row."""
+    from fairbench.config import RunConfig, identity_dict
+    import hashlib
+
+    ident = identity_dict(RunConfig.model_validate({k: v for k, v in cfg.items() if k != "run_id"}))
+    ident["train"].pop("seed", None)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """One row per finished run (test metrics); and (run, reason) for every run skipped."""
+    from fairbench import registry
+    from fairbench.methods.base import needs_label
+
+    rows, skipped = [], []
+    for record in iter_runs(runs_dir):
+        status = record.status()
+        if status.get("state") != "done":
+            skipped.append((record.run_id, f"{status.get('state')}: {status.get('reason') or status.get('error') or ''}".strip()))
+            continue
+        try:
+            cfg, metrics = record.config(), record.metrics()
+        except (OSError, ValueError) as exc:
+            skipped.append((record.run_id, f"unreadable record: {exc}"))
+            continue
+        try:
+            needs = needs_label(registry.methods.get(cfg["method"]), cfg.get("selection"))
+        except registry.RegistryError:
+            needs = "?"
+        test = metrics["test"]
+        row = {"run_id": record.run_id, "method": cfg["method"], "needs": needs, "dataset": cfg["data"]["name"],
+               "task": _task_label(cfg), "selection": cfg.get("selection"), "setting": _setting_key(cfg),
+               "seed": cfg["train"]["seed"], "eval": cfg["data"]["name"]}
+        row.update({key: test.get(key) for key, _ in HEADLINE})
+        rows.append(row)
+        for folder in record.evaluations():  # cross-dataset evaluations appear as their own rows
+            ev = json.loads((folder / "metrics.json").read_text())
+            rows.append({**row, "eval": ev.get("dataset", folder.name), **{k: ev["report"].get(k) for k, _ in HEADLINE}})
+    return pd.DataFrame(rows), skipped
+
+
+def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t-interval half-width over seeds per (method, dataset, task, setting, eval)."""
+    from fairbench.metrics import mean_t_interval
+
+    if runs.empty:
+        return runs
+    keys = ["method", "needs", "dataset", "task", "selection", "setting", "eval"]
+    out = []
+    for key, grp in runs.groupby(keys, sort=True, dropna=False):
+        row = dict(zip(keys, key))
+        row["seeds"] = len(grp)
+        for metric, _ in HEADLINE:
+            mean, half, _n = mean_t_interval(grp[metric].astype(float).to_numpy())
+            row[metric] = mean
+            row[f"{metric}_ci95"] = half
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def format_compare(table: pd.DataFrame, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(clean_nan(table.to_dict(orient="records")), indent=2)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    display = pd.DataFrame({
+        "method": table["method"], "needs": table["needs"], "trained on": table["dataset"],
+        "evaluated on": table["eval"], "task": table["task"], "selection": table["selection"],
+        "seeds": table["seeds"],
+    })
+    if table["setting"].nunique() > table[["method", "dataset", "task"]].drop_duplicates().shape[0]:
+        display["setting"] = table["setting"]
+    for metric, title in HEADLINE:
+        digits = 3 if metric == "max_min_ratio" else 2
+        display[title] = [
+            _num(m, digits) + ("" if h is None or (isinstance(h, float) and math.isnan(h)) else f" ± {_num(h, digits)}")
+            for m, h in zip(table[metric], table[f"{metric}_ci95"])
+        ]
+    if fmt == "latex":
+        return display.to_latex(index=False, escape=True)
+    from tabulate import tabulate
+
+    return tabulate(display, headers="keys", tablefmt="github" if fmt == "markdown" else "simple", showindex=False)

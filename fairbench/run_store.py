@@ -1,0 +1,210 @@
+"""Run folders: every file written atomically, so a crash never leaves a half-written record.
+
+    runs/<run_id>/
+      config.json        resolved configuration (the run id is its hash)
+      environment.json   git revision, package versions, device, host, start / end time
+      status.json        running | done | failed (+ error); running with a dead pid = incomplete
+      history.json       per-epoch training losses and validation metrics
+      metrics.json       selection (rule, epoch) and the val / test metric reports
+      predictions_val.csv, predictions_test.csv   per-sample: index, id, target, groups, scores, pred
+      checkpoint.pt      selected weights (load with weights_only=True)
+      last.pt            latest epoch (weights, optimizers, RNG) for resuming
+      evaluations/<dataset>-<split>/   cross-dataset evaluations (metrics.json, predictions.csv)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import os
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DEFAULT_RUNS_DIR = Path("runs")
+STATES = ("running", "done", "failed", "incomplete")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(obj: Any):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    # NaN is written as NaN (Python's json reads it back); undefined rates must stay NaN.
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True).encode())
+
+
+def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment(device: str) -> dict[str, Any]:
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("fairbench", "torch", "torchvision", "timm", "numpy", "pandas", "pydantic"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    env = {
+        "git_revision": git_revision(),
+        "packages": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": device,
+        "started": now(),
+    }
+    if device.startswith("cuda"):
+        import torch
+
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+@dataclass
+class RunRecord:
+    """Read-side view of a run folder."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def status(self) -> dict[str, Any]:
+        """Status, with a 'running' run whose process is gone reported as 'incomplete'."""
+        try:
+            status = read_json(self.path / "status.json")
+        except FileNotFoundError:
+            return {"state": "incomplete", "reason": "no status.json"}
+        except (json.JSONDecodeError, OSError) as exc:
+            return {"state": "incomplete", "reason": f"unreadable status.json: {exc}"}
+        if status.get("state") == "running":
+            same_host = status.get("host") == socket.gethostname()
+            if same_host and not _pid_alive(int(status.get("pid", -1))):
+                status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died during epoch {status.get('epoch')}"}
+        return status
+
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / "config.json")
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.path / "metrics.json")
+
+    def environment(self) -> dict[str, Any]:
+        return read_json(self.path / "environment.json")
+
+    def predictions(self, split: str = "test") -> pd.DataFrame:
+        return pd.read_csv(self.path / f"predictions_{split}.csv")
+
+    def evaluations(self) -> list[Path]:
+        folder = self.path / "evaluations"
+        return sorted(p for p in folder.iterdir() if (p / "metrics.json").is_file()) if folder.is_dir() else []
+
+
+class RunWriter:
+    """Write-side of a run folder for the runner."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        assert state in STATES
+        payload = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "updated": now(), **extra}
+        self.write_json("status.json", payload)
+
+    def write_predictions(self, split: str, frame: pd.DataFrame, folder: Path | None = None) -> None:
+        atomic_write_csv((folder or self.path) / f"predictions_{split}.csv", frame)
+
+    def save_checkpoint(self, name: str, obj: Any) -> None:
+        atomic_torch_save(self.path / name, obj)
+
+
+def iter_runs(runs_dir: Path) -> list[RunRecord]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return [RunRecord(p) for p in sorted(runs_dir.iterdir()) if p.is_dir() and (p / "config.json").is_file()]
+
+
+def clean_nan(obj: Any) -> Any:
+    """NaN -> None, for strict JSON consumers (``--format json``)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_nan(v) for v in obj]
+    return obj

@@ -1,0 +1,357 @@
+"""The one training / evaluation loop every method runs through.
+
+Selection protocol: after each epoch the model is evaluated on the validation split and
+the checkpoint is selected by the configured rule on validation metrics only. The test
+split is predicted once, at the end, with the selected checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fairbench import registry
+from fairbench.config import RunConfig, identity_dict, run_id
+from fairbench.datasets.base import DatasetBundle, DataSplit, Task
+from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
+from fairbench.pipeline import BatchStream, epoch_batches, eval_batches, random_crop_flip, to_float
+from fairbench.run_store import RunRecord, RunWriter, environment, now, read_json
+
+
+class RunAlreadyDone(Exception):
+    def __init__(self, path: Path):
+        super().__init__(f"this configuration already ran to completion: {path} (use --force to run it again)")
+        self.path = path
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available; use --set train.device=cpu")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> dict[str, int]:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    return {"python": seed, "numpy": seed % 2**32, "torch": seed, "sampler": seed}
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def load_bundle(cfg: RunConfig) -> DatasetBundle:
+    dataset_cls = registry.datasets.get(cfg.data.name)
+    options = dataset_cls.Options.model_validate(cfg.data.options)
+    dataset = dataset_cls(cfg.data.root, options, cfg.data.cache_dir)
+    bundle = dataset.load(Task(cfg.data.target, tuple(cfg.data.protected)), cfg.data.image_size)
+    rng = np.random.default_rng(cfg.train.seed)
+    limits = {"train": cfg.data.max_train_samples, "val": cfg.data.max_eval_samples, "test": cfg.data.max_eval_samples}
+    for name, limit in limits.items():
+        split = bundle.splits.get(name)
+        if split is not None and limit is not None and limit < len(split):
+            bundle.splits[name] = split.subset(np.sort(rng.choice(len(split), size=limit, replace=False)))
+            bundle.info.setdefault("subsampled", {})[name] = limit
+    for name in ("train", "val", "test"):
+        if name not in bundle.splits or len(bundle.splits[name]) == 0:
+            raise ValueError(f"dataset {cfg.data.name!r} has an empty {name!r} split; check the data and the options")
+    bundle.__post_init__()  # refresh the group vocabulary after subsampling
+    return bundle
+
+
+def predict_images(method: Method, images: np.ndarray, batch_size: int, device: torch.device, amp: bool,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Logits N x K for uint8 images, in eval mode, without gradients."""
+    method.eval()
+    stream = BatchStream(images, device)
+    out = []
+    with torch.inference_mode(), autocast(device, amp):
+        for _, raw in stream(eval_batches(len(images), batch_size)):
+            out.append(method.predict(to_float(raw.to(device))).float().cpu())
+            if progress:
+                progress(len(raw))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predictions_frame(split: DataSplit, logits: np.ndarray, protected: tuple[str, ...], classes: list[str]) -> pd.DataFrame:
+    scores = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
+    frame = pd.DataFrame({"index": np.arange(len(split)), "sample_id": split.sample_ids, "target": split.targets})
+    frame["group"] = split.group_labels(protected)
+    for col in protected:
+        frame[col] = split.attributes[col].astype(str).to_numpy()
+    for k in range(scores.shape[1]):
+        frame[f"score_{k}"] = scores[:, k]
+    frame["pred"] = logits.argmax(1)
+    return frame
+
+
+def report_for(frame: pd.DataFrame) -> dict[str, Any]:
+    from fairbench.metrics import evaluate_predictions
+
+    score_cols = [c for c in frame.columns if c.startswith("score_")]
+    return evaluate_predictions(
+        frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["group"].to_numpy(),
+        scores=frame[score_cols].to_numpy() if score_cols else None,
+    )
+
+
+# -- model construction ---------------------------------------------------------------------------
+
+def build_method(cfg: RunConfig, bundle: DatasetBundle, device: torch.device, steps_per_epoch: int) -> Method:
+    from fairbench.backbones import create_backbone
+
+    method_cls = registry.methods.get(cfg.method)
+    train = bundle.splits["train"]
+    pretrained = cfg.backbone.pretrained
+    ctx = MethodContext(
+        num_classes=len(bundle.classes),
+        train=TrainConfigView(cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr,
+                              cfg.train.momentum, cfg.train.weight_decay),
+        steps_per_epoch=steps_per_epoch,
+        image_size=cfg.data.image_size,
+        device=device,
+        make_backbone=lambda: create_backbone(cfg.backbone.name, pretrained),
+        train_targets=train.targets.copy(),
+    )
+    if method_cls.uses_train_groups:  # demographic labels reach only methods that declare them
+        ctx.train_groups = bundle.group_codes("train")
+        ctx.group_names = list(bundle.group_names)
+        ctx.train_attributes = bundle.attribute_codes("train")
+        ctx.attribute_sizes = {c: int(max(v.max() + 1, 1)) for c, v in bundle.attribute_codes("train").items()}
+    hparams = method_cls.Hparams.model_validate(cfg.hparams)
+    return method_cls(ctx, hparams).to(device)
+
+
+def load_trained_method(run_dir: Path, device: str = "auto") -> tuple[Method, RunConfig, DatasetBundle | None]:
+    """Rebuild a finished run's method with its selected weights (for eval / explain)."""
+    record = RunRecord(Path(run_dir))
+    cfg = RunConfig.model_validate(record.config())
+    dev = pick_device(device)
+    meta = read_json(record.path / "dataset.json")
+    bundle_stub = _StubBundle(meta)
+    method = build_method(cfg, bundle_stub, dev, steps_per_epoch=1)  # type: ignore[arg-type]
+    state = torch.load(record.path / "checkpoint.pt", map_location=dev, weights_only=True)
+    method.load_state_dict(state["model"])
+    method.eval()
+    return method, cfg, None
+
+
+class _StubBundle:
+    """Enough of a DatasetBundle to rebuild a method without reloading its training data."""
+
+    def __init__(self, meta: dict[str, Any]):
+        self.classes = meta["classes"]
+        self.group_names = meta["group_names"]
+        n = meta["train_size"]
+        self.splits = {"train": _StubSplit(np.asarray(meta["train_targets"], dtype=np.int64))}
+        self._groups = np.asarray(meta.get("train_groups") or np.zeros(n), dtype=np.int64)
+        self._attributes = {k: np.asarray(v, dtype=np.int64) for k, v in meta.get("train_attributes", {}).items()}
+
+    def group_codes(self, split: str) -> np.ndarray:
+        return self._groups
+
+    def attribute_codes(self, split: str) -> dict[str, np.ndarray]:
+        return self._attributes
+
+
+@dataclass
+class _StubSplit:
+    targets: np.ndarray
+
+
+def dataset_meta(bundle: DatasetBundle) -> dict[str, Any]:
+    train = bundle.splits["train"]
+    return {
+        "name": bundle.name,
+        "task": {"target": bundle.task.target, "protected": list(bundle.task.protected)},
+        "classes": bundle.classes,
+        "group_names": bundle.group_names,
+        "split_sizes": {k: len(v) for k, v in bundle.splits.items()},
+        "group_counts": {
+            k: pd.Series(v.group_labels(bundle.task.protected)).value_counts().sort_index().to_dict()
+            for k, v in bundle.splits.items()
+        },
+        "info": bundle.info,
+        # what rebuilding the method needs (shapes of group-aware heads, per-sample tables)
+        "train_size": len(train),
+        "train_targets": train.targets.tolist(),
+        "train_groups": bundle.group_codes("train").tolist(),
+        "train_attributes": {k: v.tolist() for k, v in bundle.attribute_codes("train").items()},
+    }
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+class _Trainer:
+    """The TrainerView handed to methods between epochs."""
+
+    def __init__(self, method: Method, bundle: DatasetBundle, cfg: RunConfig, device: torch.device):
+        self.method, self.bundle, self.cfg, self.device = method, bundle, cfg, device
+
+    def predict_train(self) -> np.ndarray:
+        logits = predict_images(self.method, self.bundle.splits["train"].images, self.cfg.train.eval_batch_size,
+                                self.device, self.cfg.train.amp)
+        self.method.train()
+        return logits
+
+
+def selection_score(rule: str, report: dict[str, Any], epoch: int) -> float:
+    if rule == "last":
+        return float(epoch)
+    value = report.get(rule)
+    return float("-inf") if value is None or np.isnan(value) else float(value)
+
+
+def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "Reporter | None" = None) -> Path:
+    """Train, select on validation, test once; returns the run folder."""
+    from fairbench.progress import Reporter
+
+    reporter = reporter or Reporter(quiet=True)
+    rid = run_id(cfg)
+    path = Path(runs_dir) / rid
+    record = RunRecord(path)
+    if path.exists():
+        state = record.status().get("state")
+        if state == "done" and not force:
+            raise RunAlreadyDone(path)
+        if force:
+            shutil.rmtree(path)
+    writer = RunWriter(path)
+    device = pick_device(cfg.train.device)
+    env = environment(str(device))
+    writer.write_json("config.json", {**cfg.model_dump(mode="json"), "run_id": rid})
+    writer.write_json("environment.json", env)
+    writer.set_status("running", epoch=None, started=env["started"])
+    t0 = time.time()
+    try:
+        seeds = seed_everything(cfg.train.seed, cfg.train.deterministic)
+        reporter.log(f"run {rid}: {cfg.method} on {cfg.data.name} ({cfg.data.target} ~ {'+'.join(cfg.data.protected)}), "
+                     f"{cfg.backbone.name}, {cfg.data.image_size}px, device {device}")
+        bundle = load_bundle(cfg)
+        writer.write_json("dataset.json", dataset_meta(bundle))
+        train = bundle.splits["train"]
+        n_batches = len(train) // cfg.train.batch_size
+        if n_batches == 0:
+            raise ValueError(f"the training split has {len(train)} samples, fewer than one batch of {cfg.train.batch_size}; "
+                             "lower --set train.batch_size")
+        method = build_method(cfg, bundle, device, n_batches)
+        trainer = _Trainer(method, bundle, cfg, device)
+        sampler_rng = np.random.default_rng(cfg.train.seed)
+        aug_gen = torch.Generator().manual_seed(cfg.train.seed)
+        groups_t = torch.from_numpy(bundle.group_codes("train"))
+        attrs_t = {k: torch.from_numpy(v) for k, v in bundle.attribute_codes("train").items()}
+        targets_t = torch.from_numpy(train.targets)
+        stream = BatchStream(train.images, device, prefetch=cfg.train.workers)
+        history: list[dict[str, Any]] = []
+        best = {"score": float("-inf"), "epoch": None, "report": None}
+        start_epoch = 0
+        resume = path / "last.pt"
+        if resume.is_file():
+            start_epoch, history, best = _resume(resume, method, sampler_rng, aug_gen)
+            reporter.log(f"resuming from epoch {start_epoch} ({resume})")
+        val = bundle.splits["val"]
+        with reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
+            for epoch in range(start_epoch, cfg.train.epochs):
+                writer.set_status("running", epoch=epoch, started=env["started"])
+                method.train()
+                weights = method.begin_epoch(epoch, trainer)
+                method.train()
+                batches = epoch_batches(len(train), cfg.train.batch_size, sampler_rng, weights)
+                sums: dict[str, torch.Tensor] = {}
+                bar.start_epoch(epoch)
+                for step, (idx, raw) in enumerate(stream(batches)):
+                    idx_t = torch.from_numpy(idx)
+                    x = random_crop_flip(to_float(raw), cfg.train.crop_padding, aug_gen)
+                    batch = Batch(x=x, y=targets_t[idx_t].to(device), index=idx_t.to(device))
+                    if method.uses_train_groups:
+                        batch.group = groups_t[idx_t].to(device)
+                        batch.attributes = {k: v[idx_t].to(device) for k, v in attrs_t.items()}
+                    with autocast(device, cfg.train.amp):
+                        logs = method.update(batch)
+                    for k, v in logs.items():
+                        v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+                        sums[k] = sums.get(k, 0) + v
+                    bar.advance_batch(step + 1, sums)  # syncs only when it redraws
+                train_logs = {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
+                val_frame = predictions_frame(val, predict_images(method, val.images, cfg.train.eval_batch_size, device,
+                                                                  cfg.train.amp, bar.advance_eval),
+                                              bundle.task.protected, bundle.classes)
+                val_report = report_for(val_frame)
+                entry = {"epoch": epoch, "train": train_logs,
+                         "val": {k: val_report.get(k) for k in ("accuracy", "worst_group_accuracy", "dob", "max_min_ratio")},
+                         "selectable": method.is_selectable_epoch(epoch), "time": now()}
+                history.append(entry)
+                score = selection_score(cfg.selection, val_report, epoch)
+                if entry["selectable"] and (score > best["score"] or best["epoch"] is None):
+                    best = {"score": score, "epoch": epoch, "report": val_report}
+                    writer.save_checkpoint("checkpoint.pt", {"model": method.state_dict(), "epoch": epoch})
+                    writer.write_predictions("val", val_frame)
+                writer.write_json("history.json", history)
+                writer.save_checkpoint("last.pt", {
+                    "model": method.state_dict(), "optimizers": method.optimizer_state(), "epoch": epoch,
+                    "history": history, "best": {"score": best["score"], "epoch": best["epoch"]},
+                    "sampler_rng": sampler_rng.bit_generator.state, "aug_gen": aug_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                })
+                bar.end_epoch(epoch, train_logs, val_report, best["epoch"] == epoch)
+        if best["epoch"] is None:
+            raise RuntimeError("no epoch was selectable; check the method's phases and --epochs")
+        # The selected checkpoint, evaluated once on test.
+        state = torch.load(path / "checkpoint.pt", map_location=device, weights_only=True)
+        method.load_state_dict(state["model"])
+        test = bundle.splits["test"]
+        test_frame = predictions_frame(test, predict_images(method, test.images, cfg.train.eval_batch_size, device,
+                                                            cfg.train.amp), bundle.task.protected, bundle.classes)
+        writer.write_predictions("test", test_frame)
+        val_report = best["report"] if best["report"] is not None else report_for(record.predictions("val"))
+        metrics = {
+            "selection": {"rule": cfg.selection, "epoch": best["epoch"], "score": best["score"]},
+            "val": val_report,
+            "test": report_for(test_frame),
+            "seeds": seeds,
+            "wall_time_s": time.time() - t0,
+        }
+        writer.write_json("metrics.json", metrics)
+        (path / "last.pt").unlink(missing_ok=True)
+        writer.write_json("environment.json", {**env, "ended": now(), "wall_time_s": time.time() - t0})
+        writer.set_status("done", started=env["started"], ended=now(), wall_time_s=time.time() - t0)
+        return path
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        writer.set_status("failed", error=reason, traceback=traceback.format_exc(), started=env["started"], ended=now())
+        raise
+
+
+def _resume(path: Path, method: Method, sampler_rng: np.random.Generator, aug_gen: torch.Generator):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    method.load_state_dict(state["model"])
+    method.load_optimizer_state(state["optimizers"])
+    sampler_rng.bit_generator.state = state["sampler_rng"]
+    aug_gen.set_state(state["aug_gen"])
+    torch.set_rng_state(state["torch_rng"])
+    best = {**state["best"], "report": None}
+    return state["epoch"] + 1, state["history"], best
