@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny end-to-end runs on the built-in benchmark, on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FAIRFACE_SAMPLE = SHARED / "data" / "fairface-sample"
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def tiny_config(method: str, *, hparams: dict[str, Any] | None = None, epochs: int = 1, sets: list[str] = (),
+                **overrides: Any):
+    """A resolved config that trains in a few seconds: 32 px, 256 training images, CPU."""
+    from fairbench.config import build_config, resolve
+
+    flat = {
+        "method": method,
+        "data.image_size": 32,
+        "data.max_train_samples": 256,
+        "data.max_eval_samples": 128,
+        "train.epochs": epochs,
+        "train.batch_size": 32,
+        "train.device": "cpu",
+        "train.workers": 0,
+    }
+    flat.update({f"hparams.{k}": v for k, v in (hparams or {}).items()})
+    flat.update(overrides)
+    return resolve(build_config(None, flat, list(sets)))
+
+
+@pytest.fixture
+def run_tiny(tmp_path) -> Callable[..., Path]:
+    """``run_tiny("erm", hparams={...}, epochs=1)`` trains a tiny run and returns its folder."""
+    from fairbench.runner import execute
+
+    def run(method: str, **kwargs: Any) -> Path:
+        return execute(tiny_config(method, **kwargs), tmp_path / "runs")
+
+    return run
