@@ -113,6 +113,31 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fairbench.config import ConfigError, parse_value
+    from fairbench.cross_eval import evaluate_run, summary_table
+    from fairbench.run_store import RunRecord
+
+    options, cache_dir = {}, None
+    for pair in args.sets:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if sep and key.startswith("data.options.") and len(key) > len("data.options."):
+            options[key[len("data.options."):]] = parse_value(text.strip())
+        elif sep and key == "data.cache_dir":
+            cache_dir = Path(text.strip())
+        else:
+            raise ConfigError(f"fairbench eval --set accepts data.options.NAME=VALUE and data.cache_dir=PATH, got {pair!r}")
+    evaluation = evaluate_run(args.run_dir, args.dataset, data_root=args.data_root, split=args.split, options=options,
+                              cache_dir=cache_dir, device=args.device,
+                              protected=tuple(args.protected.split(",")) if args.protected else None)
+    from rich.console import Console
+
+    Console().print(summary_table(evaluation, RunRecord(args.run_dir).metrics()))
+    print(f"wrote {evaluation.folder}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from fairbench import registry
     from fairbench.registry import summary_of
@@ -174,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered methods, datasets, backbones or metrics")
     p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics"])
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("eval", help="evaluate a finished run on another dataset (cross-dataset, per-group table)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--dataset", required=True, help="dataset to evaluate on, e.g. utkface, lfwa, celeba")
+    p.add_argument("--data-root", type=Path, help="folder holding that dataset's files (default: its environment variable)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--protected", help="group columns, comma separated (default: the dataset's)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="data.options.NAME=VALUE or data.cache_dir=PATH (repeatable)")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -109,14 +109,21 @@ def predictions_frame(split: DataSplit, logits: np.ndarray, protected: tuple[str
     return frame
 
 
-def report_for(frame: pd.DataFrame) -> dict[str, Any]:
+def report_for(frame: pd.DataFrame, group_order: list[str] | None = None) -> dict[str, Any]:
+    """Every metric of a predictions frame; per-group entries in ``group_order`` (the dataset's)."""
     from fairbench.metrics import evaluate_predictions
 
     score_cols = [c for c in frame.columns if c.startswith("score_")]
-    return evaluate_predictions(
+    report = evaluate_predictions(
         frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["group"].to_numpy(),
         scores=frame[score_cols].to_numpy() if score_cols else None,
     )
+    if group_order:
+        rank = {g: i for i, g in enumerate(group_order)}
+        for key, value in report.items():
+            if key.startswith("group_") and isinstance(value, dict):
+                report[key] = dict(sorted(value.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+    return report
 
 
 # -- model construction ---------------------------------------------------------------------------
@@ -300,7 +307,7 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
                 val_frame = predictions_frame(val, predict_images(method, val.images, cfg.train.eval_batch_size, device,
                                                                   cfg.train.amp, bar.advance_eval),
                                               bundle.task.protected, bundle.classes)
-                val_report = report_for(val_frame)
+                val_report = report_for(val_frame, bundle.group_names)
                 entry = {"epoch": epoch, "train": train_logs,
                          "val": {k: val_report.get(k) for k in ("accuracy", "worst_group_accuracy", "dob", "max_min_ratio")},
                          "selectable": method.is_selectable_epoch(epoch), "time": now()}
@@ -327,11 +334,11 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
         test_frame = predictions_frame(test, predict_images(method, test.images, cfg.train.eval_batch_size, device,
                                                             cfg.train.amp), bundle.task.protected, bundle.classes)
         writer.write_predictions("test", test_frame)
-        val_report = best["report"] if best["report"] is not None else report_for(record.predictions("val"))
+        val_report = best["report"] if best["report"] is not None else report_for(record.predictions("val"), bundle.group_names)
         metrics = {
             "selection": {"rule": cfg.selection, "epoch": best["epoch"], "score": best["score"]},
             "val": val_report,
-            "test": report_for(test_frame),
+            "test": report_for(test_frame, bundle.group_names),
             "seeds": seeds,
             "wall_time_s": time.time() - t0,
         }

@@ -439,7 +439,7 @@ def test_bootstrap_passes_resampled_scores():
 
 def test_bootstrap_coverage_sanity():
     """Percentile intervals of accuracy cover the true accuracy about 95% of the time."""
-    true_p, n, trials = 0.8, 200, 200
+    true_p, n, trials = 0.8, 200, 400
     rng = np.random.default_rng(123)
     covered = 0
     for t in range(trials):

@@ -91,13 +91,22 @@ class DatasetBundle:
     classes: list[str]  # target class names, index = class id
     splits: dict[str, DataSplit]
     info: dict[str, Any] = field(default_factory=dict)  # protocol, skipped files ... (recorded in the run)
+    #: display order of each protected attribute's values (e.g. skin tones light to dark); others sort last
+    value_order: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = set()
         for split in self.splits.values():
             labels.update(split.group_labels(self.task.protected))
-        self.group_names: list[str] = sorted(labels)
+        self.group_names: list[str] = sorted(labels, key=self._group_sort_key)
         self._group_index = {g: i for i, g in enumerate(self.group_names)}
+
+    def _group_sort_key(self, group: str) -> tuple:
+        key = []
+        for col, value in zip(self.task.protected, group.split(GROUP_SEPARATOR)):
+            order = self.value_order.get(col, [])
+            key.append((order.index(value) if value in order else len(order), value))
+        return tuple(key)
 
     def group_codes(self, split: str) -> np.ndarray:
         labels = self.splits[split].group_labels(self.task.protected)

@@ -102,7 +102,8 @@ def overall_map(maps: list[Tensor]) -> Tensor:
 def _authors_table_host(n: int, pad: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
     # The authors' expressions evaluated in Python for every possible first / last index,
     # so the batched lookup reproduces their double-precision int() truncation exactly
-    # (e.g. 0.1 * 30 == 3.0000000000000004) without re-deriving it in tensor arithmetic.
+    # (e.g. 0.7 * 90 == 62.99999999999999 but int(2 + 62.99999999999999) == 65, one more
+    # than 2 + floor(pad)) without re-deriving it in tensor arithmetic.
     start = tuple(max(int(i - pad), 0) for i in range(n))
     end = tuple(min(int(i + pad), n) for i in range(n))
     return start, end
@@ -212,16 +213,15 @@ def crop_and_resize(images: Tensor, boxes: Tensor, size: tuple[int, int] | None 
     out_h, out_w = (h, w) if size is None else (int(size[0]), int(size[1]))
     boxes = boxes.to(images.device)
     y0, y1, x0, x1 = boxes.unbind(dim=1)
-    gy = _axis_grid(y0, y1, h, out_h)  # B x out_h
-    gx = _axis_grid(x0, x1, w, out_w)  # B x out_w
+    work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    gy = _axis_grid(y0, y1, h, out_h).to(work_dtype)  # B x out_h
+    gx = _axis_grid(x0, x1, w, out_w).to(work_dtype)  # B x out_w
     # The box is axis-aligned, so the grid is separable: x depends on the column only,
     # y on the row only (a per-sample affine grid with zero shear).
     grid = torch.stack(
         (gx.unsqueeze(1).expand(b, out_h, out_w), gy.unsqueeze(2).expand(b, out_h, out_w)), dim=-1
     )
-    work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
-    src = images.to(work_dtype)
-    out = F.grid_sample(src, grid.to(work_dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(images.to(work_dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.to(images.dtype)
 
 

@@ -89,8 +89,11 @@ def _vocabulary(
     target: list[Any], pred: list[Any], positive: Any
 ) -> tuple[list[Any], list[Any], list[Any], Any]:
     numeric = all(_is_number(v) for v in target + pred)
-    if positive is not None and not _is_number(positive):
-        numeric = False
+    if numeric and isinstance(positive, str):  # e.g. "1" from the command line
+        try:
+            positive = float(positive)
+        except ValueError:
+            numeric = False
     t, p = _normalise(target, numeric), _normalise(pred, numeric)
     vocab = sorted(set(t) | set(p))
     if numeric and set(vocab) <= {0, 1}:

@@ -1,0 +1,160 @@
+"""Cross-dataset evaluation: a finished run's selected model on another dataset's split.
+
+The run's target is mapped onto the other dataset's (gender: FairFace / UTKFace / LFWA+
+``gender`` = CelebA ``Male``; otherwise the same target name, e.g. ``Smiling``), class names
+are matched (CelebA ``Male`` 1 / -1 = ``Male`` / ``Female``) and the logit columns are
+reordered into the evaluated dataset's class order. Groups are the evaluated dataset's own
+(its default protected attributes unless given). Written under the run, atomically:
+
+    runs/<run_id>/evaluations/<dataset>-<split>/metrics.json    dataset, split, run_id, report, ...
+    runs/<run_id>/evaluations/<dataset>-<split>/predictions.csv per-sample, as predictions_test.csv
+
+``fairbench compare`` lists these as extra rows ("evaluated on").
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fairbench import registry
+from fairbench.datasets import vocab
+from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+
+
+@dataclass
+class CrossEvaluation:
+    folder: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+
+
+def _dataset(name: str, root: Path | None, options: dict[str, Any], cache_dir: Path | None) -> Dataset:
+    from pydantic import ValidationError
+
+    from fairbench.config import explain_validation_error
+
+    cls = registry.datasets.get(name)
+    try:
+        opts = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, cls.Options, f"options of dataset {name!r}") from None
+    return cls(root, opts, cache_dir)
+
+
+def target_for(run_dataset: str, run_target: str, eval_name: str, eval_dataset: Dataset) -> str:
+    """The evaluated dataset's target that means the run's, or an error listing the targets that map."""
+    eval_targets = eval_dataset.targets()
+    target = vocab.mapped_target(run_dataset, run_target, eval_name, eval_targets)
+    if target is not None:
+        return target
+    try:
+        run_targets = registry.datasets.get(run_dataset)(None).targets()
+    except Exception:  # a plugin dataset that cannot list targets without its files
+        run_targets = [run_target]
+    pairs = [f"{t} -> {m}" for t in run_targets
+             if (m := vocab.mapped_target(run_dataset, t, eval_name, eval_targets)) is not None]
+    raise DatasetError(
+        f"the run's target {run_target!r} ({run_dataset}) has no counterpart in {eval_name} "
+        f"(targets: {', '.join(eval_targets)}). Targets of {run_dataset} that map onto {eval_name}: "
+        f"{', '.join(pairs) if pairs else 'none'}")
+
+
+def load_split(dataset: Dataset, task: Task, image_size: int, split: str) -> DatasetBundle:
+    """Only ``split`` when the loader can load a subset of splits (the built-in file loaders can)."""
+    if "splits" in inspect.signature(dataset.load).parameters:
+        return dataset.load(task, image_size, splits=(split,))
+    return dataset.load(task, image_size)
+
+
+def evaluate_run(
+    run_dir: Path,
+    dataset: str,
+    *,
+    data_root: Path | None = None,
+    split: str = "test",
+    options: dict[str, Any] | None = None,
+    cache_dir: Path | None = None,
+    protected: tuple[str, ...] | None = None,
+    device: str = "auto",
+) -> CrossEvaluation:
+    from fairbench.config import RunConfig
+    from fairbench.run_store import RunRecord, atomic_write_csv, atomic_write_json, environment, now, read_json
+    from fairbench.runner import load_trained_method, predict_images, predictions_frame, report_for
+
+    run_dir = Path(run_dir)
+    record = RunRecord(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    state = record.status().get("state")
+    if state != "done" or not (run_dir / "checkpoint.pt").is_file():
+        raise ValueError(f"run {run_dir} is not finished (state {state!r}); evaluate a run that completed")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    cfg = RunConfig.model_validate({k: v for k, v in record.config().items() if k != "run_id"})
+    run_classes = list(read_json(run_dir / "dataset.json")["classes"])
+
+    ds = _dataset(dataset, data_root, options or {}, cache_dir)
+    target = target_for(cfg.data.name, cfg.data.target, dataset, ds)
+    task = Task(target, tuple(protected or type(ds).default_protected))
+    bundle = load_split(ds, task, cfg.data.image_size, split)
+    if split not in bundle.splits:
+        raise DatasetError(f"{dataset} has no {split!r} split")
+    columns = vocab.class_mapping(run_classes, bundle.classes)
+    if columns is None:
+        raise DatasetError(f"the classes of {dataset} {target!r} {bundle.classes} do not map one-to-one onto the "
+                           f"run's classes {run_classes} ({cfg.data.name} {cfg.data.target!r})")
+
+    method, _, _ = load_trained_method(run_dir, device)
+    dev = next(method.parameters()).device
+    data = bundle.splits[split]
+    logits = predict_images(method, data.images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
+    logits = logits[:, columns]  # the run's columns, reordered into this dataset's class order
+    frame = predictions_frame(data, logits, task.protected, bundle.classes)
+    report = report_for(frame, bundle.group_names)
+
+    folder = run_dir / "evaluations" / f"{dataset}-{split}"
+    metrics = {
+        "dataset": dataset,
+        "split": split,
+        "run_id": record.run_id,
+        "report": report,
+        "target": target,
+        "protected": list(task.protected),
+        "classes": bundle.classes,
+        "run_target": cfg.data.target,
+        "run_classes": run_classes,
+        "logit_columns": columns,  # for each class above, the run's logit column
+        "image_size": cfg.data.image_size,
+        "options": ds.options.model_dump(mode="json"),
+        "data_info": bundle.info,
+        "group_counts": pd.Series(data.group_labels(task.protected)).value_counts().to_dict(),
+        "environment": {**environment(str(dev)), "ended": now()},
+    }
+    atomic_write_csv(folder / "predictions.csv", frame)
+    atomic_write_json(folder / "metrics.json", metrics)
+    return CrossEvaluation(folder, metrics, frame)
+
+
+def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):
+    """The per-group table of an evaluation (the end-of-run table's layout)."""
+    from fairbench.reporting import run_summary
+
+    m = evaluation.metrics
+    label = f"{m['dataset']} {m['split']} ({m['target']} ~ {'+'.join(m['protected'])})"
+    return run_summary({label: m["report"], "selection": run_metrics["selection"]}, label)
+
+
+def group_accuracy_frame(evaluation: CrossEvaluation) -> pd.DataFrame:
+    """group, n, accuracy: the per-group rows of an evaluation as a frame."""
+    report = evaluation.metrics["report"]
+    rows = [(g, report["group_support"][g]["n"], acc) for g, acc in report["group_accuracy"].items()]
+    return pd.DataFrame(rows, columns=["group", "n", "accuracy"])
+
+
+__all__ = ["CrossEvaluation", "evaluate_run", "group_accuracy_frame", "load_split", "summary_table", "target_for"]

@@ -1,0 +1,104 @@
+"""From a table of labelled image files to a :class:`DatasetBundle`: the one assembly path of
+every file-based loader (FairFace, UTKFace, CelebA, LFWA+, generic manifests).
+
+A loader parses its own label files into a table with one row per image:
+
+- ``path``: the file, relative to the image root (POSIX separators);
+- ``split``: ``train`` / ``val`` / ``test``;
+- ``source``: where the row's labels come from (``"fairface_label_train.csv line 7"``), for errors;
+- any label columns (strings).
+
+:func:`build_bundle` checks the task's columns (no empty values), maps the target to class
+indices, decodes each split through :mod:`fairbench.image_cache` and records in ``info``
+what it skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fairbench.datasets.base import SPLITS, DataSplit, DatasetBundle, DatasetError, Task
+from fairbench.image_cache import OnBadImage, Progress, decode_images
+
+
+def _blank(values: pd.Series) -> np.ndarray:
+    return (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+
+
+def check_columns(name: str, table: pd.DataFrame, task: Task, where: str, targets: Sequence[str]) -> None:
+    """Target and protected columns exist and have a value in every row."""
+    if task.target not in table.columns:
+        raise DatasetError(f"{name}: no target {task.target!r} in {where}; targets: {', '.join(targets)}")
+    columns = [c for c in table.columns if c not in ("path", "split", "source")]
+    missing = [c for c in task.protected if c not in table.columns]
+    if missing or not task.protected:
+        raise DatasetError(f"{name}: protected attribute(s) {missing or '(none)'} not in {where}; "
+                           f"columns: {', '.join(columns)}")
+    for col in dict.fromkeys((task.target, *task.protected)):
+        blank = _blank(table[col])
+        if blank.any():
+            i = int(np.flatnonzero(blank)[0])
+            raise DatasetError(f"{name}: empty {col!r} value for {table['path'].iloc[i]} ({table['source'].iloc[i]}); "
+                               f"{int(blank.sum())} row(s) have none. Every row needs a value in the task's columns.")
+
+
+def build_bundle(
+    name: str,
+    table: pd.DataFrame,
+    image_root: Path,
+    task: Task,
+    image_size: int,
+    *,
+    classes: list[str] | None = None,
+    cache_dir: Path | None = None,
+    on_bad_image: OnBadImage = "error",
+    info: dict[str, Any] | None = None,
+    value_order: dict[str, list[str]] | None = None,
+    targets: Sequence[str] = (),
+    splits: Sequence[str] = SPLITS,
+    progress: Progress | None = None,
+) -> DatasetBundle:
+    """Decode and assemble the requested ``splits`` of ``table`` (see the module docstring)."""
+    info = dict(info or {})
+    check_columns(name, table, task, "the label table", targets or [task.target])
+    target_values = table[task.target].astype(str)
+    if classes is None:
+        classes = sorted(target_values.unique())
+    unknown = ~target_values.isin(classes).to_numpy()
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise DatasetError(f"{name}: unknown {task.target!r} value {target_values.iloc[i]!r} for "
+                           f"{table['path'].iloc[i]} ({table['source'].iloc[i]}); expected one of {classes}")
+    class_index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, DataSplit] = {}
+    skipped: dict[str, Any] = {}
+    caches: dict[str, str] = {}
+    for split in splits:
+        rows = table[table["split"] == split]
+        if rows.empty:
+            raise DatasetError(f"{name}: the {split!r} split is empty (no rows of the label files fall into it); "
+                               "check the files and the dataset options")
+        files = [image_root / p for p in rows["path"]]
+        decoded = decode_images(files, image_size, name=f"{name}-{split}", cache_dir=cache_dir,
+                                rows=rows["source"].tolist(), on_bad_image=on_bad_image, progress=progress)
+        kept = rows.iloc[decoded.kept]
+        if decoded.bad:
+            skipped[split] = {"count": len(decoded.bad),
+                              "files": [{"file": b.file, "row": b.row, "reason": b.reason} for b in decoded.bad]}
+        if kept.empty:
+            raise DatasetError(f"{name}: every image of the {split!r} split was skipped as unreadable "
+                               f"(first: {decoded.bad[0].file}: {decoded.bad[0].reason})")
+        caches[split] = str(decoded.path)
+        attrs = pd.DataFrame({c: kept[c].astype(str).to_numpy() for c in task.protected})
+        targets_idx = kept[task.target].astype(str).map(class_index).to_numpy(dtype=np.int64)
+        out[split] = DataSplit(split, decoded.images, targets_idx, attrs, kept["path"].to_numpy(dtype=object))
+    info["skipped_images"] = {k: v["count"] for k, v in skipped.items()}
+    if skipped:
+        info["skipped_image_files"] = skipped
+    info["image_cache"] = caches
+    info["image_size"] = image_size
+    return DatasetBundle(name, task, list(classes), out, info, value_order=dict(value_order or {}))

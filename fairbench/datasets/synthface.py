@@ -1,0 +1,436 @@
+"""SynthFace: a procedurally rendered face-attribute benchmark with documented, tunable biases.
+
+No files and no network: every image is drawn with numpy from a seed, in a few seconds, and
+nothing is cached on disk. It is the default dataset, so that ``fairbench run <method>``
+trains out of the box on a CPU and CI can train every method.
+
+What is drawn
+-------------
+A frontal cartoon face (head, hair, neck, shirt, background) with three binary target
+attributes, each carried by a small, local cue that a model must find:
+
+- ``smiling``: the curvature of a thin mouth line (corners raised vs. flat / lowered);
+- ``eyeglasses``: thin frames around both eyes, with a bridge and temples;
+- ``narrow_eyes``: the vertical aperture of the eyes.
+
+All three are drawn in every image, independently, and all are labelled, so any of them can
+be the target. Protected attributes (8 intersectional groups):
+
+- ``skin_tone``: four tones ``"I"`` (lightest) to ``"IV"`` (darkest), Fitzpatrick-like;
+- ``presentation``: ``"short_hair"`` (short hair, wider jaw) or ``"long_hair"`` (long hair,
+  narrower chin).
+
+Nuisance variation: face position, size and in-plane rotation (roll), a small horizontal
+shift of the features (yaw-like), feature geometry, hair / shirt / background colours,
+global lighting (brightness and a directional gradient), edge softness (focus) and
+Gaussian pixel noise.
+
+Bias mechanisms (all in :class:`SynthFaceOptions`)
+--------------------------------------------------
+1. **Group imbalance** (train and val): skin tone and presentation are drawn independently
+   with ``train_skin_tone_shares`` and ``train_presentation_shares``.
+2. **Weaker local cue for some groups**: every facial feature (mouth line, eye, brow,
+   glasses frame) is drawn as an offset from the skin colour, scaled by
+   ``cue_contrast[tone]``. Lower values for darker tones mimic the lower feature contrast
+   that darker skin often has in photographs taken under an exposure set for lighter skin.
+   With all four values equal, every tone gets the same absolute feature contrast.
+3. **Spurious global cue** (train and val only): the background is "warm" (red to yellow) or
+   "cool" (cyan to blue); in train and val it agrees with the task's target with
+   probability ``(1 + spurious_correlation) / 2``, i.e. the phi correlation between target
+   and background family is ``spurious_correlation`` (for a balanced target).
+
+Splits (the protocol, recorded in ``info``)
+-------------------------------------------
+- ``train`` and ``val`` come from the same biased source (val is carved from the training
+  distribution, as in the FairFace protocol): imbalanced groups, spurious background.
+- ``test`` is balanced: equal counts in every (group, target class) cell (within one when
+  ``n_test`` is not a multiple of 16), and the background family is split evenly inside
+  every cell, so it carries no information about the target.
+
+The target labels are independent fair coins in train / val. The draw of every latent
+parameter depends only on the seed, the split and the task (the spurious background and
+the test balance follow the task's target); the image size only changes the rendering.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fairbench.datasets.base import SPLITS, DataSplit, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.registry import register_dataset
+
+TARGETS = ("smiling", "eyeglasses", "narrow_eyes")
+PROTECTED = ("skin_tone", "presentation")
+SKIN_TONES = ("I", "II", "III", "IV")
+PRESENTATIONS = ("short_hair", "long_hair")
+CLASSES = ["no", "yes"]  # index 1 = attribute present
+BACKGROUNDS = ("cool", "warm")  # auxiliary column "background": the spurious cue
+
+#: Base skin colours (RGB in [0, 1]) of tones I..IV, lightest to darkest.
+SKIN_RGB = np.array(
+    [[0.95, 0.80, 0.69], [0.84, 0.64, 0.50], [0.66, 0.46, 0.33], [0.42, 0.28, 0.20]], dtype=np.float32
+)
+#: Hair colours: black, dark brown, brown, auburn, blond, grey. Independent of the groups.
+HAIR_RGB = np.array(
+    [[0.08, 0.07, 0.07], [0.24, 0.15, 0.10], [0.42, 0.28, 0.17], [0.52, 0.24, 0.12],
+     [0.80, 0.68, 0.45], [0.66, 0.66, 0.66]],
+    dtype=np.float32,
+)
+
+# Cue geometry in face units (face half-height = 1). Class ranges do not overlap, but the
+# margins are a fraction of a pixel at 64 px, so noise, blur and low contrast make them hard.
+SMILE_CURVATURE = {0: (-0.045, 0.02), 1: (0.045, 0.12)}  # mouth centre drop below its corners
+EYE_APERTURE = {0: (0.48, 0.72), 1: (0.16, 0.34)}  # eye half-height / half-width
+# Darkening of each feature relative to the skin at contrast 1 (luminance units in [0, 1]).
+MOUTH_DARKENING = np.array([0.30, 0.40, 0.38], dtype=np.float32)  # reddish lips
+EYE_DARKENING = 0.42
+FRAME_DARKENING = (0.30, 0.45)
+
+
+class SynthFaceOptions(BaseModel):
+    """Generation parameters of SynthFace; the defaults give the documented benchmark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_train: int = Field(4000, ge=16, description="number of training images")
+    n_val: int = Field(1000, ge=16, description="number of validation images (same distribution as train)")
+    n_test: int = Field(2000, ge=16, description="number of test images (balanced over group x target class)")
+    seed: int = Field(0, ge=0, description="seed of the data generator (same seed = identical images)")
+    train_skin_tone_shares: tuple[float, float, float, float] = Field(
+        (0.45, 0.30, 0.15, 0.10), description="share of skin tones I..IV in train and val (bias 1)"
+    )
+    train_presentation_shares: tuple[float, float] = Field(
+        (0.6, 0.4), description="share of short_hair / long_hair in train and val (bias 1)"
+    )
+    cue_contrast: tuple[float, float, float, float] = Field(
+        (1.0, 0.8, 0.55, 0.4),
+        description="contrast of the facial features (target cues) on skin tones I..IV, 1 = full (bias 2)",
+    )
+    spurious_correlation: float = Field(
+        0.8, ge=0.0, le=1.0, description="phi correlation of background family with the target in train/val (bias 3)"
+    )
+    pose_jitter: float = Field(12.0, ge=0.0, le=45.0, description="maximum in-plane rotation of the face, degrees")
+    position_jitter: float = Field(0.08, ge=0.0, le=0.3, description="maximum shift of the face centre, fraction of half the image")
+    scale_jitter: float = Field(0.12, ge=0.0, le=0.4, description="relative spread of the face size (uniform +-)")
+    lighting_jitter: float = Field(0.2, ge=0.0, le=0.6, description="spread of brightness and of the lighting gradient")
+    blur: tuple[float, float] = Field(
+        (1.0, 2.0), description="range of edge softness in pixels (focus), drawn per image"
+    )
+    noise_std: float = Field(0.05, ge=0.0, le=0.5, description="mean std of Gaussian pixel noise (image range 0..1)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SynthFaceOptions":
+        for name in ("train_skin_tone_shares", "train_presentation_shares"):
+            shares = getattr(self, name)
+            if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+                raise ValueError(f"{name} must be non-negative and sum to 1, got {shares}")
+        if min(self.cue_contrast) < 0:
+            raise ValueError(f"cue_contrast must be non-negative, got {self.cue_contrast}")
+        if not 0 < self.blur[0] <= self.blur[1]:
+            raise ValueError(f"blur must be a range 0 < low <= high, got {self.blur}")
+        return self
+
+
+# ----------------------------------------------------------------------------------------
+# Latent parameters
+# ----------------------------------------------------------------------------------------
+
+
+def _split_seed(seed: int, split: str, target: str) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, SPLITS.index(split), TARGETS.index(target)])
+
+
+def _uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    return rng.uniform(lo, hi, n).astype(np.float32)
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    i = np.floor(h * 6.0).astype(np.int64) % 6
+    f = h * 6.0 - np.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = np.stack([np.stack(c, 1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    return table[i, np.arange(len(h))].astype(np.float32)
+
+
+def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> dict[str, np.ndarray]:
+    """Draw the labels and every latent rendering parameter of one split (no pixels yet)."""
+    rng = np.random.default_rng(_split_seed(options.seed, split, target))
+    lat: dict[str, np.ndarray] = {}
+    if split == "test":
+        # Balanced: every (tone, presentation, target class) cell gets n // 16 (+1 for the
+        # first n % 16 cells); inside each cell the background family alternates.
+        cells = [(t, p, y) for t in range(4) for p in range(2) for y in range(2)]
+        sizes = [n // len(cells) + (i < n % len(cells)) for i in range(len(cells))]
+        tone = np.concatenate([np.full(k, c[0]) for c, k in zip(cells, sizes)])
+        pres = np.concatenate([np.full(k, c[1]) for c, k in zip(cells, sizes)])
+        y = np.concatenate([np.full(k, c[2]) for c, k in zip(cells, sizes)])
+        warm = np.concatenate([(np.arange(k) + i) % 2 for i, k in enumerate(sizes)])
+        order = rng.permutation(n)
+        tone, pres, y, warm = tone[order], pres[order], y[order], warm[order]
+    else:
+        tone = rng.choice(4, n, p=np.asarray(options.train_skin_tone_shares, dtype=float))
+        pres = rng.choice(2, n, p=np.asarray(options.train_presentation_shares, dtype=float))
+        y = rng.integers(0, 2, n)
+        agree = rng.random(n) < (1.0 + options.spurious_correlation) / 2.0
+        warm = np.where(agree, y, 1 - y)
+    lat["skin_tone"], lat["presentation"], lat["background"] = tone, pres, warm.astype(np.int64)
+    for name in TARGETS:
+        lat[name] = y.astype(np.int64) if name == target else rng.integers(0, 2, n)
+
+    # Pose and framing (normalised image coordinates, [-1, 1]).
+    o = options
+    lat["cx"] = _uniform(rng, -o.position_jitter, o.position_jitter, n)
+    lat["cy"] = _uniform(rng, -o.position_jitter, o.position_jitter, n) - 0.06
+    lat["scale"] = 0.56 * _uniform(rng, 1 - o.scale_jitter, 1 + o.scale_jitter, n)
+    lat["roll"] = np.deg2rad(_uniform(rng, -o.pose_jitter, o.pose_jitter, n))
+    lat["shift"] = _uniform(rng, -0.06, 0.06, n)  # features slide sideways (yaw-like)
+    # Colours.
+    lat["skin"] = np.clip(SKIN_RGB[tone] + rng.normal(0, 0.02, (n, 3)).astype(np.float32), 0, 1)
+    lat["hair"] = np.clip(HAIR_RGB[rng.integers(0, len(HAIR_RGB), n)] * _uniform(rng, 0.85, 1.15, n)[:, None], 0, 1)
+    hue = np.where(warm == 1, _uniform(rng, 0.0, 0.14, n), _uniform(rng, 0.5, 0.68, n)).astype(np.float32)
+    lat["bg"] = _hsv_to_rgb(hue, _uniform(rng, 0.25, 0.6, n), _uniform(rng, 0.45, 0.85, n))
+    lat["shirt"] = _hsv_to_rgb(_uniform(rng, 0, 1, n), _uniform(rng, 0.1, 0.7, n), _uniform(rng, 0.25, 0.9, n))
+    # Head shape: half-width of the face, jaw taper and hairline.
+    lat["face_a"] = np.where(pres == 0, _uniform(rng, 0.76, 0.82, n), _uniform(rng, 0.70, 0.76, n))
+    lat["taper"] = np.where(pres == 0, _uniform(rng, 0.08, 0.16, n), _uniform(rng, 0.24, 0.34, n))
+    lat["hairline"] = _uniform(rng, -0.62, -0.48, n)
+    # Eyes and brows.
+    lat["eye_x"] = _uniform(rng, 0.30, 0.36, n)
+    lat["eye_y"] = _uniform(rng, -0.17, -0.09, n)
+    lat["eye_w"] = _uniform(rng, 0.13, 0.16, n)
+    lo_hi = np.array([EYE_APERTURE[0], EYE_APERTURE[1]], dtype=np.float32)[lat["narrow_eyes"]]
+    lat["aperture"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * rng.random(n)).astype(np.float32)
+    lat["gaze"] = _uniform(rng, -0.04, 0.04, n)
+    lat["brow_h"] = _uniform(rng, 0.13, 0.19, n)
+    lat["brow_t"] = _uniform(rng, 0.035, 0.055, n)
+    # Mouth.
+    lat["mouth_y"] = _uniform(rng, 0.44, 0.54, n)
+    lat["mouth_w"] = _uniform(rng, 0.22, 0.30, n)
+    lat["mouth_t"] = _uniform(rng, 0.04, 0.06, n)
+    lo_hi = np.array([SMILE_CURVATURE[0], SMILE_CURVATURE[1]], dtype=np.float32)[lat["smiling"]]
+    lat["curvature"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * rng.random(n)).astype(np.float32)
+    # Glasses (drawn only where eyeglasses == 1, parameters drawn for everyone).
+    lat["frame_r"] = _uniform(rng, 1.35, 1.6, n)  # frame half-width / eye half-width
+    lat["frame_t"] = _uniform(rng, 0.035, 0.05, n)
+    lat["frame_dark"] = _uniform(rng, *FRAME_DARKENING, n)
+    # Feature contrast (bias 2).
+    lat["contrast"] = np.asarray(o.cue_contrast, dtype=np.float32)[tone]
+    # Photometric nuisance.
+    lat["brightness"] = _uniform(rng, 1 - o.lighting_jitter, 1 + o.lighting_jitter * 0.5, n)
+    lat["light_dir"] = _uniform(rng, 0, 2 * np.pi, n)
+    lat["light_grad"] = _uniform(rng, 0, o.lighting_jitter, n)
+    lat["softness"] = _uniform(rng, o.blur[0], o.blur[1], n)
+    lat["noise"] = o.noise_std * _uniform(rng, 0.5, 1.5, n)
+    lat["noise_seed"] = rng.integers(0, 2**63 - 1, n, dtype=np.int64)
+    return lat
+
+
+# ----------------------------------------------------------------------------------------
+# Rendering (vectorised over a chunk of images)
+# ----------------------------------------------------------------------------------------
+
+
+def _soft(sd: np.ndarray, pw: np.ndarray) -> np.ndarray:
+    """Coverage of a shape from its signed distance (negative inside), edge ``pw`` wide."""
+    return np.clip(0.5 - sd / pw, 0.0, 1.0)
+
+
+def _ellipse_sd(x: np.ndarray, y: np.ndarray, a: Any, b: Any) -> np.ndarray:
+    return (np.sqrt((x / a) ** 2 + (y / b) ** 2) - 1.0) * np.minimum(a, b)
+
+
+def _blend(img: np.ndarray, mask: np.ndarray, color: np.ndarray) -> None:
+    """In place: ``img = img + mask * (color - img)``; color is (B, 3) or (B, H, W, 3)."""
+    if color.ndim == 2:
+        color = color[:, None, None, :]
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))  # blend only the rows the shape covers
+    if len(rows) == 0:
+        return
+    part = img[:, rows[0] : rows[-1] + 1]
+    delta = np.subtract(color, part)
+    delta *= mask[:, rows[0] : rows[-1] + 1, :, None]
+    part += delta
+
+
+def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Render images ``start:stop`` of a split's latents as (B, S, S, 3) uint8."""
+    stop = len(lat["skin_tone"]) if stop is None else stop
+    p = {k: v[start:stop] for k, v in lat.items()}
+    b, s = stop - start, image_size
+
+    def col(name: str) -> np.ndarray:
+        return p[name][:, None, None].astype(np.float32)
+
+    grid = ((np.arange(s, dtype=np.float32) + 0.5) / s) * 2.0 - 1.0
+    gx, gy = grid[None, None, :], grid[None, :, None]
+    dx, dy = gx - col("cx"), gy - col("cy")
+    cos, sin, scale = np.cos(col("roll")), np.sin(col("roll")), col("scale")
+    x = (cos * dx + sin * dy) / scale  # face frame: face half-height 1, y down
+    y = (-sin * dx + cos * dy) / scale
+    pw = col("softness") * (2.0 / s) / scale  # one pixel (times focus softness) in face units
+    xs = np.abs(x - col("shift"))  # mirrored feature coordinate (features slide with yaw)
+
+    skin = p["skin"]
+    contrast = p["contrast"][:, None]
+
+    # Background with a vertical gradient.
+    img = np.empty((b, s, s, 3), dtype=np.float32)
+    img[:] = p["bg"][:, None, None, :]
+    img *= (1.0 - 0.12 * gy)[..., None]
+
+    face_a = col("face_a")
+    # Long hair behind the head (presentation "long_hair"), then neck and shoulders.
+    long_hair = col("presentation").astype(np.float32)
+    back_sd = _ellipse_sd(x, y - 0.3, face_a + 0.3, 1.32)
+    _blend(img, _soft(back_sd, pw) * long_hair, p["hair"])
+    neck_sd = np.maximum(np.abs(x) - 0.3 * face_a / 0.78, 0.55 - y)
+    _blend(img, _soft(neck_sd, pw), skin * 0.82)
+    _blend(img, _soft(_ellipse_sd(x, y - 1.62, 1.45, 0.5), pw), p["shirt"])
+    # Face: an ellipse whose lower half narrows (jaw taper).
+    a_of_y = face_a * (1.0 - col("taper") * np.clip(y, 0.0, 1.0) ** 2)
+    _blend(img, _soft(_ellipse_sd(x, y, a_of_y, 1.0), pw), skin)
+    # Hair cap above the hairline, which curves down at the temples.
+    hairline = col("hairline") + 0.35 * (x / face_a) ** 2
+    cap_sd = np.maximum(_ellipse_sd(x, y + 0.06, face_a + 0.07, 1.04), y - hairline)
+    _blend(img, _soft(cap_sd, pw), p["hair"])
+    # Subtle nose shading (not a target cue).
+    _blend(img, _soft(_ellipse_sd(x - col("shift"), y - 0.18, 0.05, 0.13), pw) * 0.6, skin * 0.88)
+
+    def feature(darkening: Any) -> np.ndarray:
+        """Feature colour: skin darkened by ``contrast * darkening`` (bias 2)."""
+        return np.clip(skin - contrast * np.asarray(darkening, dtype=np.float32), 0.0, 1.0)
+
+    ex, ey, ew = col("eye_x"), col("eye_y"), col("eye_w")
+    # Brows: arcs above the eyes, hair coloured, contrast-scaled like every facial feature.
+    brow_y = ey - col("brow_h") - 0.05 * (1.0 - ((xs - ex) / (ew * 1.3)) ** 2)
+    brow_sd = np.maximum(np.abs(y - brow_y) - col("brow_t") / 2, np.abs(xs - ex) - ew * 1.25)
+    brow_col = np.clip(skin + contrast * 0.8 * (p["hair"] - skin), 0.0, 1.0)
+    _blend(img, _soft(brow_sd, pw), brow_col)
+    # Eyes (narrow_eyes: the aperture), a dark iris inside.
+    eye_m = _soft(_ellipse_sd(xs - ex, y - ey, ew, ew * col("aperture")), pw)
+    _blend(img, eye_m, feature(EYE_DARKENING * 0.6))
+    iris_m = _soft(_ellipse_sd(xs - ex - col("gaze"), y - ey, 0.065, 0.065), pw) * eye_m
+    _blend(img, iris_m, feature(EYE_DARKENING))
+    # Mouth (smiling: the curvature of the line; positive = corners raised).
+    mw = col("mouth_w")
+    xm = x - col("shift")
+    mouth_y = col("mouth_y") + col("curvature") * (1.0 - (xm / mw) ** 2)
+    mouth_sd = np.maximum(np.abs(y - mouth_y) - col("mouth_t") / 2, np.abs(xm) - mw)
+    _blend(img, _soft(mouth_sd, pw), feature(MOUTH_DARKENING))
+    # Eyeglasses: two elliptical rings, a bridge and temples, thin (about a pixel at 64 px).
+    glasses = col("eyeglasses").astype(np.float32)
+    if glasses.any():
+        fr, ft = ew * col("frame_r"), col("frame_t")
+        fy = ey - 0.01
+        ring_sd = np.abs(_ellipse_sd(xs - ex, y - fy, fr, fr * 0.78)) - ft / 2
+        bar_sd = np.abs(y - fy + fr * 0.3) - ft / 2
+        bridge_sd = np.maximum(bar_sd, xs - (ex - fr * 0.9))
+        temple_sd = np.maximum(np.maximum(bar_sd, (ex + fr * 0.95) - xs), xs - face_a * 0.97)
+        frame_sd = np.minimum(ring_sd, np.minimum(bridge_sd, temple_sd))
+        frame_col = np.clip(skin - contrast * p["frame_dark"][:, None], 0.0, 1.0)
+        _blend(img, _soft(frame_sd, pw) * glasses, frame_col)
+
+    # Lighting: brightness and a directional gradient; then pixel noise.
+    ld = col("light_dir")
+    light = col("brightness") * (1.0 + col("light_grad") * (np.cos(ld) * gx + np.sin(ld) * gy))
+    img *= light[..., None]
+    for i in range(b):
+        noise = np.random.default_rng(int(p["noise_seed"][i])).standard_normal((s, s, 3), dtype=np.float32)
+        img[i] += p["noise"][i] * noise
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_all(lat: dict[str, np.ndarray], image_size: int, chunk: int = 256) -> np.ndarray:
+    n = len(lat["skin_tone"])
+    out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        out[start:stop] = render(lat, image_size, start, stop)
+    return out
+
+
+def attributes_frame(lat: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Protected, target and auxiliary (background) labels of a split, as strings."""
+    cols = {
+        "skin_tone": np.array(SKIN_TONES, dtype=object)[lat["skin_tone"]],
+        "presentation": np.array(PRESENTATIONS, dtype=object)[lat["presentation"]],
+    }
+    for name in TARGETS:
+        cols[name] = np.array(CLASSES, dtype=object)[lat[name]]
+    cols["background"] = np.array(BACKGROUNDS, dtype=object)[lat["background"]]
+    return pd.DataFrame(cols)
+
+
+def _phi(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(float), b.astype(float)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ----------------------------------------------------------------------------------------
+# The registered dataset
+# ----------------------------------------------------------------------------------------
+
+
+@register_dataset("synthface")
+class SynthFace(Dataset):
+    """Synthetic faces (no files): local attribute cues, 8 skin-tone x presentation groups, tunable biases."""
+
+    summary = "Synthetic faces (no files): local attribute cues, 8 skin-tone x presentation groups, tunable biases"
+    Options = SynthFaceOptions
+    default_target = "smiling"
+    default_protected = ("skin_tone", "presentation")
+    profile = "cpu-small"
+    default_image_size = 64
+    root_env = None
+    needs_root = False
+
+    def targets(self) -> list[str]:
+        return list(TARGETS)
+
+    def load(self, task: Task, image_size: int) -> DatasetBundle:
+        options: SynthFaceOptions = self.options  # type: ignore[assignment]
+        if task.target not in TARGETS:
+            raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
+        columns = (*PROTECTED, *TARGETS, "background")
+        bad = [c for c in task.protected if c not in columns or c == task.target]
+        if bad or not task.protected:
+            raise DatasetError(
+                f"synthface: invalid protected attribute(s) {bad or list(task.protected)} for target "
+                f"{task.target!r}; use one or more of {list(PROTECTED)} (or another non-target column of {list(columns)})"
+            )
+        if image_size < 32:
+            raise DatasetError(f"synthface renders at image_size >= 32 (got {image_size}); its cues are ~1 px at 64")
+        sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
+        splits: dict[str, DataSplit] = {}
+        counts: dict[str, dict[str, int]] = {}
+        spurious: dict[str, float] = {}
+        for split in SPLITS:
+            lat = sample_split(split, sizes[split], task.target, options)
+            attrs = attributes_frame(lat)
+            ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
+            splits[split] = DataSplit(split, render_all(lat, image_size), lat[task.target].astype(np.int64), attrs, ids)
+            groups = splits[split].group_labels(PROTECTED)
+            values, n = np.unique(groups, return_counts=True)
+            counts[split] = {str(v): int(c) for v, c in zip(values, n)}
+            spurious[split] = round(_phi(lat[task.target], lat["background"]), 4)
+        info = {
+            "protocol": (
+                "synthetic; train and val share the biased distribution (imbalanced groups, spurious "
+                "background); test is balanced over skin_tone x presentation x target class, "
+                "with the background family independent of the target"
+            ),
+            "generator": "fairbench.datasets.synthface",
+            "options": options.model_dump(mode="json"),
+            "image_size": image_size,
+            "skin_tones": "I (lightest) .. IV (darkest)",
+            "group_counts": counts,
+            "spurious_phi": spurious,
+            "auxiliary_columns": ["background"],
+        }
+        return DatasetBundle("synthface", task, list(CLASSES), splits, info)

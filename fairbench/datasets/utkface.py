@@ -1,0 +1,136 @@
+"""UTKFace (Zhang, Song & Qi, CVPR 2017; non-commercial research use).
+
+Labels live in the file names: ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg`` in
+``UTKFace/`` (the aligned & cropped set, 200 x 200; the default), or ``...jpg`` in the
+in-the-wild ``part1/ .. part3/`` (``image_set = "in_the_wild"``). age 0-116; gender 0 male,
+1 female; race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; datetime 17 digits.
+
+Names are parsed with a strict pattern: names that do not parse (the real set has a few,
+e.g. a missing race field or a space before ``.jpg``) are skipped, never guessed; their
+count and names are recorded in ``info["malformed_names"]``.
+
+Vocabularies follow FairFace's race-4 view, so cross-dataset tables line up: gender
+``Male`` / ``Female``; race ``White``, ``Black``, ``Asian``, ``Indian``, ``Others``.
+
+No official split: a fixed-seed split stratified by race x gender (default 70 / 10 / 20 %,
+recorded). Default image size 448 (the paper's recipe; the files are 200 px).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal, Sequence
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fairbench.datasets import splitting, vocab
+from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.datasets.image_table import build_bundle
+from fairbench.datasets.sources import Source, locate
+from fairbench.registry import register_dataset
+
+ALIGNED_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<datetime>\d{17})\.jpg\.chip\.jpg$")
+WILD_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<datetime>\d{17})\.jpg$")
+MAX_AGE = 116
+GENDERS = {"0": "Male", "1": "Female"}
+GET_FROM = "https://susanqq.github.io/UTKFace/ (UTKFace.tar.gz: 'Aligned&Cropped Faces'; in-the-wild part1-3)"
+SOURCES = {
+    "aligned": Source("utkface", "FAIRBENCH_UTKFACE_ROOT", required=[("UTKFace/",), ("*.jpg.chip.jpg",)],
+                      get_from=GET_FROM),
+    "in_the_wild": Source("utkface", "FAIRBENCH_UTKFACE_ROOT", required=[("part1/",), ("part2/",), ("part3/",)],
+                          get_from=GET_FROM),
+}
+
+
+class UTKFaceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_set: Literal["aligned", "in_the_wild"] = Field("aligned", description="UTKFace/ chips, or part1-3")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share held out as val, per race x gender group")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out as test, per race x gender group")
+    split_seed: int = Field(0, ge=0, description="seed of the split")
+    on_bad_image: Literal["error", "skip"] = Field("error", description="unreadable image: error, or skip and count")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "UTKFaceOptions":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        return self
+
+
+def parse_name(name: str, pattern: re.Pattern = ALIGNED_NAME) -> dict[str, str] | None:
+    """Labels of one file name, or None if it does not match the pattern exactly."""
+    match = pattern.match(name)
+    if match is None or int(match["age"]) > MAX_AGE:
+        return None
+    return {"age": str(int(match["age"])), "gender": GENDERS[match["gender"]],
+            "race": vocab.UTK_RACES[int(match["race"])], "datetime": match["datetime"]}
+
+
+@register_dataset("utkface")
+class UTKFace(Dataset):
+    summary = "UTKFace: gender ~ race (White/Black/Asian/Indian/Others) x gender; fixed-seed 70/10/20 split"
+    Options = UTKFaceOptions
+    default_target = "gender"
+    default_protected = ("race", "gender")
+    profile = "paper"
+    default_image_size = 448
+    root_env = "FAIRBENCH_UTKFACE_ROOT"
+
+    def targets(self) -> list[str]:
+        return ["gender", "race"]
+
+    def _folders(self) -> list[Path]:
+        opts: UTKFaceOptions = self.options  # type: ignore[assignment]
+        source = SOURCES[opts.image_set]
+        folder, alternative = locate(source, self.root)
+        if opts.image_set == "aligned":
+            return [folder / "UTKFace" if alternative == 0 else folder]
+        return [folder / p for p in ("part1", "part2", "part3") if (folder / p).is_dir()]
+
+    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+        opts: UTKFaceOptions = self.options  # type: ignore[assignment]
+        folders = self._folders()
+        base = folders[0] if opts.image_set == "aligned" else folders[0].parent
+        pattern = ALIGNED_NAME if opts.image_set == "aligned" else WILD_NAME
+        rows, malformed = [], []
+        for folder in folders:
+            for name in sorted(os.listdir(folder)):
+                if name.startswith(".") or not (folder / name).is_file():
+                    continue
+                rel = (folder / name).relative_to(base).as_posix()
+                labels = parse_name(name, pattern)
+                if labels is None:
+                    malformed.append(rel)
+                    continue
+                rows.append({"path": rel, **labels, "source": f"file name {rel}"})
+        if not rows:
+            raise DatasetError(f"utkface: no file in {', '.join(map(str, folders))} has a name of the form "
+                               f"{pattern.pattern} ({len(malformed)} other files)")
+        table = pd.DataFrame(rows)
+        strata = table["race"] + "|" + table["gender"]
+        table["split"] = splitting.stratified_split(
+            strata, {"test": opts.test_fraction, "val": opts.val_fraction}, opts.split_seed)
+        classes = {"gender": vocab.GENDER_CLASSES, "race": vocab.UTK_RACES}.get(task.target)
+        if classes is None:
+            raise DatasetError(f"utkface has no target {task.target!r}; choose one of {self.targets()}")
+        info = {
+            "protocol": ("no official split: "
+                         + splitting.describe({"test": opts.test_fraction, "val": opts.val_fraction},
+                                              opts.split_seed, "race x gender", "all parsed images")
+                         + "; train = the rest"),
+            "image_set": opts.image_set,
+            "folders": [str(f) for f in folders],
+            "parsed_images": len(table),
+            "malformed_names": {"count": len(malformed), "names": malformed,
+                                "rule": f"skipped: names not matching {pattern.pattern} (age <= {MAX_AGE})"},
+            "on_bad_image": opts.on_bad_image,
+        }
+        return build_bundle(
+            "utkface", table, base, task, image_size, classes=list(classes), cache_dir=self.cache_dir,
+            on_bad_image=opts.on_bad_image, info=info, targets=self.targets(), splits=splits,
+            value_order={"race": vocab.RACE_ORDER, "gender": vocab.GENDER_ORDER},
+        )

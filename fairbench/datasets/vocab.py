@@ -1,0 +1,103 @@
+"""Label vocabularies shared by the face datasets, so that cross-dataset tables line up.
+
+Every built-in face dataset names its demographic columns ``gender`` (values ``Male`` /
+``Female``) and ``race`` (FairFace's 7 races, or the 4-race view shared with UTKFace and
+LFWA+: ``White``, ``Black``, ``Asian``, ``Indian``, plus UTKFace's ``Others`` and LFWA+'s
+``Undefined``). CelebA keeps its own attribute name ``Male`` (values ``Male`` / ``Female``).
+
+Cross-dataset evaluation maps a run's target onto another dataset's through
+:data:`TARGET_CONCEPTS` (gender is ``gender`` in FairFace / UTKFace / LFWA+ and ``Male`` in
+CelebA) or, failing that, through the same target name (e.g. CelebA and LFWA+ ``Smiling``).
+Class names are matched after :func:`canonical_class` (``man`` = ``Male``, ``1`` = ``yes`` ...).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+GENDER_CLASSES = ["Female", "Male"]  # sorted, as a generic manifest with these values would give
+GENDER_ORDER = ["Male", "Female"]  # display order of groups (the paper's tables: M then F)
+
+RACE7 = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
+RACE4 = ["White", "Black", "Asian", "Indian"]
+#: FairFace race-7 -> the race-4 view (datasets.md); Latino_Hispanic has no race-4 group (None)
+RACE7_TO_RACE4: dict[str, str | None] = {
+    "White": "White",
+    "Middle Eastern": "White",
+    "Black": "Black",
+    "East Asian": "Asian",
+    "Southeast Asian": "Asian",
+    "Indian": "Indian",
+    "Latino_Hispanic": None,
+}
+UTK_RACES = [*RACE4, "Others"]  # UTKFace race codes 0..4
+LFWA_UNDEFINED_RACE = "Undefined"  # LFWA+ rows with several or no race flag set (the paper's Table 1 name)
+#: display order of race groups across datasets
+RACE_ORDER = [*RACE7, "Asian", "Others", LFWA_UNDEFINED_RACE]
+
+FAIRFACE_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
+
+#: names for binary attribute classes (CelebA, LFWA+ attributes): index 1 = attribute present
+BINARY_CLASSES = ["no", "yes"]
+
+#: the 40 CelebA attributes, in the official file's order
+CELEBA_ATTRIBUTES = [
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+]
+#: the 13 gender-independent attributes of the paper's attribute experiments
+CELEBA_GENDER_INDEPENDENT = [
+    "Bags_Under_Eyes", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Chubby", "Eyeglasses", "Gray_Hair",
+    "High_Cheekbones", "Mouth_Slightly_Open", "Narrow_Eyes", "Smiling", "Wearing_Hat",
+]
+
+#: concept -> {dataset name: that dataset's target column}
+TARGET_CONCEPTS: dict[str, dict[str, str]] = {
+    "gender": {"fairface": "gender", "utkface": "gender", "lfwa": "gender", "celeba": "Male", "manifest": "gender"},
+}
+
+_CLASS_SYNONYMS = {
+    "male": "Male", "man": "Male", "m": "Male", "men": "Male",
+    "female": "Female", "woman": "Female", "f": "Female", "women": "Female",
+    "yes": "yes", "1": "yes", "true": "yes", "present": "yes",
+    "no": "no", "0": "no", "-1": "no", "false": "no", "absent": "no",
+}
+
+
+def canonical_class(name: str) -> str:
+    """A class name in the shared vocabulary (``man`` -> ``Male``, ``-1`` -> ``no``); others unchanged."""
+    text = str(name).strip()
+    return _CLASS_SYNONYMS.get(text.lower(), text)
+
+
+def concept_of(dataset: str, target: str) -> str:
+    for concept, names in TARGET_CONCEPTS.items():
+        if names.get(dataset) == target:
+            return concept
+    return target
+
+
+def mapped_target(run_dataset: str, run_target: str, eval_dataset: str, eval_targets: Iterable[str]) -> str | None:
+    """The eval dataset's target that means the run's target, or None."""
+    eval_targets = list(eval_targets)
+    concept = concept_of(run_dataset, run_target)
+    candidate = TARGET_CONCEPTS.get(concept, {}).get(eval_dataset)
+    for name in (candidate, run_target, concept):
+        if name is not None and name in eval_targets:
+            return name
+    return None
+
+
+def class_mapping(run_classes: list[str], eval_classes: list[str]) -> list[int] | None:
+    """For each eval class, the index of the run's class of the same (canonical) name; None unless a bijection."""
+    run_index = {}
+    for i, name in enumerate(run_classes):
+        run_index.setdefault(canonical_class(name), i)
+    mapping = [run_index.get(canonical_class(name)) for name in eval_classes]
+    if len(run_classes) != len(eval_classes) or None in mapping or len(set(mapping)) != len(mapping):
+        return None
+    return mapping  # type: ignore[return-value]

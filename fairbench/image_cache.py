@@ -1,0 +1,324 @@
+"""Decode each image once into a memory-mapped cache: uint8 N x S x S x 3.
+
+    <cache_dir>/<dataset>-<split>-<S>px-<hash>.u8     the pixels, row i = i-th kept image
+    <cache_dir>/<dataset>-<split>-<S>px-<hash>.json   key, shape, files that could not be decoded
+
+The hash covers the list of source files with their size and mtime, the resolution and the
+resize rule: a changed, added or removed file gives a new cache (old ones are left in place;
+delete the folder to reclaim space). The cache is written to a temporary file, flushed and
+renamed, and its JSON sidecar is written (atomically) after the rename: a crash never
+leaves a cache that is later read as complete.
+
+Decoding runs in a thread pool (PIL releases the GIL while decoding); JPEGs are decoded at
+reduced size with ``Image.draft`` when that still gives at least S x S pixels.
+
+Bad images (missing, truncated, corrupt): with ``on_bad_image="error"`` the first one stops
+the build with a :class:`DatasetError` naming the file and its label row; with ``"skip"``
+they are left out and listed (the loader records them in ``bundle.info``). The list is kept
+in the sidecar, so a later load with ``"error"`` still reports them.
+
+Cache folder: ``DataConfig.cache_dir``, else ``$FAIRBENCH_CACHE``, else ``~/.cache/fairbench``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from fairbench.datasets.base import DatasetError
+
+CACHE_VERSION = 1
+#: the resize rule, part of the cache key: the paper's transforms.Resize((S, S)) on a PIL image
+RESIZE_RULE = "RGB; JPEG draft (DCT downscale, >= S x S); PIL bilinear (antialiased) resize to S x S, aspect not kept"
+OnBadImage = Literal["error", "skip"]
+Progress = Callable[[int, int], None]
+CHUNK = 32
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("FAIRBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fairbench"
+
+
+@dataclass
+class BadImage:
+    index: int  # position in the requested file list
+    file: str
+    row: str  # where its labels come from, e.g. "fairface_label_train.csv line 7"
+    reason: str
+
+
+@dataclass
+class DecodedImages:
+    images: np.ndarray  # K x S x S x 3 uint8 (read-only memmap)
+    kept: np.ndarray  # K positions in the requested file list
+    bad: list[BadImage]
+    path: Path  # the cache file
+    built: bool  # decoded by this call (False: read from an existing cache)
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """One image as S x S x 3 uint8 (raises on unreadable files)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.format == "JPEG":
+            im.draft("RGB", (size, size))
+        rgb = im.convert("RGB")  # forces the full decode: truncated data raises here
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+class StderrProgress:
+    """Default progress: a line on stderr every few seconds for large decodes."""
+
+    def __init__(self, label: str, every_s: float = 10.0, min_total: int = 2000):
+        self.label, self.every_s, self.min_total = label, every_s, min_total
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.min_total:
+            return
+        now = time.monotonic()
+        if done == total or now - self._last >= self.every_s:
+            self._last = now
+            print(f"decoding {self.label}: {done}/{total} images", file=sys.stderr, flush=True)
+
+
+def _bad_error(bad: BadImage, policy_hint: bool = True) -> DatasetError:
+    hint = (" Fix or re-download the file, or leave such images out with "
+            "--set data.options.on_bad_image=skip (they are counted and listed in the run's dataset.json).")
+    return DatasetError(f"cannot read image {bad.file} ({bad.row}): {bad.reason}.{hint if policy_hint else ''}")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _cache_key(entries: list[tuple[str, int | None, int | None]], size: int) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, "size": size, "resize": RESIZE_RULE, "files": entries})
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _open_cache(data: Path, count: int, size: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    return np.memmap(data, dtype=np.uint8, mode="r", shape=(count, size, size, 3))
+
+
+def _read_existing(data: Path, meta: Path, key: str, size: int) -> tuple[np.ndarray, np.ndarray, list[BadImage]] | None:
+    try:
+        info = json.loads(meta.read_text())
+        count = int(info["count"])
+        if info.get("key") != key or info.get("size") != size or data.stat().st_size != count * size * size * 3:
+            return None
+        kept = np.asarray(info["kept"], dtype=np.int64)
+        bad = [BadImage(**b) for b in info.get("bad", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if len(kept) != count:
+        return None
+    return _open_cache(data, count, size), kept, bad
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_")
+
+
+def _remove_stale_temporaries(cache_dir: Path, stem: str) -> None:
+    """Temporary files of builds killed on this host (their process is gone)."""
+    host = _host()
+    for tmp in cache_dir.glob(f".{stem}.*.tmp"):
+        try:
+            tmp_host, pid, _token = tmp.name[len(stem) + 2:-len(".tmp")].rsplit("-", 2)
+            pid = int(pid)
+        except ValueError:
+            continue
+        if tmp_host != host:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+
+
+def decode_images(
+    files: Sequence[str | Path],
+    size: int,
+    *,
+    name: str,
+    cache_dir: Path | str | None = None,
+    rows: Sequence[str] | None = None,
+    on_bad_image: OnBadImage = "error",
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> DecodedImages:
+    """Decoded images of ``files`` at ``size`` x ``size``, from the cache or decoded into it.
+
+    ``name`` (e.g. ``"fairface-train"``) prefixes the cache file; ``rows[i]`` says where the
+    labels of ``files[i]`` come from, for error messages."""
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+    if size <= 0:
+        raise DatasetError(f"image size must be positive, got {size}")
+    paths = [Path(f) for f in files]
+    rows = list(rows) if rows is not None else [f"item {i}" for i in range(len(paths))]
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create the image cache folder {folder} ({exc}); choose another with "
+                           "$FAIRBENCH_CACHE or --set data.cache_dir=/path") from None
+
+    entries: list[tuple[str, int | None, int | None]] = []
+    bad: list[BadImage] = []
+    for i, path in enumerate(paths):
+        st = _stat(path)
+        if st is None or not path.is_file():
+            missing = BadImage(i, str(path), rows[i], "file is missing")
+            if on_bad_image == "error":
+                raise _bad_error(missing)
+            bad.append(missing)
+            entries.append((str(path.absolute()), None, None))
+        else:
+            entries.append((str(path.absolute()), *st))
+    key = _cache_key(entries, size)
+    stem = f"{name}-{size}px-{key[:16]}"
+    data, meta = folder / f"{stem}.u8", folder / f"{stem}.json"
+
+    existing = _read_existing(data, meta, key, size)
+    if existing is not None:
+        images, kept, cached_bad = existing
+        if cached_bad and on_bad_image == "error":
+            raise _bad_error(cached_bad[0])
+        return DecodedImages(images, kept, cached_bad, data, built=False)
+
+    _remove_stale_temporaries(folder, stem)
+    present = [i for i, e in enumerate(entries) if e[1] is not None]
+    tmp = folder / f".{stem}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    row_bytes = size * size * 3
+    report = progress or StderrProgress(name)
+    try:
+        failures = _decode_into(tmp, paths, present, size, rows, on_bad_image, report, workers)
+        bad.extend(failures)
+        bad.sort(key=lambda b: b.index)
+        bad_idx = {b.index for b in bad}
+        kept = np.asarray([i for i in range(len(paths)) if i not in bad_idx], dtype=np.int64)
+        if tmp.exists():
+            _compact(tmp, len(paths), bad_idx, row_bytes)
+            with open(tmp, "r+b") as fh:
+                fh.truncate(len(kept) * row_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            tmp.touch()
+        os.replace(tmp, data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    from fairbench.run_store import atomic_write_json
+
+    atomic_write_json(meta, {
+        "key": key, "version": CACHE_VERSION, "name": name, "size": size, "count": int(len(kept)),
+        "resize": RESIZE_RULE, "sources": len(paths), "kept": kept.tolist(),
+        "bad": [asdict(b) for b in bad], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pillow": _pillow_version(),
+    })
+    return DecodedImages(_open_cache(data, len(kept), size), kept, bad, data, built=True)
+
+
+def _pillow_version() -> str:
+    import PIL
+
+    return PIL.__version__
+
+
+def _decode_into(tmp: Path, paths: list[Path], present: list[int], size: int, rows: list[str],
+                 on_bad_image: str, progress: Progress, workers: int | None) -> list[BadImage]:
+    """Decode ``present`` files into slot i of a memmap at ``tmp`` (N = len(paths) slots)."""
+    if not paths:
+        return []
+    out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(paths), size, size, 3))
+    stop = threading.Event()
+
+    def work(chunk: list[int]) -> list[BadImage]:
+        failed = []
+        for i in chunk:
+            if stop.is_set():
+                break
+            try:
+                out[i] = decode_image(paths[i], size)
+            except Exception as exc:  # any unreadable file: recorded, or an error naming it
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                failed.append(BadImage(i, str(paths[i]), rows[i], reason))
+                if on_bad_image == "error":
+                    stop.set()
+                    break
+        return failed
+
+    chunks = [present[i:i + CHUNK] for i in range(0, len(present), CHUNK)]
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    failures: list[BadImage] = []
+    done = 0
+    total = len(present)
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool:
+        pending = {pool.submit(work, chunk): len(chunk) for chunk in chunks}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    done += pending.pop(fut)
+                    failures.extend(fut.result())
+                if failures and on_bad_image == "error":
+                    stop.set()
+                    for fut in pending:
+                        fut.cancel()
+                    break
+                progress(done, total)
+        except BaseException:
+            stop.set()
+            for fut in pending:
+                fut.cancel()
+            raise
+    if failures and on_bad_image == "error":
+        del out
+        raise _bad_error(min(failures, key=lambda b: b.index))
+    out.flush()
+    del out
+    return failures
+
+
+def _compact(tmp: Path, n: int, bad_idx: set[int], row_bytes: int) -> None:
+    """Move the kept rows down over the bad ones, in order (rows only move to lower offsets)."""
+    if not bad_idx:
+        return
+    with open(tmp, "r+b") as fh:
+        write = 0
+        for slot in range(n):
+            if slot in bad_idx:
+                continue
+            if slot != write:
+                fh.seek(slot * row_bytes)
+                row = fh.read(row_bytes)
+                fh.seek(write * row_bytes)
+                fh.write(row)
+            write += 1

@@ -1,0 +1,169 @@
+"""Adversarial debiasing (Zhang, Lemoine & Mitchell, AIES 2018), spec ``shared/specs/methods.md``.
+
+An adversary tries to predict the (intersectional) group from the classifier's class
+logits; the classifier is trained to predict the target while defeating the adversary.
+
+Adversary (as in the paper, sec. 4-5, and its AIF360 implementation): input is the
+classifier's prediction ``s = softmax((1 + |c|) * logits)`` with a learnable scalar ``c``
+(the paper's ``sigmoid((1 + |c|) * logit)`` generalised from one logit to K classes; for
+K = 2 the two are the same). With ``condition_on_target`` (the equalized-odds variant) the
+adversary also sees the true label, as the outer product ``s x onehot(y)`` next to ``s``
+(the paper's ``[s, s*y, s*(1-y)]`` for K classes). The adversary is linear, as in the
+paper, unless ``adversary_hidden > 0``; it is trained with its own Adam optimiser and runs
+in float32 (outside bf16 autocast).
+
+Classifier update, ``mode = "projection"`` (the paper's eq. for ``dW``, computed per
+parameter tensor as in AIF360)::
+
+    g <- grad L_cls - proj_{grad L_adv}(grad L_cls) - alpha * grad L_adv
+
+where ``proj_h(g) = (g . h/|h|) h/|h|`` and both gradients are taken with respect to the
+classifier's parameters (backbone and head). The projection is subtracted whatever its
+sign, as the paper and AIF360 do. The result is handed to the harness' SGD (momentum,
+weight decay, cosine schedule) instead of the paper's plain gradient step.
+
+``mode = "gradient_reversal"``: the common simpler alternative (Ganin & Lempitsky 2015):
+one backward pass of ``L_cls + L_adv`` through a gradient-reversal layer of weight
+``alpha`` placed between the logits and the adversary, so the classifier receives
+``grad L_cls - alpha * grad L_adv`` and the adversary ``grad L_adv``.
+
+Both optimisers follow the harness' per-epoch cosine schedule (AIF360 decays both
+learning rates too, exponentially).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
+from fairbench.methods.erm import ERM, ClassifierNet
+from fairbench.registry import register_method
+
+
+def projected_gradients(cls_grads: Sequence[torch.Tensor | None], adv_grads: Sequence[torch.Tensor | None],
+                        alpha: float, eps: float = 1e-12) -> list[torch.Tensor | None]:
+    """Zhang et al.'s classifier update, per parameter tensor:
+    ``g - (g . u) u - alpha * h`` with ``u = h / max(|h|, eps)``, ``g`` = grad L_cls, ``h`` = grad L_adv.
+
+    A tensor the adversary's loss does not reach (``h`` None) keeps ``g``; computed in
+    float32 and returned in ``g``'s dtype."""
+    out: list[torch.Tensor | None] = []
+    for g, h in zip(cls_grads, adv_grads, strict=True):
+        if h is None:
+            out.append(g)
+            continue
+        h32 = h.float()
+        g32 = torch.zeros_like(h32) if g is None else g.float()
+        unit = h32 / h32.norm().clamp_min(eps)
+        new = g32 - (g32 * unit).sum() * unit - alpha * h32
+        out.append(new.to(h.dtype if g is None else g.dtype))
+    return out
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.weight * grad, None
+
+
+def grad_reverse(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Identity forward; multiplies the incoming gradient by ``-weight`` backward."""
+    return _GradReverse.apply(x, weight)
+
+
+class LogitAdversary(nn.Module):
+    """Predicts the group from class logits (and optionally the true class), in float32."""
+
+    def __init__(self, num_classes: int, num_groups: int, condition_on_target: bool, hidden: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.condition_on_target = condition_on_target
+        self.c = nn.Parameter(torch.ones(()))  # the paper's learnable sharpness, AIF360's init 1.0
+        width = num_classes * (1 + num_classes) if condition_on_target else num_classes
+        if hidden > 0:
+            self.body: nn.Module = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_groups))
+        else:
+            self.body = nn.Linear(width, num_groups)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            s = torch.softmax((1 + self.c.abs()) * logits.float(), dim=1)
+            if self.condition_on_target:
+                if y is None:
+                    raise ValueError("this adversary conditions on the target: pass y")
+                onehot = F.one_hot(y, self.num_classes).to(s.dtype)
+                s = torch.cat([s, (s[:, :, None] * onehot[:, None, :]).flatten(1)], dim=1)
+            return self.body(s)
+
+
+class AdversarialHparams(Hparams):
+    mode: Literal["projection", "gradient_reversal"] = Field(
+        "projection", description="classifier update: Zhang et al.'s gradient projection, or a gradient-reversal layer")
+    alpha: float = Field(0.1, ge=0.0, description="adversary weight alpha (AIF360 default 0.1; spec range 0.1-1)")
+    adversary_lr: float = Field(1e-4, gt=0.0, description="learning rate of the adversary's Adam (spec: 1e-4)")
+    condition_on_target: bool = Field(
+        False, description="adversary also sees the true label (paper's equalized-odds variant); false = parity")
+    adversary_hidden: int = Field(0, ge=0, description="hidden width of the adversary; 0 = linear, as in the paper")
+
+
+@register_method("adversarial")
+class Adversarial(Method):
+    summary = ("Adversarial debiasing (Zhang, Lemoine & Mitchell, AIES 2018): adversary predicts the group "
+               "from the class logits; projection or gradient-reversal update")
+    uses_train_groups = True
+    Hparams = AdversarialHparams
+    attention_maps = ERM.attention_maps
+
+    def __init__(self, ctx: MethodContext, hparams: AdversarialHparams):
+        super().__init__(ctx, hparams)
+        if ctx.num_groups is None:
+            raise ValueError("adversarial needs the training group labels (uses_train_groups)")
+        self.net = ClassifierNet(ctx.make_backbone(), ctx.num_classes)
+        self.optimizer = self.make_sgd(self.net.backbone, extra=list(self.net.head.parameters()))
+        self.adversary = LogitAdversary(ctx.num_classes, ctx.num_groups, hparams.condition_on_target,
+                                        hparams.adversary_hidden)
+        lr = hparams.adversary_lr
+        self.adversary_optimizer = torch.optim.Adam(
+            [{"params": list(self.adversary.parameters()), "lr": lr, "initial_lr": lr}])
+        self.optimizers.append(self.adversary_optimizer)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if batch.group is None:
+            raise ValueError("adversarial needs batch.group")
+        hp = self.hparams
+        logits = self.net(batch.x)
+        loss_cls = F.cross_entropy(logits.float(), batch.y)
+        adv_in = grad_reverse(logits, hp.alpha) if hp.mode == "gradient_reversal" else logits
+        adv_logits = self.adversary(adv_in, batch.y)
+        loss_adv = F.cross_entropy(adv_logits, batch.group)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.adversary_optimizer.zero_grad(set_to_none=True)
+        if hp.mode == "gradient_reversal":
+            (loss_cls + loss_adv).backward()
+        else:
+            cls_params = [p for p in self.net.parameters() if p.requires_grad]
+            adv_params = [p for p in self.adversary.parameters() if p.requires_grad]
+            g_cls = torch.autograd.grad(loss_cls, cls_params, retain_graph=True, allow_unused=True)
+            g_all = torch.autograd.grad(loss_adv, cls_params + adv_params, allow_unused=True)
+            g_adv, g_own = g_all[: len(cls_params)], g_all[len(cls_params):]
+            for p, g in zip(cls_params, projected_gradients(g_cls, g_adv, hp.alpha)):
+                p.grad = g
+            for p, g in zip(adv_params, g_own):
+                p.grad = g
+        self.optimizer.step()
+        self.adversary_optimizer.step()
+        return {"loss": loss_cls.detach(), "adv_loss": loss_adv.detach(),
+                "acc": accuracy_of(logits.detach(), batch.y), "adv_acc": accuracy_of(adv_logits.detach(), batch.group)}
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

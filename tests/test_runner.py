@@ -1,0 +1,149 @@
+"""The runner end to end on the built-in benchmark: records, selection, re-runs, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairbench import registry
+from fairbench.methods.erm import ERM
+from fairbench.run_store import RunRecord
+from fairbench.runner import RunAlreadyDone, execute
+from tests.conftest import tiny_config
+
+
+def test_run_writes_a_complete_record(run_tiny):
+    path = run_tiny("erm", epochs=2)
+    record = RunRecord(path)
+    assert record.status()["state"] == "done"
+    for name in ("config.json", "environment.json", "history.json", "metrics.json", "dataset.json",
+                 "predictions_val.csv", "predictions_test.csv", "checkpoint.pt"):
+        assert (path / name).is_file(), name
+    assert not (path / "last.pt").exists()  # removed once the run is done
+    env = record.environment()
+    assert env["device"] == "cpu" and env["packages"]["torch"] and "ended" in env
+    metrics = record.metrics()
+    assert metrics["selection"]["rule"] == "accuracy"
+    assert metrics["selection"]["epoch"] in (0, 1)
+    # the selected epoch is the best validation epoch, chosen on validation only
+    history = json.loads((path / "history.json").read_text())
+    val_accs = [h["val"]["accuracy"] for h in history]
+    assert metrics["selection"]["epoch"] == int(np.argmax(val_accs))
+    test = record.predictions("test")
+    assert len(test) == 128 and set(test["pred"]).issubset({0, 1})
+    assert {"index", "sample_id", "target", "group", "skin_tone", "presentation", "score_0", "score_1"} <= set(test.columns)
+    # metrics are recomputable from the stored predictions alone
+    from fairbench.metrics import evaluate_predictions
+
+    again = evaluate_predictions(test["target"].to_numpy(), test["pred"].to_numpy(), test["group"].to_numpy())
+    assert again["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert again["dob"] == pytest.approx(metrics["test"]["dob"])
+    # checkpoints load with weights_only=True
+    state = torch.load(path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == metrics["selection"]["epoch"]
+
+
+def test_same_configuration_again_is_reported_done(tmp_path):
+    cfg = tiny_config("erm")
+    path = execute(cfg, tmp_path)
+    with pytest.raises(RunAlreadyDone) as done:
+        execute(cfg, tmp_path)
+    assert done.value.path == path
+    before = (path / "metrics.json").read_text()
+    assert execute(cfg, tmp_path, force=True) == path
+    assert json.loads(before).keys() == json.loads((path / "metrics.json").read_text()).keys()
+
+
+def test_seeded_runs_are_reproducible(tmp_path):
+    a = execute(tiny_config("erm", sets=["train.deterministic=true"]), tmp_path / "a")
+    b = execute(tiny_config("erm", sets=["train.deterministic=true"]), tmp_path / "b")
+    pa, pb = RunRecord(a).predictions("test"), RunRecord(b).predictions("test")
+    assert np.allclose(pa["score_1"], pb["score_1"], atol=1e-5)
+
+
+def test_group_labels_never_reach_a_group_blind_method(tmp_path, monkeypatch):
+    seen = []
+    original = ERM.update
+
+    def spy(self, batch):
+        seen.append((batch.group, batch.attributes, self.ctx.train_groups, self.ctx.group_names))
+        return original(self, batch)
+
+    monkeypatch.setattr(ERM, "update", spy)
+    execute(tiny_config("erm"), tmp_path)
+    assert seen and all(item == (None, None, None, None) for item in seen)
+
+
+def test_a_failed_run_is_marked_failed_and_compare_skips_it(tmp_path, monkeypatch):
+    from fairbench.reporting import collect_runs
+
+    execute(tiny_config("erm"), tmp_path)
+
+    def boom(self, batch):
+        raise RuntimeError("exploded on purpose")
+
+    monkeypatch.setattr(ERM, "update", boom)
+    with pytest.raises(RuntimeError):
+        execute(tiny_config("erm", sets=["train.seed=5"]), tmp_path)
+    runs, skipped = collect_runs(tmp_path)
+    assert len(runs) == 1
+    assert len(skipped) == 1 and "failed" in skipped[0][1] and "exploded on purpose" in skipped[0][1]
+
+
+def test_a_killed_run_is_incomplete_and_resumes(tmp_path):
+    """SIGKILL mid-run: status says incomplete, compare skips it, re-running resumes it."""
+    from fairbench.reporting import collect_runs
+
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "from tests.conftest import tiny_config\n"
+        "from fairbench.runner import execute\n"
+        "import fairbench.methods.erm as erm\n"
+        "orig = erm.ERM.update\n"
+        "def slow(self, batch):\n"
+        "    out = orig(self, batch)\n"
+        "    if self.training and Path(sys.argv[1], 'last.pt').exists() is False: pass\n"
+        "    time.sleep(0.05)\n"
+        "    return out\n"
+        "erm.ERM.update = slow\n"
+        f"execute(tiny_config('erm', epochs=6), Path(sys.argv[1]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=os.path.dirname(os.path.dirname(__file__)))
+    deadline = time.time() + 120
+    run_dir = None
+    while time.time() < deadline:
+        lasts = list(tmp_path.glob("*/last.pt"))
+        if lasts:
+            run_dir = lasts[0].parent
+            break
+        time.sleep(0.2)
+    assert run_dir is not None, "the run never finished its first epoch"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = RunRecord(run_dir).status()
+    assert status["state"] == "incomplete" and "died" in status["reason"]
+    runs, skipped = collect_runs(tmp_path)
+    assert runs.empty and skipped[0][0] == run_dir.name
+    epochs_done = len(json.loads((run_dir / "history.json").read_text()))
+    assert 1 <= epochs_done < 6
+    # re-running the same configuration resumes after the last finished epoch
+    execute(tiny_config("erm", epochs=6), tmp_path)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(6))
+    assert RunRecord(run_dir).status()["state"] == "done"
+
+
+def test_max_samples_and_groups_recorded(run_tiny):
+    path = run_tiny("erm")
+    meta = json.loads((path / "dataset.json").read_text())
+    assert meta["split_sizes"] == {"train": 256, "val": 128, "test": 128}
+    assert len(meta["group_names"]) == 8
