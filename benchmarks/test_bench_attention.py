@@ -10,6 +10,12 @@ The CAM step dominates (b): the authors multiply W1 @ F_n (512 x h*w per sample)
 W2[k]; (a) contracts the weights first. The crop-only pair isolates boxes + resize.
 
 Run: .venv/bin/pytest benchmarks/test_bench_attention.py --benchmark-only
+The ratio (reference mean / batched mean) is printed with -s and stored in
+``extra_info["speedup_batched_vs_reference"]`` of the second test of each pair.
+On CPU the resize kernel itself is slower batched (grid_sample's CPU kernel vs 16 separable
+interpolates); the batched crop step still wins because the reference's per-sample
+nonzero / min / max / .item() cost more. The batched path is built for accelerators, where
+the reference's per-sample host syncs and kernel launches dominate.
 """
 
 from __future__ import annotations
@@ -132,7 +138,9 @@ def test_full_path_batched(benchmark, data):
 
 def test_full_path_reference(benchmark, data):
     images, fmaps, heads, logits = data
-    out = benchmark.pedantic(reference_path, args=data, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    # no warm-up round for the slow reference (keeps the test near 20 s); the batched
+    # test runs first and has already warmed up the shared kernels
+    out = benchmark.pedantic(reference_path, args=data, rounds=ROUNDS, iterations=1)
     # the authors' box rule is "authors"; check the two paths crop the same thing
     maps = batched_maps(fmaps, heads, logits)
     for got_map, want in zip(maps, out):
@@ -153,5 +161,5 @@ def test_crops_only_batched(benchmark, data):
 def test_crops_only_reference(benchmark, data):
     images, fmaps, heads, logits = data
     maps = batched_maps(fmaps, heads, logits)
-    benchmark.pedantic(reference_crops_only, args=(images, maps), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(reference_crops_only, args=(images, maps), rounds=ROUNDS, iterations=1)
     _record(benchmark, "ref_crops", "crops_batched")

@@ -156,11 +156,14 @@ def build_method(cfg: RunConfig, bundle: DatasetBundle, device: torch.device, st
 def load_trained_method(run_dir: Path, device: str = "auto") -> tuple[Method, RunConfig, DatasetBundle | None]:
     """Rebuild a finished run's method with its selected weights (for eval / explain)."""
     record = RunRecord(Path(run_dir))
-    cfg = RunConfig.model_validate(record.config())
+    cfg = RunConfig.model_validate({k: v for k, v in record.config().items() if k != "run_id"})
     dev = pick_device(device)
     meta = read_json(record.path / "dataset.json")
     bundle_stub = _StubBundle(meta)
-    method = build_method(cfg, bundle_stub, dev, steps_per_epoch=1)  # type: ignore[arg-type]
+    # The checkpoint holds every weight: build without fetching pretrained ones (offline machines).
+    build_cfg = cfg.model_copy(deep=True)
+    build_cfg.backbone.pretrained = False
+    method = build_method(build_cfg, bundle_stub, dev, steps_per_epoch=1)  # type: ignore[arg-type]
     state = torch.load(record.path / "checkpoint.pt", map_location=dev, weights_only=True)
     method.load_state_dict(state["model"])
     method.eval()

@@ -22,8 +22,8 @@ def tiny_config(method: str, *, hparams: dict[str, Any] | None = None, epochs: i
     flat = {
         "method": method,
         "data.image_size": 32,
-        "data.max_train_samples": 256,
-        "data.max_eval_samples": 128,
+        # render only what is used (synthface draws its splits at these sizes)
+        "data.options": {"n_train": 256, "n_val": 128, "n_test": 128},
         "train.epochs": epochs,
         "train.batch_size": 32,
         "train.device": "cpu",

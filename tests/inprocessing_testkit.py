@@ -70,5 +70,5 @@ def check_run_outputs(path: Path) -> None:
     np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-6)
     np.testing.assert_array_equal(frame["pred"].to_numpy(), scores.argmax(1))
     metrics = json.loads((path / "metrics.json").read_text())
-    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert 0.0 <= metrics["test"]["accuracy"] <= 100.0  # percent
     assert metrics["test"]["n"] == len(frame)

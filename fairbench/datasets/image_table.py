@@ -94,8 +94,8 @@ def build_bundle(
                                f"(first: {decoded.bad[0].file}: {decoded.bad[0].reason})")
         caches[split] = str(decoded.path)
         attrs = pd.DataFrame({c: kept[c].astype(str).to_numpy() for c in task.protected})
-        targets_idx = kept[task.target].astype(str).map(class_index).to_numpy(dtype=np.int64)
-        out[split] = DataSplit(split, decoded.images, targets_idx, attrs, kept["path"].to_numpy(dtype=object))
+        targets_idx = np.array(kept[task.target].astype(str).map(class_index), dtype=np.int64)  # a writable copy
+        out[split] = DataSplit(split, decoded.images, targets_idx, attrs, np.array(kept["path"], dtype=object))
     info["skipped_images"] = {k: v["count"] for k, v in skipped.items()}
     if skipped:
         info["skipped_image_files"] = skipped

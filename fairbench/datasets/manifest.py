@@ -94,7 +94,7 @@ def assign_splits(table: pd.DataFrame, strata: pd.Series, val_fraction: float, t
             return out, "the manifest's split column"
         train = np.flatnonzero(out == "train")
         out[train] = splitting.stratified_split(strata.iloc[train].to_numpy(), {"val": val_fraction}, seed)
-        return out, ("the manifest's split column; val = "
+        return out, ("the manifest's split column; "
                      + splitting.describe({"val": val_fraction}, seed, "group", "its train rows"))
     fractions = {"test": test_fraction, "val": val_fraction}
     if "identity" in table.columns:

@@ -1,0 +1,368 @@
+"""FineFACE (Manzoor & Rattani, ICPR 2024): experts on the last N backbone stages, attention
+crops and multi-step mutual learning. Trains without demographic labels ("T").
+
+Spec: ``shared/specs/fineface.md``. Where the paper and the authors' script (a near copy of
+CMAL-Net, Liu et al. 2023) disagree, the script's behaviour is the default.
+
+Network (:class:`FineFACENet`)
+------------------------------
+Expert n reads backbone stage ``s_n`` (default: the last N stages; ResNet-50 at 448 px:
+layer2 / layer3 / layer4). Expert block: Conv1x1(C_n -> expert_width, no bias) -> BN2d ->
+act -> Conv3x3(expert_width -> expert_out, pad 1, no bias) -> BN2d -> act (BN2d eps 1e-5,
+momentum 0.01; act = ReLU as in the code, ELU as in the paper). Its output is the feature
+map F_n; adaptive global max (or average) pooling gives v_n. Expert head: BN1d -> Linear(
+expert_out, expert_width) -> BN1d -> ELU -> Linear(expert_width, K); the concat head is the
+same on concat(v_1..v_N).
+
+One training iteration (N + 2 SGD steps, one optimizer, all BN layers in train mode)
+------------------------------------------------------------------------------------
+1. Full forward of the raw batch x; loss CE(e_N, y); step.
+2. CAMs from that forward: feature maps F_n and each expert's predicted class k_n (argmax of
+   its own step-1 logits, i.e. from the weights *before* the step), head weights W1, W2 read
+   *after* the step -- what the authors' script does (it reads ``net.state_dict()`` after
+   ``optimizer.step()``). Boxes for A_1..A_N and A_oval (``fineface_attention``).
+3. n = N-1 .. 1: input = uniform random choice among {A_m : m != n} U {x} (one draw per batch,
+   on the device: no host sync); loss CE(e_n, y); step. By default only backbone stages
+   0..s_n and expert n run (``full_forward_for_shallow_experts=False``): same gradients as
+   the code's full forward (the loss reads e_n only), but the deeper backbone stages, the
+   other experts and the concat head do not see this step's input, so their BatchNorm
+   running statistics are not updated by it (in the code they are, with the crop / raw input
+   drawn for that step). Set the option to true to reproduce the code exactly (and pay for
+   the full network).
+4. Forward A_oval; loss sum_n CE(e_n, y) + concat_loss_weight * CE(concat, y); step.
+5. Forward x; loss concat_loss_weight * CE(concat, y); step. ``acc`` is the concat head's
+   training accuracy on this pass (as logged by the code).
+
+``zero_grad(set_to_none=True)``: parameters outside a step's loss get no gradient and are
+skipped by SGD (no weight decay, no momentum move) -- the old ``zero_grad()`` of the
+authors' PyTorch would have set zero gradients and moved every parameter on every step by
+its momentum buffer and weight decay.
+
+Inference
+---------
+Forward x; A_oval from the N CAMs (each expert's own predicted class); forward A_oval;
+``predict`` returns the sum of the logits selected by ``fusion`` (default: all 2 x (N + 1);
+the paper averages the scores: same argmax, but softmax scores of the sum are sharper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from fairbench.backbones.base import FeatureBackbone
+from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
+from fairbench.methods.fineface_attention import attention_boxes, crop_and_resize, expert_cams, normalised_map, overall_map
+from fairbench.registry import register_method
+
+#: which logits ``predict`` sums ("raw" = the raw input x, "attention" = the A_oval crop)
+FUSIONS = {
+    "all": ("experts+concat", "raw+attention"),  # 2 x (N + 1) logits: the paper / code (outputs_com)
+    "raw": ("experts+concat", "raw"),  # N + 1 logits on x only (code's outputs_com2); one forward
+    "attention": ("experts+concat", "attention"),  # N + 1 logits on A_oval only
+    "experts": ("experts", "raw+attention"),  # the N experts on x and A_oval (2N logits)
+    "concat": ("concat", "raw+attention"),  # the concat head on x and A_oval (2 logits)
+    "concat_raw": ("concat", "raw"),  # the concat head on x only (code's output_concat); one forward
+}
+
+
+class FineFACEHparams(Hparams):
+    num_experts: int = Field(3, ge=1, description="N experts, on the backbone's last N stages (unless `stages`)")
+    stages: list[int] | None = Field(
+        None, description="0-based backbone stage indices of the experts, shallow to deep (negative: from the end); "
+                          "default the last num_experts stages")
+    pooling: Literal["max", "avg"] = Field("max", description="global pooling of each expert's feature map")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="attention mask: normalised CAM >= threshold")
+    pad_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="crop box padding, fraction of the image side")
+    box_rule: Literal["spec", "authors"] = Field(
+        "spec", description="box padding convention (fineface_attention): the spec's, or the script's (1 px off)")
+    fusion: Literal["all", "raw", "attention", "experts", "concat", "concat_raw"] = Field(
+        "all", description="logits summed at test: all = N experts + concat on x and on A_oval; raw / attention = "
+                           "experts + concat on x / on A_oval only; experts / concat = those heads on x and A_oval; "
+                           "concat_raw = concat head on x")
+    expert_width: int = Field(512, ge=1, description="expert block 1x1-conv width and head hidden width (code: 512)")
+    expert_out: int = Field(1024, ge=1, description="expert feature map channels, = pooled v_n length (code: 1024)")
+    activation: Literal["relu", "elu"] = Field("relu", description="expert block activation: relu (code) or elu (paper)")
+    full_forward_for_shallow_experts: bool = Field(
+        False, description="shallow experts' steps run the whole network as the authors' code does (also updates "
+                           "deeper BatchNorm statistics); false: backbone up to the expert's stage only")
+    concat_loss_weight: float = Field(2.0, ge=0.0, description="weight of the concat head's CE (steps N+1, N+2)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _experts_from_stages(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("stages") is not None and data.get("num_experts") is None:
+            data = {**data, "num_experts": len(data["stages"])}
+        return data
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> "FineFACEHparams":
+        if self.stages is not None:
+            if len(self.stages) != self.num_experts:
+                raise ValueError(f"stages {self.stages} name {len(self.stages)} stages but num_experts is "
+                                 f"{self.num_experts}; give one of the two (or make them agree)")
+            if len(self.stages) == 0:
+                raise ValueError("stages must name at least one backbone stage")
+        return self
+
+
+# -- network ------------------------------------------------------------------------------------
+
+def _bn2d(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.01, affine=True)
+
+
+class ExpertBlock(nn.Sequential):
+    """Conv1x1 -> BN2d -> act -> Conv3x3 -> BN2d -> act (the code's two ``BasicConv``)."""
+
+    def __init__(self, in_channels: int, width: int, out_channels: int, activation: str = "relu"):
+        act = (lambda: nn.ReLU(inplace=True)) if activation == "relu" else (lambda: nn.ELU(inplace=True))
+        super().__init__(
+            nn.Conv2d(in_channels, width, 1, bias=False), _bn2d(width), act(),
+            nn.Conv2d(width, out_channels, 3, padding=1, bias=False), _bn2d(out_channels), act(),
+        )
+
+
+class ExpertHead(nn.Sequential):
+    """BN1d -> Linear (W1) -> BN1d -> ELU -> Linear (W2); the CAM uses W2[k] @ W1."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int):
+        super().__init__(
+            nn.BatchNorm1d(in_features), nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden),
+            nn.ELU(inplace=True), nn.Linear(hidden, num_classes),
+        )
+
+    @property
+    def fc1(self) -> nn.Linear:
+        return self[1]
+
+    @property
+    def fc2(self) -> nn.Linear:
+        return self[4]
+
+
+@dataclass
+class FineFACEOutput:
+    expert_logits: list[Tensor]  # N x (B x K), shallow to deep
+    concat_logits: Tensor | None  # B x K; None when only some experts ran
+    feature_maps: list[Tensor]  # N x (B x expert_out x h_n x w_n), detached (for CAMs)
+
+
+class FineFACENet(nn.Module):
+    def __init__(self, backbone: FeatureBackbone, stages: list[int], num_classes: int, *, width: int = 512,
+                 out_channels: int = 1024, activation: str = "relu", pooling: str = "max"):
+        super().__init__()
+        self.backbone = backbone
+        self.stages = list(stages)
+        self.pooling = pooling
+        channels = backbone.stage_channels
+        self.blocks = nn.ModuleList([ExpertBlock(channels[s], width, out_channels, activation) for s in self.stages])
+        self.heads = nn.ModuleList([ExpertHead(out_channels, width, num_classes) for _ in self.stages])
+        self.concat_head = ExpertHead(out_channels * len(self.stages), width, num_classes)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.stages)
+
+    def _pool(self, fmap: Tensor) -> Tensor:
+        pooled = F.adaptive_max_pool2d(fmap, 1) if self.pooling == "max" else F.adaptive_avg_pool2d(fmap, 1)
+        return torch.flatten(pooled, 1)
+
+    def forward(self, x: Tensor, upto_expert: int | None = None, only_last: bool = False) -> FineFACEOutput:
+        """All experts and the concat head (default), or the backbone up to expert
+        ``upto_expert``'s stage and experts 0..upto_expert (``only_last``: that expert alone)."""
+        last = self.num_experts - 1 if upto_expert is None else upto_expert
+        feats = self.backbone.forward_stages(x, upto=self.stages[last])
+        which = [last] if only_last else list(range(last + 1))
+        fmaps = {i: self.blocks[i](feats[self.stages[i]]) for i in which}
+        pooled = {i: self._pool(f) for i, f in fmaps.items()}
+        logits = [self.heads[i](pooled[i]) for i in which]
+        concat = None
+        if upto_expert is None:
+            concat = self.concat_head(torch.cat([pooled[i] for i in range(self.num_experts)], dim=1))
+        return FineFACEOutput(logits, concat, [fmaps[i].detach() for i in which])
+
+    def cams(self, out: FineFACEOutput) -> list[Tensor]:
+        """B x h_n x w_n class activation maps of a full forward, each for its expert's own
+        predicted class, with the heads' *current* weights."""
+        return [expert_cams(f, h.fc1.weight, h.fc2.weight, lg)
+                for f, h, lg in zip(out.feature_maps, self.heads, out.expert_logits)]
+
+
+def resolve_stages(hparams: FineFACEHparams, num_stages: int) -> list[int]:
+    if hparams.stages is None:
+        if hparams.num_experts > num_stages:
+            raise ValueError(f"fineface: num_experts={hparams.num_experts} but the backbone has only {num_stages} stages")
+        return list(range(num_stages - hparams.num_experts, num_stages))
+    out = []
+    for s in hparams.stages:
+        if not -num_stages <= s < num_stages:
+            raise ValueError(f"fineface: stage {s} does not exist; the backbone has stages 0..{num_stages - 1}")
+        out.append(s % num_stages)
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"fineface: stages must be distinct and shallow to deep, got {hparams.stages} (= {out})")
+    return out
+
+
+def stage_label(backbone: FeatureBackbone, stage: int) -> str:
+    """Display name of a backbone stage: the backbone's ``stage_names`` if it has them,
+    else ``layer{stage+1}`` (the torchvision ResNet layer of that stage)."""
+    names = getattr(backbone, "stage_names", None)
+    return names[stage] if names else f"layer{stage + 1}"
+
+
+# -- the method -----------------------------------------------------------------------------------
+
+@register_method("fineface")
+class FineFACE(Method):
+    summary = ("FineFACE (Manzoor & Rattani, ICPR 2024): experts on the last N stages, attention crops, "
+               "N+2-step mutual learning; no demographic labels")
+    uses_train_groups = False
+    Hparams = FineFACEHparams
+    profile_defaults = {
+        # The paper's recipe (ResNet-50 ImageNet V1, 448 px, batch 16, lr 0.002 / backbone 0.0002,
+        # 25 epochs) is the "paper" profile itself; nothing differs.
+        "paper": {},
+        # resnet_tiny at 64 px: the code's fixed 512 / 1024 expert sizes would cost ~20x the
+        # backbone (expert 1 alone, a 3x3 conv 512 -> 1024 at 32 x 32). Scale them like
+        # ResNet-50's (width = C_last / 4, out = C_last / 2; C_last = 128). Same epochs and
+        # learning rates as the profile's ERM, so comparisons are matched.
+        "cpu-small": {"hparams": {"expert_width": 32, "expert_out": 64}},
+    }
+
+    def __init__(self, ctx: MethodContext, hparams: FineFACEHparams):
+        super().__init__(ctx, hparams)
+        backbone = ctx.make_backbone()
+        stages = resolve_stages(hparams, backbone.num_stages)
+        self.net = FineFACENet(backbone, stages, ctx.num_classes, width=hparams.expert_width,
+                               out_channels=hparams.expert_out, activation=hparams.activation,
+                               pooling=hparams.pooling)
+        self.optimizer = self.make_sgd(self.net.backbone)
+
+    # -- attention --------------------------------------------------------------------------------
+    def _maps(self, out: FineFACEOutput, size: tuple[int, int]) -> list[Tensor]:
+        return [normalised_map(cam, size) for cam in self.net.cams(out)]
+
+    def _boxes(self, maps: Tensor) -> Tensor:
+        hp = self.hparams
+        return attention_boxes(maps, threshold=hp.threshold, pad_ratio=hp.pad_ratio, rule=hp.box_rule)
+
+    def candidates(self, i: int) -> list[int | None]:
+        """Input pool of shallow expert ``i`` (0-based): the crops A_m of every other expert,
+        deep to shallow, then the raw input (None). N = 3: e2 {A3, A1, x}, e1 {A3, A2, x}."""
+        return [m for m in reversed(range(self.net.num_experts)) if m != i] + [None]
+
+    def draw(self, count: int, device: torch.device) -> Tensor:
+        """One uniform draw in [0, count) on the device (no host sync)."""
+        return torch.randint(count, (1,), device=device)
+
+    # -- training ---------------------------------------------------------------------------------
+    def _ce(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), y)
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        x, y = batch.x, batch.y
+        if x.shape[0] < 2:
+            raise ValueError(f"fineface needs at least 2 samples per training batch (BatchNorm1d in its heads), "
+                             f"got {x.shape[0]}; raise train.batch_size")
+        hp, net, opt = self.hparams, self.net, self.optimizer
+        n_exp = net.num_experts
+        size = (x.shape[-2], x.shape[-1])
+        logs: dict[str, Tensor] = {}
+
+        # 1. deepest expert on the raw batch (full forward: every expert's maps and classes)
+        out = net(x)
+        loss = self._ce(out.expert_logits[-1], y)
+        self.step(opt, loss)
+        logs[f"loss_e{n_exp}"] = loss.detach()
+
+        # 2. attention regions from that forward, head weights as after the step
+        with torch.no_grad():
+            maps = self._maps(out, size)
+            boxes = [self._boxes(m) for m in maps]
+            oval_box = self._boxes(overall_map(maps))
+            full = torch.zeros_like(oval_box)  # the whole image as a box: (0, H, 0, W)
+            full[:, 1], full[:, 3] = size[0], size[1]
+        del out
+
+        # 3. shallower experts, deep to shallow, on a random pick of the other experts' crops or x
+        for i in reversed(range(n_exp - 1)):
+            pool = self.candidates(i)
+            with torch.no_grad():
+                choice = self.draw(len(pool), x.device)
+                stacked = torch.stack([boxes[m] if m is not None else full for m in pool])  # P x B x 4
+                chosen = stacked.index_select(0, choice)[0]
+                crop = crop_and_resize(x, chosen)
+                raw_picked = choice == len(pool) - 1  # the raw input is last in the pool
+                xi = torch.where(raw_picked.view(1, 1, 1, 1), x, crop)
+            if hp.full_forward_for_shallow_experts:
+                logits = net(xi).expert_logits[i]
+            else:
+                logits = net(xi, upto_expert=i, only_last=True).expert_logits[0]
+            loss = self._ce(logits, y)
+            self.step(opt, loss)
+            logs[f"loss_e{i + 1}"] = loss.detach()
+
+        # 4. all experts and the concat head on the overall attention region
+        with torch.no_grad():
+            x_oval = crop_and_resize(x, oval_box)
+        out = net(x_oval)
+        loss = sum(self._ce(lg, y) for lg in out.expert_logits) + hp.concat_loss_weight * self._ce(out.concat_logits, y)
+        self.step(opt, loss)
+        logs["loss_oval"] = loss.detach()
+
+        # 5. the concat head on the raw batch
+        out = net(x)
+        loss = hp.concat_loss_weight * self._ce(out.concat_logits, y)
+        self.step(opt, loss)
+        logs["loss_concat"] = loss.detach()
+        logs["loss"] = torch.stack(list(logs.values())).sum()
+        logs["acc"] = accuracy_of(out.concat_logits.detach(), y)
+        return logs
+
+    # -- inference --------------------------------------------------------------------------------
+    def _forward_with_attention(self, x: Tensor) -> tuple[FineFACEOutput, list[Tensor], Tensor, Tensor]:
+        out = self.net(x)
+        maps = self._maps(out, (x.shape[-2], x.shape[-1]))
+        oval = overall_map(maps)
+        return out, maps, oval, self._boxes(oval)
+
+    def fused_logits(self, x: Tensor, fusion: str | None = None) -> Tensor:
+        heads, inputs = FUSIONS[fusion or self.hparams.fusion]
+        use_raw, use_attention = "raw" in inputs, "attention" in inputs
+        outs = []
+        if use_attention:
+            raw, _, _, box = self._forward_with_attention(x)
+            if use_raw:
+                outs.append(raw)
+            outs.append(self.net(crop_and_resize(x, box)))
+        else:  # raw input only: one forward, no CAMs
+            outs.append(self.net(x))
+        total = None
+        for o in outs:
+            parts = ([*o.expert_logits] if "experts" in heads else []) + ([o.concat_logits] if "concat" in heads else [])
+            for p in parts:
+                total = p.float() if total is None else total + p.float()
+        return total
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.fused_logits(x)
+
+    @torch.no_grad()
+    def attention_maps(self, x: Tensor) -> dict[str, Any]:
+        out, maps, oval, oval_box = self._forward_with_attention(x)
+        panels: dict[str, Any] = {}
+        boxes: dict[str, Tensor] = {}
+        for i, (m, s) in enumerate(zip(maps, self.net.stages)):
+            name = f"expert {i + 1} ({stage_label(self.net.backbone, s)})"
+            panels[name] = m
+            boxes[name] = self._boxes(m)
+        panels["overall"] = oval
+        boxes["overall"] = oval_box
+        panels["boxes"] = boxes
+        return panels
