@@ -73,15 +73,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fairbench.reporting import collect_runs, compare_table, format_compare
+    from fairbench.reporting import compare
 
-    runs, skipped = collect_runs(args.runs_dir)
+    text, skipped = compare(args.runs_dir, layouts=[args.layout] if args.layout else None, fmt=args.format,
+                            suite_file=args.suite, paper=args.paper, needs=args.needs, by=args.by, dataset=args.dataset)
     for run, reason in skipped:
         print(f"skipped {run}: {reason}", file=sys.stderr)
-    if runs.empty:
-        print(f"no finished runs under {args.runs_dir}", file=sys.stderr)
+    if not text:
+        print(f"no finished runs under {args.runs_dir}" + (f" of suite {args.suite}" if args.suite else ""), file=sys.stderr)
         return 1
-    text = format_compare(compare_table(runs), args.format)
     if args.output:
         from fairbench.run_store import atomic_write_bytes
 
@@ -89,6 +89,66 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
+    return 0
+
+
+def _data_roots(pairs: list[str]) -> dict[str, Path]:
+    from fairbench.config import ConfigError
+
+    roots = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--data-root expects DATASET=PATH, got {pair!r} (e.g. --data-root fairface=/data/fairface)")
+        roots[name.strip()] = Path(path.strip())
+    return roots
+
+
+def cmd_suite_run(args: argparse.Namespace) -> int:
+    from fairbench.suite import Suite, run_suite
+
+    suite = Suite.load(args.file)
+    result = run_suite(suite, args.runs_dir, jobs=args.jobs, dry_run=args.dry_run, data_roots=_data_roots(args.data_root),
+                       device=args.device, skip_invalid=args.skip_invalid, quiet=args.quiet)
+    if args.dry_run:
+        return 0
+    if result.failed or result.evaluation_errors:
+        for index, error in result.failed.items():
+            print(f"job {index} failed: {error}", file=sys.stderr)
+        for index, folder, error in result.evaluation_errors:
+            print(f"job {index}: evaluation {folder} failed: {error}", file=sys.stderr)
+        print("run the same command again to retry what failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_suite_status(args: argparse.Namespace) -> int:
+    from fairbench.suite import Suite, suite_status
+
+    suite_status(Suite.load(args.file), args.runs_dir)
+    return 0
+
+
+def cmd_plot_pareto(args: argparse.Namespace) -> int:
+    from fairbench.plots import plot_pareto
+    from fairbench.tables import finished, load_records, select_suite
+
+    records, problems = load_records(args.runs_dir)
+    if args.suite:
+        from fairbench.suite import Suite
+
+        records, problems = select_suite(records, problems, Suite.load(args.suite))
+    done, skipped = finished(records)
+    for run, reason in skipped + problems:
+        print(f"skipped {run}: {reason}", file=sys.stderr)
+    drawn = plot_pareto(done, args.x, args.y, args.output, dataset=args.dataset, facet=args.facet, by=args.by,
+                        paper=args.paper)
+    from fairbench.plots import pareto_front
+
+    for panel in drawn:
+        front = pareto_front(panel.points, args.x, args.y)
+        print(f"{panel.title}: Pareto front = {', '.join(p.label for p in front)}")
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -182,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--format", choices=["table", "markdown", "csv", "latex", "json"], default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    p.add_argument("--layout", choices=["summary", "groups", "methods", "attributes", "min-group"],
+                   help="summary (default); the paper's: groups (tables 2-4), methods (5), attributes (6-7), "
+                        "min-group (8); default with --suite: the suite's [report] layouts")
+    p.add_argument("--suite", type=Path, metavar="FILE", help="only the runs of this suite (benchmarks/*.toml)")
+    p.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the paper's published rows (default: when the runs use the paper's setting)")
+    p.add_argument("--needs", action=argparse.BooleanOptionalAction, default=None,
+                   help="column of what each method needs in training (default: on in the methods layout)")
+    p.add_argument("--by", metavar="ATTR", help="methods layout: groups = values of this protected column "
+                                               "(default: race when the groups are race x gender)")
+    p.add_argument("--dataset", metavar="NAME", help="only the reports evaluated on this dataset")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("score", help="every metric from a predictions CSV / Parquet file of any model")
@@ -210,6 +281,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="data.options.NAME=VALUE or data.cache_dir=PATH (repeatable)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("suite", help="run a benchmark suite (a grid of runs in a TOML file) or show its state")
+    suite_sub = p.add_subparsers(dest="suite_command", metavar="ACTION", required=True)
+    q = suite_sub.add_parser("run", help="train every job not yet done, run its evaluations, write table and plot")
+    q.add_argument("file", type=Path, metavar="FILE", help="suite file, e.g. benchmarks/quickstart.toml")
+    q.add_argument("--dry-run", action="store_true", help="list the jobs and what would run; train nothing")
+    q.add_argument("--jobs", type=int, default=1, metavar="N", help="jobs trained at once in worker processes "
+                                                                    "(torch threads = cores / N each)")
+    q.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: ./runs)")
+    q.add_argument("--device", help="auto (default), cpu, cuda, cuda:N (not part of the run ids)")
+    q.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
+                   help="where a dataset's files are, e.g. fairface=/data/fairface (repeatable)")
+    q.add_argument("--skip-invalid", action="store_true", help="run the jobs that resolve even if some do not")
+    q.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    q.set_defaults(func=cmd_suite_run)
+    q = suite_sub.add_parser("status", help="each job's state: done / running / failed / incomplete / pending")
+    q.add_argument("file", type=Path, metavar="FILE")
+    q.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    q.set_defaults(func=cmd_suite_status)
+
+    p = sub.add_parser("plot", help="plots from run records")
+    plot_sub = p.add_subparsers(dest="plot_command", metavar="KIND", required=True)
+    q = plot_sub.add_parser("pareto", help="accuracy-fairness Pareto plot: methods with 95%% intervals, the front")
+    q.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    q.add_argument("--suite", type=Path, metavar="FILE", help="only the runs of this suite")
+    q.add_argument("--x", required=True, metavar="METRIC", help="e.g. dob, deo, deodds, max_min_ratio")
+    q.add_argument("--y", required=True, metavar="METRIC", help="e.g. accuracy, worst_group_accuracy")
+    q.add_argument("--output", type=Path, required=True, metavar="FILE", help="FILE.png, .svg or .pdf")
+    q.add_argument("--dataset", metavar="NAME", help="only this evaluated dataset (default: one panel per dataset)")
+    q.add_argument("--facet", action=argparse.BooleanOptionalAction, default=None,
+                   help="one panel per evaluated dataset (default: when there are several)")
+    q.add_argument("--by", metavar="ATTR", help="groups = values of this protected column (e.g. race)")
+    q.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
+                   help="the paper's points as hollow markers (default: when the runs use the paper's setting)")
+    q.set_defaults(func=cmd_plot_pareto)
     return parser
 
 

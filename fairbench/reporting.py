@@ -1,4 +1,9 @@
-"""Tables from run records: the end-of-run summary and ``fairbench compare``."""
+"""Tables from run records: the end-of-run summary and ``fairbench compare``.
+
+``compare`` prints the ``summary`` layout below (one row per method, setting and evaluated
+dataset, headline metrics) or one of the paper's layouts of :mod:`fairbench.tables`
+(``--layout groups | methods | attributes | min-group``), for every run or for a suite's.
+"""
 
 from __future__ import annotations
 
@@ -72,13 +77,16 @@ def _setting_key(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """One row per finished run (test metrics); and (run, reason) for every run skipped."""
+def collect_runs(runs_dir: Path, only: set[str] | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """One row per finished run (test metrics); and (run, reason) for every run skipped.
+    ``only``: the run ids to consider (a suite's), default all."""
     from fairbench import registry
     from fairbench.methods.base import needs_label
 
     rows, skipped = [], []
     for record in iter_runs(runs_dir):
+        if only is not None and record.run_id not in only:
+            continue
         status = record.status()
         if status.get("state") != "done":
             skipped.append((record.run_id, f"{status.get('state')}: {status.get('reason') or status.get('error') or ''}".strip()))
@@ -138,6 +146,7 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
     for metric, title in HEADLINE:
         digits = 3 if metric == "max_min_ratio" else 2
         display[title] = [
+            "n/a: undefined in every seed" if m is None or (isinstance(m, float) and math.isnan(m)) else
             _num(m, digits) + ("" if h is None or (isinstance(h, float) and math.isnan(h)) else f" ± {_num(h, digits)}")
             for m, h in zip(table[metric], table[f"{metric}_ci95"])
         ]
@@ -146,3 +155,41 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
     from tabulate import tabulate
 
     return tabulate(display, headers="keys", tablefmt="github" if fmt == "markdown" else "simple", showindex=False)
+
+
+def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "table", suite_file: Path | None = None,
+            paper: bool | None = None, needs: bool | None = None, by: str | None = None,
+            dataset: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """The text of ``fairbench compare``, and (run, reason) for every run left out.
+
+    ``layouts`` default: the suite's ``[report] layouts`` with ``suite_file``, else ``summary``.
+    Several layouts are printed one after the other (table, markdown, latex formats only)."""
+    from fairbench.tables import build_tables, finished, load_records, render, select_suite
+
+    records, problems = load_records(runs_dir)
+    suite = None
+    if suite_file is not None:
+        from fairbench.suite import Suite
+
+        suite = Suite.load(suite_file)
+        records, problems = select_suite(records, problems, suite)
+    done, skipped = finished(records)
+    skipped += problems
+    layouts = layouts or (list(suite.report.layouts) if suite else ["summary"])
+    if len(layouts) > 1 and fmt in ("csv", "json"):
+        raise ValueError(f"--format {fmt} holds one layout; pick one with --layout ({', '.join(layouts)})")
+    if not done:
+        return "", skipped
+    parts = []
+    for layout in layouts:
+        if layout == "summary":
+            runs, _ = collect_runs(runs_dir, only={r.run_id for r in done})
+            text = format_compare(compare_table(runs), fmt)
+        else:
+            text = render(build_tables(done, layout, paper=paper, needs=needs, by=by, dataset=dataset), fmt,
+                          skipped=skipped)
+        if len(layouts) > 1:
+            heading = {"markdown": f"## Layout: {layout}\n\n", "latex": f"% layout: {layout}\n"}.get(fmt, f"== {layout} ==\n\n")
+            text = heading + text
+        parts.append(text)
+    return "\n".join(parts), skipped

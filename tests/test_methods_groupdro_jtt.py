@@ -75,6 +75,18 @@ def test_groupdro_on_demographic_groups_only():
     assert method.q.tolist() == pytest.approx([2 / 3, 1 / 3])  # (1/2 * 2, 1/2) / (3/2)
 
 
+def test_groupdro_generalization_adjustment_raises_small_groups_only_when_present():
+    targets, groups = [0, 1, 0, 1, 0], [0, 0, 0, 0, 1]  # n_g = 4 and 1: C / sqrt(n_g) = 0.5 and 1 for C = 1
+    hp = GroupDRO.Hparams(groups="groups", eta=1.0, generalization_adjustment=1.0)
+    method = GroupDRO(make_context(targets, groups), hp)
+    method.objective(torch.zeros(2, 2), make_batch([0, 4], targets, groups))  # both groups, CE = log 2 each
+    a, b = math.exp(math.log(2.0) + 0.5), math.exp(math.log(2.0) + 1.0)
+    assert method.q.tolist() == pytest.approx([a / (a + b), b / (a + b)], rel=1e-6)
+    fresh = GroupDRO(make_context(targets, groups), hp)
+    fresh.objective(torch.zeros(1, 2), make_batch([0], targets, groups))  # group 1 absent: keeps its weight
+    assert fresh.q.tolist() == pytest.approx([a / (a + 1), 1 / (a + 1)], rel=1e-6)
+
+
 def test_groupdro_declares_groups_and_worst_group_selection():
     assert GroupDRO.uses_train_groups and GroupDRO.default_selection == "worst_group_accuracy"
     assert needs_label(GroupDRO) == "T+A"

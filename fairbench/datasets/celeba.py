@@ -54,7 +54,7 @@ def _check_values(path: Path, files: list[str], values: np.ndarray, names: list[
     ok = np.isin(values, ["1", "-1"])
     if not ok.all():
         r, c = (int(v[0]) for v in np.nonzero(~ok))
-        raise DatasetError(f"celeba: {path} line {first_line + r} ({files[r]}): {names[c]} = {values[r, c]!r}; "
+        raise DatasetError(f"celeba: {path} line {first_line + r} ({files[r]}): {names[c]} = {str(values[r, c])!r}; "
                            "attribute values must be 1 or -1")
     return values.astype(np.int8)
 

@@ -100,7 +100,7 @@ def read_attribute_file(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     bad = ~np.isin(label, (0, 1))
     if bad.any():
         r, c = (int(v[0]) for v in np.nonzero(bad))
-        raise DatasetError(f"lfwa: {path}: row {r + 1} ({names[r]}), {attrs[c]} = {label[r, c]!r}; labels must be 0 / 1")
+        raise DatasetError(f"lfwa: {path}: row {r + 1} ({names[r]}), {attrs[c]} = {float(label[r, c]):g}; labels must be 0 / 1")
     return attrs, names, label.astype(np.int8)
 
 

@@ -72,7 +72,7 @@ BACKGROUNDS = ("cool", "warm")  # auxiliary column "background": the spurious cu
 
 #: Base skin colours (RGB in [0, 1]) of tones I..IV, lightest to darkest.
 SKIN_RGB = np.array(
-    [[0.95, 0.80, 0.69], [0.84, 0.64, 0.50], [0.66, 0.46, 0.33], [0.42, 0.28, 0.20]], dtype=np.float32
+    [[0.90, 0.76, 0.66], [0.82, 0.63, 0.50], [0.68, 0.48, 0.35], [0.47, 0.33, 0.25]], dtype=np.float32
 )
 #: Hair colours: black, dark brown, brown, auburn, blond, grey. Independent of the groups.
 HAIR_RGB = np.array(
@@ -85,10 +85,13 @@ HAIR_RGB = np.array(
 # margins are a fraction of a pixel at 64 px, so noise, blur and low contrast make them hard.
 SMILE_CURVATURE = {0: (-0.045, 0.02), 1: (0.045, 0.12)}  # mouth centre drop below its corners
 EYE_APERTURE = {0: (0.48, 0.72), 1: (0.16, 0.34)}  # eye half-height / half-width
-# Darkening of each feature relative to the skin at contrast 1 (luminance units in [0, 1]).
-MOUTH_DARKENING = np.array([0.30, 0.40, 0.38], dtype=np.float32)  # reddish lips
-EYE_DARKENING = 0.42
-FRAME_DARKENING = (0.30, 0.45)
+# Darkening of each feature relative to the skin at contrast 1 (RGB units in [0, 1]). They
+# are small enough never to reach black on the darkest tone, so with equal ``cue_contrast``
+# every tone shows the same absolute cue.
+MOUTH_DARKENING = np.array([0.15, 0.22, 0.19], dtype=np.float32)  # reddish lips
+EYE_DARKENING = 0.2
+FRAME_DARKENING = (0.13, 0.2)
+SKIN_JITTER = 0.015  # std of the per-image skin colour (clipped at 2 std)
 
 
 class SynthFaceOptions(BaseModel):
@@ -162,13 +165,14 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lat: dict[str, np.ndarray] = {}
     if split == "test":
         # Balanced: every (tone, presentation, target class) cell gets n // 16 (+1 for the
-        # first n % 16 cells); inside each cell the background family alternates.
+        # first n % 16 cells); inside each cell the background family alternates, starting
+        # alike for both classes of a group, so it is independent of the target.
         cells = [(t, p, y) for t in range(4) for p in range(2) for y in range(2)]
         sizes = [n // len(cells) + (i < n % len(cells)) for i in range(len(cells))]
         tone = np.concatenate([np.full(k, c[0]) for c, k in zip(cells, sizes)])
         pres = np.concatenate([np.full(k, c[1]) for c, k in zip(cells, sizes)])
         y = np.concatenate([np.full(k, c[2]) for c, k in zip(cells, sizes)])
-        warm = np.concatenate([(np.arange(k) + i) % 2 for i, k in enumerate(sizes)])
+        warm = np.concatenate([(np.arange(k) + i // 2) % 2 for i, k in enumerate(sizes)])
         order = rng.permutation(n)
         tone, pres, y, warm = tone[order], pres[order], y[order], warm[order]
     else:
@@ -189,7 +193,8 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lat["roll"] = np.deg2rad(_uniform(rng, -o.pose_jitter, o.pose_jitter, n))
     lat["shift"] = _uniform(rng, -0.06, 0.06, n)  # features slide sideways (yaw-like)
     # Colours.
-    lat["skin"] = np.clip(SKIN_RGB[tone] + rng.normal(0, 0.02, (n, 3)).astype(np.float32), 0, 1)
+    jitter = np.clip(rng.normal(0, SKIN_JITTER, (n, 3)), -2 * SKIN_JITTER, 2 * SKIN_JITTER)
+    lat["skin"] = (SKIN_RGB[tone] + jitter).astype(np.float32)
     lat["hair"] = np.clip(HAIR_RGB[rng.integers(0, len(HAIR_RGB), n)] * _uniform(rng, 0.85, 1.15, n)[:, None], 0, 1)
     hue = np.where(warm == 1, _uniform(rng, 0.0, 0.14, n), _uniform(rng, 0.5, 0.68, n)).astype(np.float32)
     lat["bg"] = _hsv_to_rgb(hue, _uniform(rng, 0.25, 0.6, n), _uniform(rng, 0.45, 0.85, n))
@@ -205,7 +210,7 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lo_hi = np.array([EYE_APERTURE[0], EYE_APERTURE[1]], dtype=np.float32)[lat["narrow_eyes"]]
     lat["aperture"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * rng.random(n)).astype(np.float32)
     lat["gaze"] = _uniform(rng, -0.04, 0.04, n)
-    lat["brow_h"] = _uniform(rng, 0.13, 0.19, n)
+    lat["brow_h"] = _uniform(rng, 0.2, 0.25, n)
     lat["brow_t"] = _uniform(rng, 0.035, 0.055, n)
     # Mouth.
     lat["mouth_y"] = _uniform(rng, 0.44, 0.54, n)
@@ -214,15 +219,16 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lo_hi = np.array([SMILE_CURVATURE[0], SMILE_CURVATURE[1]], dtype=np.float32)[lat["smiling"]]
     lat["curvature"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * rng.random(n)).astype(np.float32)
     # Glasses (drawn only where eyeglasses == 1, parameters drawn for everyone).
-    lat["frame_r"] = _uniform(rng, 1.35, 1.6, n)  # frame half-width / eye half-width
+    lat["frame_r"] = _uniform(rng, 1.3, 1.5, n)  # frame half-width / eye half-width
     lat["frame_t"] = _uniform(rng, 0.035, 0.05, n)
     lat["frame_dark"] = _uniform(rng, *FRAME_DARKENING, n)
     # Feature contrast (bias 2).
     lat["contrast"] = np.asarray(o.cue_contrast, dtype=np.float32)[tone]
     # Photometric nuisance.
-    lat["brightness"] = _uniform(rng, 1 - o.lighting_jitter, 1 + o.lighting_jitter * 0.5, n)
+    # (mostly darkening, so that the lightest skin does not saturate and lose its cues)
+    lat["brightness"] = _uniform(rng, 1 - o.lighting_jitter, 1 + o.lighting_jitter * 0.25, n)
     lat["light_dir"] = _uniform(rng, 0, 2 * np.pi, n)
-    lat["light_grad"] = _uniform(rng, 0, o.lighting_jitter, n)
+    lat["light_grad"] = _uniform(rng, 0, o.lighting_jitter * 0.5, n)
     lat["softness"] = _uniform(rng, o.blur[0], o.blur[1], n)
     lat["noise"] = o.noise_std * _uniform(rng, 0.5, 1.5, n)
     lat["noise_seed"] = rng.integers(0, 2**63 - 1, n, dtype=np.int64)
@@ -289,14 +295,17 @@ def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: in
     _blend(img, _soft(back_sd, pw) * long_hair, p["hair"])
     neck_sd = np.maximum(np.abs(x) - 0.3 * face_a / 0.78, 0.55 - y)
     _blend(img, _soft(neck_sd, pw), skin * 0.82)
-    _blend(img, _soft(_ellipse_sd(x, y - 1.62, 1.45, 0.5), pw), p["shirt"])
+    _blend(img, _soft(_ellipse_sd(x, y - 2.3, 1.5, 1.18), pw), p["shirt"])
     # Face: an ellipse whose lower half narrows (jaw taper).
     a_of_y = face_a * (1.0 - col("taper") * np.clip(y, 0.0, 1.0) ** 2)
-    _blend(img, _soft(_ellipse_sd(x, y, a_of_y, 1.0), pw), skin)
+    face_m = _soft(_ellipse_sd(x, y, a_of_y, 1.0), pw)
+    _blend(img, face_m, skin)
     # Hair cap above the hairline, which curves down at the temples.
     hairline = col("hairline") + 0.35 * (x / face_a) ** 2
     cap_sd = np.maximum(_ellipse_sd(x, y + 0.06, face_a + 0.07, 1.04), y - hairline)
-    _blend(img, _soft(cap_sd, pw), p["hair"])
+    cap_m = _soft(cap_sd, pw)
+    _blend(img, cap_m, p["hair"])
+    skin_m = face_m * (1.0 - cap_m)  # visible skin: glasses are drawn only there
     # Subtle nose shading (not a target cue).
     _blend(img, _soft(_ellipse_sd(x - col("shift"), y - 0.18, 0.05, 0.13), pw) * 0.6, skin * 0.88)
 
@@ -326,19 +335,19 @@ def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: in
     if glasses.any():
         fr, ft = ew * col("frame_r"), col("frame_t")
         fy = ey - 0.01
-        ring_sd = np.abs(_ellipse_sd(xs - ex, y - fy, fr, fr * 0.78)) - ft / 2
+        ring_sd = np.abs(_ellipse_sd(xs - ex, y - fy, fr, fr * 0.72)) - ft / 2
         bar_sd = np.abs(y - fy + fr * 0.3) - ft / 2
         bridge_sd = np.maximum(bar_sd, xs - (ex - fr * 0.9))
-        temple_sd = np.maximum(np.maximum(bar_sd, (ex + fr * 0.95) - xs), xs - face_a * 0.97)
+        temple_sd = np.maximum(np.maximum(bar_sd, (ex + fr * 0.95) - xs), xs - face_a * 0.92)
         frame_sd = np.minimum(ring_sd, np.minimum(bridge_sd, temple_sd))
         frame_col = np.clip(skin - contrast * p["frame_dark"][:, None], 0.0, 1.0)
-        _blend(img, _soft(frame_sd, pw) * glasses, frame_col)
+        _blend(img, _soft(frame_sd, pw) * glasses * skin_m, frame_col)
 
     # Lighting: brightness and a directional gradient; then pixel noise.
     ld = col("light_dir")
     light = col("brightness") * (1.0 + col("light_grad") * (np.cos(ld) * gx + np.sin(ld) * gy))
     img *= light[..., None]
-    for i in range(b):
+    for i in np.flatnonzero(p["noise"] > 0):
         noise = np.random.default_rng(int(p["noise_seed"][i])).standard_normal((s, s, 3), dtype=np.float32)
         img[i] += p["noise"][i] * noise
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -404,8 +413,8 @@ class SynthFace(Dataset):
                 f"synthface: invalid protected attribute(s) {bad or list(task.protected)} for target "
                 f"{task.target!r}; use one or more of {list(PROTECTED)} (or another non-target column of {list(columns)})"
             )
-        if image_size < 32:
-            raise DatasetError(f"synthface renders at image_size >= 32 (got {image_size}); its cues are ~1 px at 64")
+        if image_size < 8:
+            raise DatasetError(f"synthface needs image_size >= 8 (got {image_size}); its cues are about a pixel at 64")
         sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
         splits: dict[str, DataSplit] = {}
         counts: dict[str, dict[str, int]] = {}

@@ -63,7 +63,8 @@ class DomainIndependentHparams(Hparams):
 
 @register_method("domain_independent")
 class DomainIndependent(Method):
-    summary = "Domain-independent: one head per group, trained on own group; test sums logits over groups (Wang et al. CVPR 2020)"
+    summary = ("Domain-independent: one head per group, trained on own group; test sums logits over groups "
+               "(Wang et al. CVPR 2020)")
     uses_train_groups = True
     Hparams = DomainIndependentHparams
 

@@ -36,8 +36,10 @@ derivative is a partial one (other pairs' gammas held fixed).
 
 from __future__ import annotations
 
+import contextlib
+import types
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,15 +89,47 @@ def _resample(idx: torch.Tensor, m: int, generator: torch.Generator | None) -> t
     return idx[torch.randint(len(idx), (m,), generator=generator)]
 
 
+def _bn_forward_with_leading_statistics(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, n: int) -> torch.Tensor:
+    out = type(self).forward(self, x[:n])  # the ordinary training-mode pass (and running-stat update) on rows :n
+    if len(x) == n:
+        return out
+    dims = [0, *range(2, x.dim())]
+    lead = x[:n].float()
+    mean, var = lead.mean(dims, keepdim=True), lead.var(dims, unbiased=False, keepdim=True)
+    rest = (x[n:].float() - mean) * torch.rsqrt(var + self.eps)
+    if self.affine:
+        shape = [1, -1, *([1] * (x.dim() - 2))]
+        rest = rest * self.weight.float().view(shape) + self.bias.float().view(shape)
+    return torch.cat([out, rest.to(out.dtype)])
+
+
+@contextlib.contextmanager
+def leading_batch_statistics(net: nn.Module, n: int) -> Iterator[None]:
+    """Inside the block, every batch-norm layer in training mode takes its batch statistics
+    (and updates its running statistics) from the first ``n`` rows only, and normalises the
+    other rows with those statistics. The first ``n`` rows then go through exactly the
+    ordinary training-mode pass, and every later row is a function of itself alone."""
+    patched = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in patched:
+        m.forward = types.MethodType(lambda self, x: _bn_forward_with_leading_statistics(self, x, n), m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
 def mixup_penalty(net: nn.Module, x: torch.Tensor, pairs: list[MixPair], gammas: list[torch.Tensor]
                   ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Forward the clean batch and every pair's mixed inputs together.
 
     Returns (clean logits, penalty, per-pair derivatives): ``penalty = sum_pair sum_k
     |d/dgamma mean p_k(gamma x_a + (1 - gamma) x_b)|`` as a float32 scalar with a graph
-    (``create_graph=True``), and for every pair a tensor of its ``d/dgamma mean p_k``."""
+    (``create_graph=True``), and for every pair a tensor of its ``d/dgamma mean p_k``.
+    Batch-norm statistics come from the clean rows (:func:`leading_batch_statistics`)."""
     mixed = [x[p.a] * g + x[p.b] * (1 - g) for p, g in zip(pairs, gammas, strict=True)]
-    logits = net(torch.cat([x, *mixed]) if mixed else x)
+    with leading_batch_statistics(net, len(x)):
+        logits = net(torch.cat([x, *mixed]) if mixed else x)
     clean = logits[: len(x)]
     penalty = logits.new_zeros((), dtype=torch.float32)
     derivatives = []
@@ -118,6 +152,7 @@ class FairMixupHparams(Hparams):
     variant: Literal["dp", "eo"] = Field("eo", description="dp: mix between groups unconditionally; eo: within each target class")
     mixup_alpha: float = Field(1.0, gt=0.0, description="gamma ~ Beta(alpha, alpha); 1 = U(0, 1) as in the authors' code")
     groups: str = Field("intersectional", description="mix between intersectional groups, or the values of this protected attribute")
+    max_grad_norm: float | None = Field(None, gt=0.0, description="clip the total gradient norm to this (None: no clipping)")
 
 
 @register_method("fair_mixup")
@@ -156,8 +191,11 @@ class FairMixup(Method):
         logits, penalty, _ = mixup_penalty(self.net, batch.x, pairs, gammas)
         ce = F.cross_entropy(logits.float(), batch.y)
         loss = ce + hp.lam * penalty
-        self.step(self.optimizer, loss)
-        return {"loss": loss.detach(), "ce": ce.detach(), "mixup_reg": penalty.detach(),
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), hp.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        return {"loss": loss.detach(), "ce": ce.detach(), "mixup_reg": penalty.detach(), "grad_norm": grad_norm,
                 "acc": accuracy_of(logits.detach(), batch.y)}
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

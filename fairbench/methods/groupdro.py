@@ -31,7 +31,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from fairbench.methods.base import Batch, MethodContext, TrainerView, accuracy_of
@@ -42,8 +41,9 @@ from fairbench.registry import register_method
 
 def group_mean_losses(losses: torch.Tensor, codes: torch.Tensor, num_units: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean loss per group, with 0 for absent groups; per-group count in the batch)."""
-    counts = torch.zeros(num_units, dtype=losses.dtype, device=losses.device).index_add_(0, codes, torch.ones_like(losses))
-    sums = torch.zeros(num_units, dtype=losses.dtype, device=losses.device).index_add_(0, codes, losses)
+    zeros = torch.zeros(num_units, dtype=losses.dtype, device=losses.device)
+    counts = zeros.index_add(0, codes, torch.ones_like(losses))
+    sums = zeros.index_add(0, codes, losses)
     return sums / counts.clamp(min=1), counts
 
 
@@ -66,7 +66,8 @@ class GroupDROHparams(ERMHparams):
 
 @register_method("groupdro")
 class GroupDRO(ERM):
-    summary = "GroupDRO: online worst-group weights q over (target, group) cells, balanced sampling (Sagawa et al. ICLR 2020)"
+    summary = ("GroupDRO: online worst-group weights q over (target, group) cells, balanced sampling "
+               "(Sagawa et al. ICLR 2020)")
     uses_train_groups = True
     default_selection = "worst_group_accuracy"
     Hparams = GroupDROHparams

@@ -53,7 +53,8 @@ class JTTHparams(ERMHparams):
 
 @register_method("jtt")
 class JTT(ERM):
-    summary = "JTT: ERM for T epochs, then retrain from scratch with its training errors upweighted (Liu et al. ICML 2021)"
+    summary = ("JTT: ERM for T epochs, then retrain from scratch with its training errors upweighted "
+               "(Liu et al. ICML 2021)")
     uses_train_groups = False
     default_selection = "worst_group_accuracy"
     Hparams = JTTHparams

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from fairbench.methods.base import Batch, MethodContext, accuracy_of

@@ -1,0 +1,235 @@
+"""Accuracy-fairness Pareto plots (``fairbench plot pareto``), drawn with matplotlib's Agg backend.
+
+One point per method (per setting) and evaluated dataset: the mean over seeds with 95%
+t-interval error bars on both axes. When a context pools several target attributes (the
+CelebA attribute runs), each seed's value is first the mean over the attributes, as in the
+paper's tables 6-7. The Pareto front of our points is drawn and labelled, using each metric's
+direction (accuracy: higher is better; DoB, DEO, DEOdds, Max/Min: lower is better). The
+paper's published points of the same setting can be added as hollow markers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fairbench.tables import (
+    METRICS,
+    Context,
+    PaperTable,
+    Record,
+    _paper_for,
+    _seed_reports,
+    _show_paper,
+    contexts,
+)
+
+
+class PlotError(ValueError):
+    """Nothing to plot (no runs with both metrics, unknown metric, bad output name)."""
+
+
+@dataclass
+class Point:
+    label: str
+    method: str | None
+    x: float
+    y: float
+    x_ci: float = math.nan
+    y_ci: float = math.nan
+    seeds: int = 0
+    paper: bool = False
+
+
+@dataclass
+class Panel:
+    title: str
+    points: list[Point]  # ours
+    paper_points: list[Point]
+
+
+def _better(metric: str) -> str:
+    if metric not in METRICS:
+        raise PlotError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    return METRICS[metric].better
+
+
+def pareto_front(points: list[Point], x: str, y: str) -> list[Point]:
+    """The points no other point dominates (at least as good on both axes, better on one),
+    ordered along the x axis."""
+    sx = 1.0 if _better(x) == "higher" else -1.0
+    sy = 1.0 if _better(y) == "higher" else -1.0
+
+    def dominates(a: Point, b: Point) -> bool:
+        ax, ay, bx, by = sx * a.x, sy * a.y, sx * b.x, sy * b.y
+        return ax >= bx and ay >= by and (ax > bx or ay > by)
+
+    front = [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+    return sorted(front, key=lambda p: (p.x, p.y))
+
+
+def _paper_points(ctx: Context, x: str, y: str, by: str | None, paper: bool | None) -> list[Point]:
+    layouts = ["attributes"] if ctx.target is None else (["methods"] if by else ["groups"])
+    out = []
+    for layout in layouts:
+        papers: list[PaperTable] = _paper_for(layout, ctx, by)
+        if not _show_paper(ctx, papers, paper):
+            continue
+        for t in papers:
+            cols = {c.get("metric"): i for i, c in enumerate(t.columns) if "metric" in c}
+            if x not in cols or y not in cols:
+                continue
+            for row in t.rows:
+                if row.get("evaluated_on") not in (None, ctx.evaluated_on):
+                    continue
+                vx, vy = row["values"][cols[x]], row["values"][cols[y]]
+                if vx is None or vy is None:
+                    continue
+                label = f"{row['model']} (paper, table {t.id})"
+                if any(p.label.split(" (paper")[0] == row["model"] and p.x == float(vx) and p.y == float(vy) for p in out):
+                    continue
+                out.append(Point(label, row.get("method"), float(vx), float(vy), paper=True))
+    return out
+
+
+def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None, by: str | None = None,
+           paper: bool | None = None) -> list[Panel]:
+    """One panel per (training task, evaluated dataset) with at least one point."""
+    from fairbench.metrics import mean_t_interval
+
+    _better(x), _better(y)
+    out = []
+    for ctx in contexts(records, per_target=False, dataset=dataset):
+        # several targets pooled: attribute means per seed; a single target: its own report
+        multi = len({t for s in ctx.settings for t in s.targets}) > 1
+        if not multi:
+            ctx = Context(ctx.trained_on, ctx.settings[0].targets[0], ctx.protected, ctx.evaluated_on, ctx.split,
+                          ctx.settings)
+        layout = "attributes" if multi else ("methods" if by else "groups")
+        points = []
+        for s in ctx.settings:
+            reports, _ = _seed_reports(s, layout, by)
+            xs = [_metric(r, x) for r in reports.values()]
+            ys = [_metric(r, y) for r in reports.values()]
+            mx, hx, nx = mean_t_interval(xs)
+            my, hy, ny = mean_t_interval(ys)
+            if nx and ny:
+                points.append(Point(s.label, s.method, mx, my, hx, hy, min(nx, ny)))
+        if not points:
+            continue
+        title = ctx.describe() + (f", groups = {by}" if by else "")
+        out.append(Panel(title, points, _paper_points(ctx, x, y, by, paper)))
+    if not out:
+        raise PlotError(f"no finished run has both {x} and {y}" + (f" on {dataset}" if dataset else ""))
+    return out
+
+
+def _metric(report: dict[str, Any], key: str) -> float:
+    v = report.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset: str | None = None,
+                facet: bool | None = None, by: str | None = None, paper: bool | None = None) -> list[Panel]:
+    """Write the plot to ``output`` (.png, .svg or .pdf). Several evaluated datasets are drawn as
+    facets (one panel each) unless ``dataset`` picks one; ``facet=False`` keeps the first only."""
+    output = Path(output)
+    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise PlotError(f"output must end in .png, .svg or .pdf, got {output.name}")
+    found = panels(records, x, y, dataset=dataset, by=by, paper=paper)
+    if facet is False:
+        found = found[:1]
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    n = len(found)
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.2 * cols, 5.6 * rows), squeeze=False, layout="constrained")
+    methods = sorted({p.method or p.label for panel in found for p in panel.points + panel.paper_points})
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    for ax, panel in zip(axes.flat, found):
+        _draw_panel(ax, panel, x, y, colors)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"{METRICS[y].title} vs {METRICS[x].title}: mean ± 95% t-interval over seeds", fontsize=12)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(output)
+    return found
+
+
+def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> None:
+    front = pareto_front(panel.points, x, y)
+    on_front = {id(p) for p in front}
+    if len(front) > 1:
+        fx, fy = _staircase(front, x, y)
+        ax.plot(fx, fy, linestyle="--", color="0.35", linewidth=1.2, zorder=1,
+                label=f"Pareto front ({', '.join(p.label for p in front)})")
+    for p in panel.points:
+        color = colors[p.method or p.label]
+        ax.errorbar(p.x, p.y, xerr=None if math.isnan(p.x_ci) else p.x_ci, yerr=None if math.isnan(p.y_ci) else p.y_ci,
+                    fmt="o", markersize=8, color=color, ecolor=color, elinewidth=1.2, capsize=3, zorder=3,
+                    label=f"{p.label} (n={p.seeds})")
+        if id(p) in on_front:
+            ax.plot(p.x, p.y, marker="o", markersize=15, markerfacecolor="none", markeredgecolor="black",
+                    markeredgewidth=1.4, linestyle="none", zorder=4)
+        ax.annotate(p.label + (" ★ front" if id(p) in on_front and len(front) == 1 else ""), (p.x, p.y),
+                    textcoords="offset points", xytext=(8, 6), fontsize=8.5)
+    if len(front) == 1:
+        ax.plot([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none",
+                label=f"Pareto front: {front[0].label} (dominates all)")
+    elif front:
+        ax.plot([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none",
+                label="on the Pareto front")
+    for p in panel.paper_points:
+        color = colors[p.method or p.label]
+        ax.plot(p.x, p.y, marker="D", markersize=8, markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.6,
+                linestyle="none", zorder=2, label=p.label)
+        ax.annotate(p.label.split(" (paper")[0] + " (paper)", (p.x, p.y), textcoords="offset points", xytext=(8, -12),
+                    fontsize=8, color="0.3", style="italic")
+    ax.set_xlabel(METRICS[x].axis_label)
+    ax.set_ylabel(METRICS[y].axis_label)
+    ax.set_title(panel.title, fontsize=9.5)
+    ax.grid(True, alpha=0.3)
+    ax.margins(0.18)
+    _clip_to_domain(ax.get_xlim, ax.set_xlim, x)
+    _clip_to_domain(ax.get_ylim, ax.set_ylim, y)
+    # the "better" corner: a short arrow pointing into it, in the corner the axes directions give
+    cx = 0.98 if METRICS[x].better == "higher" else 0.02
+    cy = 0.98 if METRICS[y].better == "higher" else 0.02
+    tx = cx - 0.1 if cx > 0.5 else cx + 0.1
+    ty = cy - 0.1 if cy > 0.5 else cy + 0.1
+    ax.annotate("better", xy=(cx, cy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
+                ha="center", va="center", fontsize=8.5, color="tab:green", fontweight="bold",
+                arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1.5})
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+
+
+_DOMAIN = {"%": (-0.5, 100.5), "pp": (-0.2, None), "ratio": (0.995, None)}
+
+
+def _clip_to_domain(get, set_, metric: str) -> None:
+    """Keep the axis inside the values a metric can take (wide intervals of few seeds spill over)."""
+    low, high = get()
+    lo, hi = _DOMAIN.get(METRICS[metric].unit, (None, None))
+    set_(max(low, lo) if lo is not None else low, min(high, hi) if hi is not None else high)
+
+
+def _staircase(front: list[Point], x: str, y: str) -> tuple[list[float], list[float]]:
+    """The front as a step line: between two neighbours it passes through the corner that both
+    just attain (the worse x and the worse y of the two), the edge of the region they dominate."""
+    worse_x = min if METRICS[x].better == "higher" else max
+    worse_y = min if METRICS[y].better == "higher" else max
+    xs, ys = [front[0].x], [front[0].y]
+    for a, b in zip(front, front[1:]):
+        xs += [worse_x(a.x, b.x), b.x]
+        ys += [worse_y(a.y, b.y), b.y]
+    return xs, ys

@@ -1,0 +1,208 @@
+"""Comparison tables in the paper's layouts, on the checked-in golden run records.
+
+Golden texts live in tests/data/golden_tables/. After a deliberate change, regenerate them with
+``FAIRBENCH_REGEN_GOLDEN=1 .venv/bin/pytest tests/test_tables.py`` and read every changed file
+(git diff) before checking it in.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fairbench.cli import main
+from fairbench.reporting import compare
+from fairbench.tables import build_tables, finished, load_records, paper_tables, render
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GOLDEN_RUNS = HERE / "data" / "golden_runs"
+GOLDEN_TABLES = HERE / "data" / "golden_tables"
+SPEC = ROOT.parent / "shared" / "specs" / "paper-results.md"
+REGEN = os.environ.get("FAIRBENCH_REGEN_GOLDEN") == "1"
+
+# layout -> the runs it is shown on (a suite file, or None for every golden run)
+CASES = {"summary": None, "groups": "paper-gender.toml", "methods": "paper-gender.toml",
+         "attributes": "paper-celeba.toml", "min-group": "paper-celeba.toml"}
+EXT = {"table": "txt", "markdown": "md", "latex": "tex", "csv": "csv", "json": "json"}
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN_TABLES / name
+    if REGEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.is_file(), f"missing golden file {path}: run with FAIRBENCH_REGEN_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{name} differs from the golden file (regenerate only if the change is meant)"
+
+
+# -- the golden records themselves ----------------------------------------------------------------
+
+def test_golden_records_are_consistent():
+    """Every stored report is what the metric code computes from the stored predictions, and every
+    folder is named by the run id of its configuration."""
+    from fairbench.config import RunConfig, run_id
+    from fairbench.runner import report_for
+
+    records, problems = load_records(GOLDEN_RUNS)
+    assert not problems
+    done, skipped = finished(records)
+    assert len(done) == 28 and sorted(s[1].split(":")[0] for s in skipped) == ["failed", "incomplete"]
+    for rec in records:
+        cfg = RunConfig.model_validate({k: v for k, v in rec.config.items() if k != "run_id"})
+        assert run_id(cfg) == rec.run_id == rec.config["run_id"]
+    n_evaluations = 0
+    for rec in done:
+        metrics = rec.metrics()
+        for split in ("test", "val"):
+            frame = pd.read_csv(rec.path / f"predictions_{split}.csv", keep_default_na=False)
+            order = list(metrics[split]["group_accuracy"])
+            assert _same(report_for(frame, order), metrics[split]), (rec.run_id, split)
+        for ev in rec.evaluations()[1:]:
+            frame = pd.read_csv(ev.predictions, keep_default_na=False)
+            assert _same(report_for(frame, list(ev.report["group_accuracy"])), ev.report), (rec.run_id, ev.dataset)
+            n_evaluations += 1
+    assert n_evaluations == 6 * 3
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {str(k) for k in a} == {str(k) for k in b} and all(_same(a[k], b.get(k, b.get(str(k)))) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9)
+    return a == b
+
+
+# -- golden tables -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", list(EXT))
+@pytest.mark.parametrize("layout", list(CASES))
+def test_layout_golden(layout, fmt):
+    suite = ROOT / "benchmarks" / CASES[layout] if CASES[layout] else None
+    text, skipped = compare(GOLDEN_RUNS, layouts=[layout], fmt=fmt, suite_file=suite)
+    assert text
+    if suite is None:
+        assert sorted(r for r, _ in skipped) == ["fineface-synthface-f9a0fc7104", "jtt-synthface-49e496f47a"]
+    _check_golden(f"{layout}.{EXT[fmt]}", text)
+    if fmt == "json":
+        json.loads(text)
+    if fmt == "csv" and layout != "summary":  # long format: one line per cell
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        empty = frame[frame["value"] == ""]
+        assert (empty["note"] != "").all(), "an empty cell without its reason"
+
+
+def test_table5_cli_on_the_paper_setting(capsys):
+    """`fairbench compare --suite benchmarks/paper-gender.toml`: the table-5 layout first, with the paper's rows."""
+    assert main(["compare", "--runs-dir", str(GOLDEN_RUNS), "--suite", str(ROOT / "benchmarks" / "paper-gender.toml")]) == 0
+    out = capsys.readouterr().out
+    first = out.split("\n\n== groups ==")[0]
+    assert "Method comparison, accuracy (%) per race" in first and "[paper table 5]" in first
+    for model in ("A: Multi-task (Das et al.)", "B: Adversarial debiasing (Zhang et al.)",
+                  "C: Consistency regularization (Krishnan & Rattani)", "D: Deep generative views (Ramachandran & Rattani)"):
+        assert model in first
+    lines = first.splitlines()
+    row = next(line for line in lines if line.startswith("FineFACE "))
+    assert "96.21" in row and "0.26" in row and "1.008" in row and "paper, table 5" in row
+    assert sum("Δ ours − paper (table 5)" in line for line in lines) == 4  # erm has no table-5 row
+    # the groups layout follows, with tables 2, 3 and 4
+    assert "[paper table 2]" in out and "[paper table 3]" in out and "[paper table 4]" in out
+
+
+def test_per_race_accuracy_is_recomputed_from_predictions():
+    """Table 5's race columns pool the samples of a race; they are not the mean of its two groups."""
+    records, _ = load_records(GOLDEN_RUNS)
+    done, _ = finished(records)
+    (table,) = [t for t in build_tables(done, "methods", dataset="fairface", paper=False)
+                if t.context["trained_on"] == "fairface"]
+    erm = next(r for r in table.rows if r.labels["method"] == "erm")
+    seeds = []
+    for rec in done:
+        if rec.method == "erm" and rec.dataset == "fairface":
+            frame = pd.read_csv(rec.path / "predictions_test.csv")
+            black = frame[frame["race"] == "Black"]
+            seeds.append(100 * (black["target"] == black["pred"]).mean())
+    assert erm.cells["group:Black"].value == pytest.approx(sum(seeds) / len(seeds))
+    # DoB and Max/Min of that table are over the 7 races (as in the paper's table 5)
+    assert table.columns[:7] and all(c.key.startswith("group:") for c in table.columns[:7])
+    assert len([c for c in table.columns if c.key.startswith("group:")]) == 7
+
+
+def test_empty_cells_say_why():
+    records, _ = load_records(GOLDEN_RUNS)
+    done, _ = finished(records)
+    eyeglasses = [r for r in done if r.dataset == "celeba" and r.target == "Eyeglasses"]
+    (table,) = build_tables(eyeglasses, "attributes", paper=False)
+    erm = next(r for r in table.rows if r.labels["method"] == "erm")
+    assert erm.cells["metric:deo"].text() == "n/a: undefined (fewer than 2 groups with positives)"
+    assert erm.cells["metric:tpr"].empty is False
+    text = render(build_tables(done, "min-group"), "markdown")
+    assert "n/a: no run" in text  # attributes of the paper's table 8 that the golden set did not train
+    text = render(build_tables(done, "groups", dataset="lfwa"), "markdown")
+    assert "—: illegible in the paper's text copy" in text  # the LFWA+ baseline group accuracies of table 3
+
+
+def test_paper_rows_only_for_the_paper_setting():
+    """The synthface runs have no published table; the FairFace runs show theirs unless --no-paper,
+    and a recipe other than the paper's needs --paper."""
+    records, _ = load_records(GOLDEN_RUNS)
+    done, _ = finished(records)
+    synth = [r for r in done if r.dataset == "synthface"]
+    assert all(not t.context["paper_tables"] for t in build_tables(synth, "groups", paper=True))
+    fair = [r for r in done if r.dataset == "fairface"]
+    assert build_tables(fair, "groups", dataset="fairface")[0].context["paper_tables"] == ["2"]
+    assert build_tables(fair, "groups", dataset="fairface", paper=False)[0].context["paper_tables"] == []
+    for rec in fair:  # the same runs as if trained at 224 px
+        rec.identity = {**rec.identity, "data.image_size": 224}
+    (auto,) = build_tables(fair, "groups", dataset="fairface")
+    assert auto.context["paper_tables"] == [] and any("--paper shows it anyway" in n for n in auto.notes)
+    (forced,) = build_tables(fair, "groups", dataset="fairface", paper=True)
+    assert forced.context["paper_tables"] == ["2"]
+    assert any("recipe differs: data.image_size 224 (paper: 448)" in n for n in forced.notes)
+
+
+def test_needs_column_comes_from_the_method_declaration():
+    records, _ = load_records(GOLDEN_RUNS)
+    done, _ = finished(records)
+    (table,) = build_tables([r for r in done if r.dataset == "synthface"], "methods")
+    needs = {r.labels["method"]: r.labels["needs"] for r in table.rows}
+    assert needs == {"erm": "T", "groupdro": "T+A"}
+    assert "needs" not in build_tables(done, "groups", dataset="fairface")[0].label_titles
+    assert "needs" in build_tables(done, "groups", dataset="fairface", needs=True)[0].label_titles
+
+
+# -- the paper's numbers as package data -------------------------------------------------------------
+
+def test_paper_results_are_the_specs_tables_cell_for_cell():
+    if not SPEC.is_file():
+        pytest.skip(f"{SPEC} not available")
+    md = SPEC.read_text()
+    tables = {t.id: t for t in paper_tables()}
+    assert sorted(tables) == [str(i) for i in range(2, 9)]
+    for m in re.finditer(r"^## Table (\d) — .*?\n(.*?)(?=^## |\Z)", md, re.S | re.M):
+        lines = [line for line in m.group(2).splitlines() if line.startswith("|")]
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[2:]]
+        t = tables[m.group(1)]
+        if t.layout == "min-group":
+            assert [[r["attribute"], *r["values"]] for r in t.rows] == rows
+            continue
+        assert len(rows) == len(t.rows)
+        for md_row, row in zip(rows, t.rows):
+            values = md_row[-len(t.columns):]
+            expected = [None if v in ("", "(illegible in the text copy)") else v for v in values]
+            assert row["values"] == expected, (t.id, row["model"])
+            assert row["model"] in md_row
+            if "needs" in row:
+                assert row["needs"] == md_row[1]
+        header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+        assert [c["label"] for c in t.columns] == header[-len(t.columns):]
