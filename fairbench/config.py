@@ -205,10 +205,16 @@ def resolve(config: RunConfig) -> RunConfig:
     return cfg
 
 
+#: dataset options that locate files (e.g. FairFace's ``images_root``) are not part of the run id either
+LOCATION_OPTION_SUFFIXES = ("_root", "_dir", "_path")
+
+
 def identity_dict(cfg: RunConfig) -> dict[str, Any]:
     data = cfg.model_dump(mode="json")
     for section, key in NOT_HASHED:
         data[section].pop(key, None)
+    data["data"]["options"] = {k: v for k, v in data["data"]["options"].items()
+                               if not k.endswith(LOCATION_OPTION_SUFFIXES)}
     return data
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fairbench import registry
@@ -150,11 +149,4 @@ def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):
     return run_summary({label: m["report"], "selection": run_metrics["selection"]}, label)
 
 
-def group_accuracy_frame(evaluation: CrossEvaluation) -> pd.DataFrame:
-    """group, n, accuracy: the per-group rows of an evaluation as a frame."""
-    report = evaluation.metrics["report"]
-    rows = [(g, report["group_support"][g]["n"], acc) for g, acc in report["group_accuracy"].items()]
-    return pd.DataFrame(rows, columns=["group", "n", "accuracy"])
-
-
-__all__ = ["CrossEvaluation", "evaluate_run", "group_accuracy_frame", "load_split", "summary_table", "target_for"]
+__all__ = ["CrossEvaluation", "evaluate_run", "load_split", "summary_table", "target_for"]

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -105,11 +106,12 @@ def _bad_error(bad: BadImage, policy_hint: bool = True) -> DatasetError:
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a regular file; None if it is missing or not a file."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def _cache_key(entries: list[tuple[str, int | None, int | None]], size: int) -> str:
@@ -193,7 +195,7 @@ def decode_images(
     bad: list[BadImage] = []
     for i, path in enumerate(paths):
         st = _stat(path)
-        if st is None or not path.is_file():
+        if st is None:
             missing = BadImage(i, str(path), rows[i], "file is missing")
             if on_bad_image == "error":
                 raise _bad_error(missing)

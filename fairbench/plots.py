@@ -20,9 +20,9 @@ from fairbench.tables import (
     Context,
     PaperTable,
     Record,
-    _paper_for,
-    _seed_reports,
-    _show_paper,
+    paper_tables_for,
+    seed_reports,
+    show_paper,
     contexts,
 )
 
@@ -74,8 +74,8 @@ def _paper_points(ctx: Context, x: str, y: str, by: str | None, paper: bool | No
     layouts = ["attributes"] if ctx.target is None else (["methods"] if by else ["groups"])
     out = []
     for layout in layouts:
-        papers: list[PaperTable] = _paper_for(layout, ctx, by)
-        if not _show_paper(ctx, papers, paper):
+        papers: list[PaperTable] = paper_tables_for(layout, ctx, by)
+        if not show_paper(ctx, papers, paper):
             continue
         for t in papers:
             cols = {c.get("metric"): i for i, c in enumerate(t.columns) if "metric" in c}
@@ -110,7 +110,7 @@ def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None,
         layout = "attributes" if multi else ("methods" if by else "groups")
         points = []
         for s in ctx.settings:
-            reports, _ = _seed_reports(s, layout, by)
+            reports, _ = seed_reports(s, layout, by)
             xs = [_metric(r, x) for r in reports.values()]
             ys = [_metric(r, y) for r in reports.values()]
             mx, hx, nx = mean_t_interval(xs)

@@ -108,7 +108,9 @@ def collect_runs(runs_dir: Path, only: set[str] | None = None) -> tuple[pd.DataF
         rows.append(row)
         for folder in record.evaluations():  # cross-dataset evaluations appear as their own rows
             ev = json.loads((folder / "metrics.json").read_text())
-            rows.append({**row, "eval": ev.get("dataset", folder.name), **{k: ev["report"].get(k) for k, _ in HEADLINE}})
+            name = ev.get("dataset", folder.name)
+            name += " [evaluation]" if name == row["dataset"] else ""  # not the run's own test split
+            rows.append({**row, "eval": name, **{k: ev["report"].get(k) for k, _ in HEADLINE}})
     return pd.DataFrame(rows), skipped
 
 

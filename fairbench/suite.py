@@ -129,13 +129,13 @@ class SuiteFile(_Strict):
 
 # -- flat dotted keys -----------------------------------------------------------------------------
 
-def flatten(tree: dict[str, Any], prefix: str = "", *, stop_at_lists: bool = False) -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"data": {"name": "x"}}`` -> ``{"data.name": "x"}``; lists are leaves."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{dotted}.", stop_at_lists=stop_at_lists))
+            out.update(flatten(value, f"{dotted}."))
         else:
             out[dotted] = value
     return out

@@ -179,7 +179,10 @@ class Record:
                 if (sub / "metrics.json").is_file():
                     ev = json.loads((sub / "metrics.json").read_text())
                     pred = sub / "predictions.csv"
-                    out.append(Evaluated(self, ev.get("dataset", sub.name), ev.get("split", "test"), ev["report"],
+                    name = ev.get("dataset", sub.name)
+                    if name == self.dataset:  # the training dataset again (other options): not its own test
+                        name += " [evaluation]"
+                    out.append(Evaluated(self, name, ev.get("split", "test"), ev["report"],
                                          pred if pred.is_file() else None, tuple(ev.get("protected") or self.protected)))
         return out
 
@@ -285,7 +288,7 @@ def _norm(label: str) -> str:
     return re.sub(r"[^a-z0-9|]", "", str(label).lower())
 
 
-def _paper_for(layout: str, ctx: "Context", by: str | None) -> list[PaperTable]:
+def paper_tables_for(layout: str, ctx: "Context", by: str | None) -> list[PaperTable]:
     out = []
     for t in paper_tables():
         s = t.setting
@@ -452,7 +455,7 @@ def _short(value: Any) -> str:
 
 # -- per-seed reports and cells ------------------------------------------------------------------------
 
-def _seed_reports(setting: Setting, layout: str, by: str | None) -> tuple[dict[int, dict[str, Any]], list[str]]:
+def seed_reports(setting: Setting, layout: str, by: str | None) -> tuple[dict[int, dict[str, Any]], list[str]]:
     """One report per seed for the layout, and notes (seeds left out, attributes undefined)."""
     notes: list[str] = []
     out: dict[int, dict[str, Any]] = {}
@@ -574,7 +577,7 @@ def _default_by(ctx: Context) -> str | None:
     return "race" if "race" in protected and len(protected) > 1 else None
 
 
-def _show_paper(ctx: Context, papers: list[PaperTable], paper: bool | None) -> bool:
+def show_paper(ctx: Context, papers: list[PaperTable], paper: bool | None) -> bool:
     if not papers or paper is False:
         return False
     return bool(paper) or any(s.matches_paper_recipe for s in ctx.settings)
@@ -595,12 +598,12 @@ def _common_notes(layout: str, reports: list[dict[str, Any]], show_needs: bool) 
 
 
 def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, by: str | None) -> Table:
-    papers = _paper_for(layout, ctx, by)
-    show = _show_paper(ctx, papers, paper)
+    papers = paper_tables_for(layout, ctx, by)
+    show = show_paper(ctx, papers, paper)
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
     notes_extra: list[str] = []
     for s in ctx.settings:
-        per_seed[s.key], n = _seed_reports(s, layout, by)
+        per_seed[s.key], n = seed_reports(s, layout, by)
         notes_extra += n
     all_reports = [r for reps in per_seed.values() for r in reps.values()]
 
@@ -648,7 +651,7 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
             notes.append(f"paper table {', '.join(t.id for t in papers)} not shown: no row uses the paper's recipe "
                          f"(resnet50, 448 px); --paper shows it anyway")
     else:
-        rows = _with_paper_rows(ctx, layout, papers, columns, ours_rows, group_alias, show_needs, notes)
+        rows = _with_paper_rows(ctx, layout, papers, columns, ours_rows, group_alias, notes)
     if any(c.flag for r in rows for c in r.cells.values()):
         notes.append("† mean over the seeds where the value is defined")
     notes += notes_extra
@@ -677,8 +680,7 @@ def _undefined_attribute_notes(s: Setting, reps: dict[int, dict[str, Any]], layo
 
 
 def _with_paper_rows(ctx: Context, layout: str, papers: list[PaperTable], columns: list[Column],
-                     ours_rows: dict[str, Row], group_alias: dict[str, str], show_needs: bool,
-                     notes: list[str]) -> list[Row]:
+                     ours_rows: dict[str, Row], group_alias: dict[str, str], notes: list[str]) -> list[Row]:
     """Slots in the paper's order: the paper's row(s) of a method, then each of our settings of
     that method with its difference to the first paper row; then ours without a paper row."""
     slots: list[tuple[str, list[tuple[PaperTable, dict[str, Any]]]]] = []  # (method or model, rows)
@@ -741,8 +743,8 @@ def _with_paper_rows(ctx: Context, layout: str, papers: list[PaperTable], column
 
 
 def _min_group_table(ctx: Context, paper: bool | None, show_needs: bool) -> Table:
-    papers = _paper_for("min-group", ctx, None)
-    show = _show_paper(ctx, papers, paper)
+    papers = paper_tables_for("min-group", ctx, None)
+    show = show_paper(ctx, papers, paper)
     t = papers[0] if show else None
     metric = "min_group_accuracy"
     digits = METRICS[metric].digits
@@ -831,8 +833,9 @@ def render(tables: list[Table], fmt: str, skipped: list[tuple[str, str]] | None 
         headers, body = _grid(t)
         if fmt == "latex":
             parts.append(_latex(t, headers, body))
-        elif fmt == "markdown":
-            text = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+        elif fmt == "markdown":  # a "|" inside a cell (group "White|Male") would split it: escape it
+            esc = [[x.replace("|", "\\|") for x in row] for row in [headers, *body]]
+            text = tabulate(esc[1:], headers=esc[0], tablefmt="github", disable_numparse=True)
             parts.append(f"### {t.title}\n\n{text}\n\n" + "".join(f"- {n}\n" for n in t.notes))
         elif fmt == "table":
             text = tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True)

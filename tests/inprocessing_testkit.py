@@ -72,3 +72,15 @@ def check_run_outputs(path: Path) -> None:
     metrics = json.loads((path / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["accuracy"] <= 100.0  # percent
     assert metrics["test"]["n"] == len(frame)
+
+
+def check_bf16_update(method, batch: Batch) -> dict:
+    """One update under bf16 autocast (the runner uses it on CUDA; the CPU has it too): losses
+    come back in float32, finite, and every parameter stays finite."""
+    method.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logs = method.update(batch)
+    for name, value in logs.items():
+        assert value.dtype == torch.float32 and bool(torch.isfinite(value)), name
+    assert all(bool(torch.isfinite(p).all()) for p in method.parameters())
+    return logs

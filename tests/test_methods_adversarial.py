@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fairbench.backbones.resnet import resnet_tiny
 from fairbench.methods.adversarial import (
     Adversarial,
     AdversarialHparams,
@@ -17,7 +18,7 @@ from fairbench.methods.adversarial import (
     grad_reverse,
     projected_gradients,
 )
-from tests.inprocessing_testkit import SMALL_DATA, check_run_outputs, tiny_batch, tiny_context
+from tests.inprocessing_testkit import SMALL_DATA, check_bf16_update, check_run_outputs, tiny_batch, tiny_context
 
 
 def test_projection_removes_the_adversary_direction():
@@ -121,6 +122,14 @@ def test_adversarial_declares_group_use():
     assert Adversarial.uses_train_groups is True
     with pytest.raises(ValueError):
         Adversarial(tiny_context(with_groups=False), AdversarialHparams())
+
+
+@pytest.mark.parametrize("mode", ["projection", "gradient_reversal"])
+def test_update_under_bf16_autocast(mode):
+    torch.manual_seed(0)
+    ctx = tiny_context()
+    ctx.make_backbone = resnet_tiny  # with batch norm
+    check_bf16_update(Adversarial(ctx, AdversarialHparams(mode=mode)), tiny_batch(ctx, b=16))
 
 
 def test_adversarial_trains_one_epoch(run_tiny):

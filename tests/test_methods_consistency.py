@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from fairbench.backbones.resnet import resnet_tiny
 from fairbench.methods.consistency import Consistency, ConsistencyHparams, divergence, photometric_translate
-from tests.inprocessing_testkit import SMALL_DATA, check_run_outputs, tiny_batch, tiny_context
+from tests.inprocessing_testkit import SMALL_DATA, check_bf16_update, check_run_outputs, tiny_batch, tiny_context
 
 P = torch.log(torch.tensor([[0.5, 0.5]]))  # logits of p = (0.5, 0.5)
 Q = torch.log(torch.tensor([[0.9, 0.1]]))  # logits of q = (0.9, 0.1)
@@ -54,6 +55,13 @@ def test_one_update_adds_alpha_times_the_divergence():
     method = Consistency(ctx, ConsistencyHparams(alpha=2.0, divergence="sym_kl"))
     logs = method.update(tiny_batch(ctx, with_groups=False))
     assert math.isclose(float(logs["loss"]), float(logs["ce"]) + 2.0 * float(logs["divergence"]), rel_tol=1e-5)
+
+
+def test_update_under_bf16_autocast():
+    torch.manual_seed(0)
+    ctx = tiny_context(with_groups=False)
+    ctx.make_backbone = resnet_tiny  # with batch norm
+    check_bf16_update(Consistency(ctx, ConsistencyHparams()), tiny_batch(ctx, b=16, with_groups=False))
 
 
 def test_consistency_never_sees_group_labels(run_tiny, monkeypatch):

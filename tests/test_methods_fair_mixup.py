@@ -4,14 +4,30 @@ choice of group pairs, and a tiny run."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from fairbench.methods.fair_mixup import FairMixup, FairMixupHparams, MixPair, draw_pairs, mixup_penalty
-from tests.inprocessing_testkit import SMALL_DATA, TinyBackbone, check_run_outputs, tiny_batch, tiny_context
+from fairbench.backbones.resnet import resnet_tiny
+from fairbench.methods.fair_mixup import (
+    FairMixup,
+    FairMixupHparams,
+    MixPair,
+    draw_pairs,
+    leading_batch_statistics,
+    mixup_penalty,
+)
+from tests.inprocessing_testkit import (
+    SMALL_DATA,
+    TinyBackbone,
+    check_bf16_update,
+    check_run_outputs,
+    tiny_batch,
+    tiny_context,
+)
 
 
 def linear_model() -> nn.Linear:
@@ -35,12 +51,12 @@ def test_regulariser_value_on_a_linear_model():
     clean, penalty, (d,) = mixup_penalty(linear_model(), X, pairs, [gamma])
     assert clean.shape == (4, 2)
     assert torch.allclose(d, torch.tensor([3 / 8]))
-    assert math.isclose(float(penalty), 3 / 8, rel_tol=1e-6)
+    assert math.isclose(float(penalty.detach()), 3 / 8, rel_tol=1e-6)
     # the class-0 probability moves the other way: same absolute value
     pairs0 = [MixPair(torch.tensor([0, 2]), torch.tensor([1, 3]), classes=(0,))]
     _, penalty0, (d0,) = mixup_penalty(linear_model(), X, pairs0, [gamma])
     assert torch.allclose(d0, torch.tensor([-3 / 8]))
-    assert math.isclose(float(penalty0), 3 / 8, rel_tol=1e-6)
+    assert math.isclose(float(penalty0.detach()), 3 / 8, rel_tol=1e-6)
 
 
 def test_regulariser_gradient_on_a_linear_model():
@@ -51,7 +67,7 @@ def test_regulariser_gradient_on_a_linear_model():
     net = linear_model()
     gamma = torch.tensor(0.5, requires_grad=True)
     _, penalty, _ = mixup_penalty(net, X, [MixPair(torch.tensor([0]), torch.tensor([1]), (1,))], [gamma])
-    assert math.isclose(float(penalty), 3 / 4, rel_tol=1e-6)
+    assert math.isclose(float(penalty.detach()), 3 / 4, rel_tol=1e-6)
     penalty.backward()
     assert torch.allclose(net.weight.grad, torch.tensor([[-3 / 8, 0.0], [3 / 8, 0.0]]), atol=1e-6)
     assert torch.allclose(net.bias.grad, torch.tensor([3 / 8, -3 / 8]), atol=1e-6)
@@ -71,6 +87,25 @@ def test_gamma_derivative_equals_the_authors_input_gradient_form():
     (gradx,) = torch.autograd.grad(f, mix)
     authors = ((gradx * (x[b] - x[a])).flatten(1).sum(1)).mean().abs()
     assert torch.allclose(penalty, authors, rtol=1e-4, atol=1e-7)
+
+
+def test_batch_norm_statistics_come_from_the_clean_rows_only():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    clean, extra = torch.randn(6, 3, 6, 6), torch.randn(3, 3, 6, 6)
+    net(clean)  # materialise the lazy layer
+    reference = copy.deepcopy(net)
+    expected = reference(clean)  # ordinary training-mode pass on the clean rows alone
+    bn, ref_bn = net[1], reference[1]
+    with leading_batch_statistics(net, len(clean)):
+        out = net(torch.cat([clean, extra]))
+        assert torch.allclose(bn.running_mean, ref_bn.running_mean)
+        assert torch.allclose(bn.running_var, ref_bn.running_var)
+        changed = net(torch.cat([clean, extra[:1], extra[1:] * 3]))
+    assert torch.allclose(out[:6], expected, atol=1e-6)
+    # every later row is scored on its own: changing rows 7 and 8 leaves row 6 as it was
+    assert torch.allclose(changed[6], out[6], atol=1e-6) and not torch.allclose(changed[7], out[7])
+    assert "forward" not in vars(bn)  # restored afterwards
 
 
 GROUPS = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0])
@@ -114,6 +149,13 @@ def test_one_update_adds_lambda_times_the_penalty(hp):
 def test_unknown_pairing_attribute_is_an_error():
     with pytest.raises(ValueError, match="skin"):
         FairMixup(tiny_context(), FairMixupHparams(groups="skin"))
+
+
+def test_update_under_bf16_autocast():
+    torch.manual_seed(0)
+    ctx = tiny_context()
+    ctx.make_backbone = resnet_tiny  # with batch norm
+    check_bf16_update(FairMixup(ctx, FairMixupHparams()), tiny_batch(ctx, b=16))
 
 
 def test_fair_mixup_trains_one_epoch(run_tiny):

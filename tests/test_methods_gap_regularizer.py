@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from fairbench.backbones.resnet import resnet_tiny
 from fairbench.methods.gap_regularizer import GapRegularizer, GapRegularizerHparams, soft_eo_gap
-from tests.inprocessing_testkit import SMALL_DATA, check_run_outputs, tiny_batch, tiny_context
+from tests.inprocessing_testkit import SMALL_DATA, check_bf16_update, check_run_outputs, tiny_batch, tiny_context
 
 
 def logits_for(true_prob: list[float], y: list[int]) -> torch.Tensor:
@@ -32,7 +33,7 @@ GROUPS = [0, 0, 1, 2, 0, 2, 2]
 def test_gap_on_a_hand_computed_batch():
     logits = logits_for(PROBS, YS).requires_grad_(True)
     gap = soft_eo_gap(logits, torch.tensor(YS), torch.tensor(GROUPS), num_groups=4)
-    assert math.isclose(float(gap), 0.6, abs_tol=1e-6)
+    assert math.isclose(float(gap.detach()), 0.6, abs_tol=1e-6)
     gap.backward()
     assert bool(torch.isfinite(logits.grad).all())  # absent cells give no NaN
     # only the extreme cells carry gradient: group 1 (class 1, the middle cell) gets none
@@ -61,6 +62,13 @@ def test_one_update_adds_lambda_times_the_gap():
     assert GapRegularizer.uses_train_groups is True
     with pytest.raises(ValueError):
         GapRegularizer(tiny_context(with_groups=False), GapRegularizerHparams())
+
+
+def test_update_under_bf16_autocast():
+    torch.manual_seed(0)
+    ctx = tiny_context()
+    ctx.make_backbone = resnet_tiny  # with batch norm
+    check_bf16_update(GapRegularizer(ctx, GapRegularizerHparams()), tiny_batch(ctx, b=16))
 
 
 def test_gap_regularizer_trains_one_epoch(run_tiny):

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from fairbench.backbones.resnet import resnet_tiny
 from fairbench.methods.multitask import Multitask, MultitaskHparams, multitask_loss
-from tests.inprocessing_testkit import SMALL_DATA, check_run_outputs, tiny_batch, tiny_context
+from tests.inprocessing_testkit import SMALL_DATA, check_bf16_update, check_run_outputs, tiny_batch, tiny_context
 
 LN2 = math.log(2.0)
 
@@ -70,6 +71,13 @@ def test_uncertainty_weighting_trains_its_log_variances():
 def test_unknown_attribute_weight_is_an_error():
     with pytest.raises(ValueError, match="gender"):
         Multitask(tiny_context(), MultitaskHparams(attribute_weights={"gender": 1.0}))
+
+
+def test_update_under_bf16_autocast():
+    torch.manual_seed(0)
+    ctx = tiny_context()
+    ctx.make_backbone = resnet_tiny  # with batch norm
+    check_bf16_update(Multitask(ctx, MultitaskHparams(weighting="uncertainty")), tiny_batch(ctx, b=16))
 
 
 def test_multitask_trains_one_epoch(run_tiny):

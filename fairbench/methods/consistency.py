@@ -76,18 +76,26 @@ def photometric_translate(x: torch.Tensor, brightness: float, contrast: float, s
 
 
 class ConsistencyHparams(Hparams):
-    alpha: float = Field(1.0, ge=0.0, description="weight of the consistency term (our default; the paper's value is unpublished)")
-    divergence: Literal["js", "sym_kl"] = Field("js", description="Jensen-Shannon or symmetric KL between the two predictions")
-    brightness: float = Field(0.2, ge=0.0, description="additive brightness jitter, uniform in [-b, b] on [0, 1] pixels")
+    alpha: float = Field(
+        1.0, ge=0.0, description="weight of the consistency term (our default; the paper's value is unpublished)"
+    )
+    divergence: Literal["js", "sym_kl"] = Field(
+        "js", description="Jensen-Shannon or symmetric KL between the two predictions"
+    )
+    brightness: float = Field(
+        0.2, ge=0.0, description="additive brightness jitter, uniform in [-b, b] on [0, 1] pixels"
+    )
     contrast: float = Field(0.2, ge=0.0, le=1.0, description="contrast factor uniform in [1 - c, 1 + c]")
     saturation: float = Field(0.2, ge=0.0, le=1.0, description="saturation factor uniform in [1 - s, 1 + s]")
-    translate: float = Field(0.0625, ge=0.0, le=0.5, description="largest shift, as a fraction of the image size, per axis")
+    translate: float = Field(
+        0.0625, ge=0.0, le=0.5, description="largest shift, as a fraction of the image size, per axis"
+    )
 
 
 @register_method("consistency")
 class Consistency(Method):
-    summary = ("Consistency regularisation (Krishnan & Rattani, 2023): CE + alpha * divergence between predictions "
-               "on an image and an augmentation of it (paper's exact augmentations unpublished: colour jitter + shift here)")
+    summary = ("Consistency regularisation (Krishnan & Rattani, 2023): CE + alpha * divergence between predictions on an "
+               "image and an augmentation of it (the paper's augmentations are unpublished: colour jitter + shift here)")
     uses_train_groups = False
     Hparams = ConsistencyHparams
     attention_maps = ERM.attention_maps

@@ -74,7 +74,8 @@ class GapRegularizer(Method):
         gap = soft_eo_gap(logits, batch.y, batch.group, self.ctx.num_groups)
         loss = ce + self.hparams.lam * gap
         self.step(self.optimizer, loss)
-        return {"loss": loss.detach(), "ce": ce.detach(), "gap": gap.detach(), "acc": accuracy_of(logits.detach(), batch.y)}
+        return {"loss": loss.detach(), "ce": ce.detach(), "gap": gap.detach(),
+                "acc": accuracy_of(logits.detach(), batch.y)}
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

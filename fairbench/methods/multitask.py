@@ -53,7 +53,9 @@ def multitask_loss(target_logits: torch.Tensor, y: torch.Tensor, attribute_logit
 class MultitaskHparams(Hparams):
     weighting: Literal["fixed", "uncertainty"] = Field(
         "fixed", description="fixed weights, or Kendall et al. (2018) learned uncertainty weights")
-    attribute_weight: float = Field(1.0, ge=0.0, description="weight w_a of every protected-attribute head's CE (fixed)")
+    attribute_weight: float = Field(
+        1.0, ge=0.0, description="weight w_a of every protected-attribute head's CE (fixed)"
+    )
     attribute_weights: dict[str, float] = Field(
         {}, description="per-attribute overrides of attribute_weight, e.g. {skin_tone = 0.5}")
 

@@ -23,7 +23,6 @@ Predictions are drawn from fixed per-group accuracy profiles with a seeded gener
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
