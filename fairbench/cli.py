@@ -112,6 +112,7 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
                        device=args.device, skip_invalid=args.skip_invalid, quiet=args.quiet)
     if args.dry_run:
         return 0
+    print(result.summary())
     if result.failed or result.evaluation_errors:
         for index, error in result.failed.items():
             print(f"job {index} failed: {error}", file=sys.stderr)
@@ -198,6 +199,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from fairbench.explain import explain_run
+
+    path = explain_run(args.run_dir, args.output, images=args.images, image_files=args.image_files,
+                       baseline=args.baseline, split=args.split, data_root=args.data_root, device=args.device,
+                       seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from fairbench import registry
     from fairbench.registry import summary_of
@@ -281,6 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="data.options.NAME=VALUE or data.cache_dir=PATH (repeatable)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("explain", help="attention maps of a trained run, one row per face (FineFACE's figure 3)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--images", type=int, default=6, metavar="N",
+                   help="N faces from the run's split, the demographic groups in turn (default 6)")
+    p.add_argument("--image", type=Path, action="append", default=[], metavar="PATH", dest="image_files",
+                   help="explain this image file instead (repeatable)")
+    p.add_argument("--baseline", type=Path, metavar="RUN_DIR", help="a second run shown alongside, e.g. ERM's CAM")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data-root", type=Path, help="where the run's dataset is now (default: as recorded)")
+    p.add_argument("--seed", type=int, default=0, help="which faces are sampled (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--output", type=Path, required=True, metavar="FILE", help="FILE.png (or .svg / .pdf)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("suite", help="run a benchmark suite (a grid of runs in a TOML file) or show its state")
     suite_sub = p.add_subparsers(dest="suite_command", metavar="ACTION", required=True)

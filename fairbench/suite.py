@@ -55,15 +55,26 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fairbench.config import NOT_HASHED, ConfigError, RunConfig, build_config, explain_validation_error
+from fairbench.config import (
+    LOCATION_OPTION_SUFFIXES,
+    NOT_HASHED,
+    ConfigError,
+    RunConfig,
+    build_config,
+    explain_validation_error,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-#: keys that say where or how fast, never what: ignored when matching records to jobs
+#: keys that say where or how fast, never what: ignored when matching records to jobs (as in run ids)
 _NOT_MATCHED = {".".join(k) for k in NOT_HASHED}
+
+
+def _locates(key: str) -> bool:
+    return key in _NOT_MATCHED or (key.startswith("data.options.") and key.endswith(LOCATION_OPTION_SUFFIXES))
 LAYOUTS = ("summary", "groups", "methods", "attributes", "min-group")
 
 
@@ -181,7 +192,7 @@ class Job:
         """Whether a stored configuration equals this job on every declared key."""
         flat = flatten({k: v for k, v in config.items() if k != "run_id"})
         return all(_same(flat[key] if key in flat else _stored(config, key), value)
-                   for key, value in self.spec.items() if key not in _NOT_MATCHED)
+                   for key, value in self.spec.items() if not _locates(key))
 
 
 def _stored(config: dict[str, Any], key: str) -> Any:
@@ -457,6 +468,16 @@ class SuiteResult:
     evaluation_errors: list[tuple[int, str, str]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     interrupted: bool = False
+
+    def summary(self) -> str:
+        skipped = sum(1 for s in self.before.values() if s.state == "done")
+        others = sum(1 for s in self.before.values() if s.state in ("running", "invalid"))
+        text = (f"{len(self.jobs)} jobs: {len(self.ran)} trained now, {skipped} already done, {len(self.failed)} failed"
+                + (f", {others} left alone (running elsewhere or invalid)" if others else "")
+                + (f"; {len(self.evaluated)} evaluations run" if self.evaluated else ""))
+        if self.outputs:
+            text += f"\nreport: {self.outputs[0].parent}/ ({', '.join(p.name for p in self.outputs)})"
+        return text
 
 
 def _threads_per_job(jobs: int) -> int:

@@ -83,12 +83,14 @@ HAIR_RGB = np.array(
 
 # Cue geometry in face units (face half-height = 1). Class ranges do not overlap, but the
 # margins are a fraction of a pixel at 64 px, so noise, blur and low contrast make them hard.
-SMILE_CURVATURE = {0: (-0.045, 0.02), 1: (0.045, 0.12)}  # mouth centre drop below its corners
+SMILE_CURVATURE = {0: (-0.06, 0.01), 1: (0.06, 0.15)}  # mouth centre drop below its corners
 EYE_APERTURE = {0: (0.48, 0.72), 1: (0.16, 0.34)}  # eye half-height / half-width
+MOUTH_HALF_WIDTH = (0.22, 0.30)
+MOUTH_THICKNESS = (0.05, 0.075)
 # Darkening of each feature relative to the skin at contrast 1 (RGB units in [0, 1]). They
 # are small enough never to reach black on the darkest tone, so with equal ``cue_contrast``
 # every tone shows the same absolute cue.
-MOUTH_DARKENING = np.array([0.15, 0.22, 0.19], dtype=np.float32)  # reddish lips
+MOUTH_DARKENING = np.array([0.18, 0.27, 0.2], dtype=np.float32)  # reddish lips
 EYE_DARKENING = 0.2
 FRAME_DARKENING = (0.13, 0.2)
 SKIN_JITTER = 0.015  # std of the per-image skin colour (clipped at 2 std)
@@ -121,9 +123,9 @@ class SynthFaceOptions(BaseModel):
     scale_jitter: float = Field(0.12, ge=0.0, le=0.4, description="relative spread of the face size (uniform +-)")
     lighting_jitter: float = Field(0.2, ge=0.0, le=0.6, description="spread of brightness and of the lighting gradient")
     blur: tuple[float, float] = Field(
-        (1.0, 2.0), description="range of edge softness in pixels (focus), drawn per image"
+        (0.8, 1.6), description="range of edge softness in pixels (focus), drawn per image"
     )
-    noise_std: float = Field(0.05, ge=0.0, le=0.5, description="mean std of Gaussian pixel noise (image range 0..1)")
+    noise_std: float = Field(0.04, ge=0.0, le=0.5, description="mean std of Gaussian pixel noise (image range 0..1)")
 
     @model_validator(mode="after")
     def _check(self) -> "SynthFaceOptions":
@@ -214,8 +216,8 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lat["brow_t"] = _uniform(rng, 0.035, 0.055, n)
     # Mouth.
     lat["mouth_y"] = _uniform(rng, 0.44, 0.54, n)
-    lat["mouth_w"] = _uniform(rng, 0.22, 0.30, n)
-    lat["mouth_t"] = _uniform(rng, 0.04, 0.06, n)
+    lat["mouth_w"] = _uniform(rng, *MOUTH_HALF_WIDTH, n)
+    lat["mouth_t"] = _uniform(rng, *MOUTH_THICKNESS, n)
     lo_hi = np.array([SMILE_CURVATURE[0], SMILE_CURVATURE[1]], dtype=np.float32)[lat["smiling"]]
     lat["curvature"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * rng.random(n)).astype(np.float32)
     # Glasses (drawn only where eyeglasses == 1, parameters drawn for everyone).

@@ -194,6 +194,14 @@ class FineFACENet(nn.Module):
                 for f, h, lg in zip(out.feature_maps, self.heads, out.expert_logits)]
 
 
+def _same_layout(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` in ``like``'s memory format (the runner feeds channels_last batches; keeping the
+    crops channels_last too keeps the convolutions on one kernel layout)."""
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
 def resolve_stages(hparams: FineFACEHparams, num_stages: int) -> list[int]:
     if hparams.stages is None:
         if hparams.num_experts > num_stages:
@@ -297,7 +305,7 @@ class FineFACE(Method):
                 choice = self.draw(len(pool), x.device)
                 stacked = torch.stack([boxes[m] if m is not None else full for m in pool])  # P x B x 4
                 chosen = stacked.index_select(0, choice)[0]
-                crop = crop_and_resize(x, chosen)
+                crop = _same_layout(crop_and_resize(x, chosen), x)
                 raw_picked = choice == len(pool) - 1  # the raw input is last in the pool
                 xi = torch.where(raw_picked.view(1, 1, 1, 1), x, crop)
             if hp.full_forward_for_shallow_experts:
@@ -310,7 +318,7 @@ class FineFACE(Method):
 
         # 4. all experts and the concat head on the overall attention region
         with torch.no_grad():
-            x_oval = crop_and_resize(x, oval_box)
+            x_oval = _same_layout(crop_and_resize(x, oval_box), x)
         out = net(x_oval)
         loss = sum(self._ce(lg, y) for lg in out.expert_logits) + hp.concat_loss_weight * self._ce(out.concat_logits, y)
         self.step(opt, loss)
@@ -340,7 +348,7 @@ class FineFACE(Method):
             raw, _, _, box = self._forward_with_attention(x)
             if use_raw:
                 outs.append(raw)
-            outs.append(self.net(crop_and_resize(x, box)))
+            outs.append(self.net(_same_layout(crop_and_resize(x, box), x)))
         else:  # raw input only: one forward, no CAMs
             outs.append(self.net(x))
         total = None
