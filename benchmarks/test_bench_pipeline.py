@@ -230,6 +230,26 @@ def fairbench_epochs(images: np.ndarray, size: int) -> Epochs:
     return Epochs(epoch)
 
 
+def stage_breakdown(images: np.ndarray, size: int, repeats: int = 3) -> dict[str, float]:
+    """CPU ms per batch of each step of (b), run synchronously: memmap gather, to_float, random_crop_flip."""
+    stream = BatchStream(images, torch.device("cpu"), prefetch=0)
+    idx = np.random.default_rng(1).permutation(len(images))[:BATCH]
+    gen = torch.Generator().manual_seed(1)
+    raw = stream._gather(idx)
+    x = to_float(raw)
+    steps = {"gather": lambda: stream._gather(idx), "to_float": lambda: to_float(raw),
+             "random_crop_flip": lambda: random_crop_flip(x, padding_for(size), gen)}
+    out = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            step()
+            times.append(time.process_time() - c0)
+        out[name] = round(statistics.median(times) * 1000, 1)
+    return out
+
+
 # -- benchmarks ------------------------------------------------------------------------------------
 
 
@@ -303,7 +323,8 @@ def test_epoch(benchmark, jpeg_root, caches, size, which):
         epochs()  # warm-up
         info = _run(benchmark, epochs)
         info.update({"cache_build_s": cache["build_s"],
-                     "cache_build_images_per_s": len(cache["decoded"].kept) / cache["build_s"]})
+                     "cache_build_images_per_s": len(cache["decoded"].kept) / cache["build_s"],
+                     "stage_cpu_ms_per_batch": stage_breakdown(cache["decoded"].images, size)})
     info.update({"size": size, "padding": padding_for(size), "batch_size": BATCH})
     _results[(size, which)] = info
     line = (f"\n{which} {size}px: {info['images_per_s']:.0f} images/s (median of {info['rounds']} epochs of "
@@ -313,6 +334,8 @@ def test_epoch(benchmark, jpeg_root, caches, size, which):
     line += f", load avg {info['loadavg_before'][0]:.1f} -> {info['loadavg_after'][0]:.1f}"
     if which == "fairbench":
         line += f"; cache build (one-off) {info['cache_build_s']:.2f} s"
+        line += "\n  CPU ms per batch of " + str(BATCH) + ": " + ", ".join(
+            f"{k} {v}" for k, v in info["stage_cpu_ms_per_batch"].items())
         base = _results.get((size, "imagefolder_pil"))
         if base is not None:
             info["speedup_images_per_s"] = info["images_per_s"] / base["images_per_s"]

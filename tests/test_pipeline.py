@@ -122,6 +122,9 @@ def test_crop_offsets_and_flips_are_spread():
         counts = torch.bincount(offsets, minlength=2 * padding + 1)
         assert len(counts) == 2 * padding + 1
         assert (counts > 450).all() and (counts < 750).all(), counts.tolist()  # 600 each expected
+    k = 2 * padding + 1
+    pairs = torch.bincount(top * k + left, minlength=k * k)
+    assert (pairs > 60).all(), "top and left are drawn independently"  # 120 each expected
     assert 0.45 < flipped.float().mean().item() < 0.55
 
 
