@@ -13,7 +13,7 @@ Training transforms of the paper at S px, padding p = S // 28 (fairbench's defau
 (b) fairbench: the uint8 memory-mapped cache (``image_cache.decode_images``, built once
     beforehand; its build time is reported separately as a one-off cost), then what
     ``runner.execute`` does per epoch on the CPU device: ``epoch_batches`` + ``BatchStream``
-    (prefetch 2, the default ``train.workers``) + ``to_float`` + ``random_crop_flip``.
+    (prefetch 2, the default ``train.workers``) + ``augment_uint8`` (crop, flip and normalise fused).
 
 The pixels are not bit-identical: the cache decodes JPEGs with DCT downscaling (``draft``)
 where that still gives >= S px, then PIL bilinear; the baseline decodes at full size and
@@ -53,7 +53,7 @@ import pytest
 import torch
 
 from fairbench.image_cache import decode_images
-from fairbench.pipeline import BatchStream, epoch_batches, random_crop_flip, to_float
+from fairbench.pipeline import BatchStream, augment_uint8, epoch_batches, random_crop_flip, to_float
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fairface-sample"
 N = int(os.environ.get("FAIRBENCH_BENCH_N", "512"))
@@ -221,7 +221,7 @@ def fairbench_epochs(images: np.ndarray, size: int) -> Epochs:
     def epoch() -> int:
         n = 0
         for idx, raw in stream(epoch_batches(len(images), BATCH, rng, drop_last=False)):
-            x = random_crop_flip(to_float(raw), pad, gen)
+            x = augment_uint8(raw, pad, gen)
             y = targets[torch.from_numpy(idx)]
             assert x.shape == (len(idx), 3, size, size)
             n += len(y)
@@ -238,7 +238,8 @@ def stage_breakdown(images: np.ndarray, size: int, repeats: int = 3) -> dict[str
     raw = stream._gather(idx)
     x = to_float(raw)
     steps = {"gather": lambda: stream._gather(idx), "to_float": lambda: to_float(raw),
-             "random_crop_flip": lambda: random_crop_flip(x, padding_for(size), gen)}
+             "random_crop_flip": lambda: random_crop_flip(x, padding_for(size), gen),
+             "augment_uint8": lambda: augment_uint8(raw, padding_for(size), gen)}
     out = {}
     for name, step in steps.items():
         times = []

@@ -24,7 +24,7 @@ from fairbench import registry
 from fairbench.config import RunConfig, identity_dict, run_id
 from fairbench.datasets.base import DatasetBundle, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
-from fairbench.pipeline import BatchStream, epoch_batches, eval_batches, random_crop_flip, to_float
+from fairbench.pipeline import BatchStream, augment_uint8, epoch_batches, eval_batches, to_float
 from fairbench.run_store import RunRecord, RunWriter, environment, now, read_json
 
 
@@ -295,7 +295,7 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
                 bar.start_epoch(epoch)
                 for step, (idx, raw) in enumerate(stream(batches)):
                     idx_t = torch.from_numpy(idx)
-                    x = random_crop_flip(to_float(raw), cfg.train.crop_padding, aug_gen)
+                    x = augment_uint8(raw, cfg.train.crop_padding, aug_gen)
                     batch = Batch(x=x, y=targets_t[idx_t].to(device), index=idx_t.to(device))
                     if method.uses_train_groups:
                         batch.group = groups_t[idx_t].to(device)

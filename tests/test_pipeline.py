@@ -284,3 +284,28 @@ def test_batch_stream_stops_its_thread_when_the_consumer_leaves(images):
     next(it)
     it.close()
     assert threading.active_count() == threads
+
+
+# -- augment_uint8: the fast path the runner uses ----------------------------------------------------
+
+@pytest.mark.parametrize("padding", [0, 1, 3, 8])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_augment_uint8_equals_the_reference_composition(padding, seed):
+    from fairbench.pipeline import augment_uint8
+
+    raw = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (9, 11, 13, 3), dtype=np.uint8))
+    expected = random_crop_flip(to_float(raw.clone()), padding, torch.Generator().manual_seed(seed))
+    got = augment_uint8(raw, padding, torch.Generator().manual_seed(seed))
+    assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, expected)
+
+
+def test_augment_uint8_accelerator_path_matches():
+    """The gather path (taken on CUDA) gives the same result as the reference, run here on CPU tensors."""
+    from fairbench.pipeline import _crop_flip_gather, _draws
+
+    raw = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (6, 10, 10, 3), dtype=np.uint8))
+    for padding in (0, 4):
+        expected = random_crop_flip(to_float(raw.clone()), padding, torch.Generator().manual_seed(3))
+        off, flip = _draws(len(raw), padding, torch.Generator().manual_seed(3))
+        assert torch.equal(_crop_flip_gather(raw, off, flip, padding), expected)
