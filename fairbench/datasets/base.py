@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -145,5 +145,6 @@ class Dataset:
         """Target columns this dataset can train on."""
         return [self.default_target]
 
-    def load(self, task: Task, image_size: int) -> DatasetBundle:
+    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+        """Decode ``splits`` (cross-dataset evaluation asks only for the one it scores)."""
         raise NotImplementedError

@@ -151,12 +151,19 @@ class Method(nn.Module):
         self.optimizers.append(opt)
         return opt
 
-    def apply_cosine_lr(self, epoch: int) -> None:
-        """lr = lr0 / 2 * (1 + cos(pi * epoch / E)), per epoch, as in the FineFACE code."""
-        factor = 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, self.ctx.train.epochs)))
+    def apply_cosine_lr(self, epoch: int, start: int = 0, total: int | None = None) -> None:
+        """lr = lr0 / 2 * (1 + cos(pi * (epoch - start) / E)), per epoch, as in the FineFACE code.
+
+        ``start`` / ``total`` restart the schedule for a later phase (JTT's second phase)."""
+        span = max(1, (self.ctx.train.epochs - start) if total is None else total)
+        factor = 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / span))
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group.get("initial_lr", group["lr"]) * factor
+
+    def reset_optimizers(self) -> None:
+        """Forget every optimizer (before building fresh ones, e.g. when a phase re-initialises the model)."""
+        self.optimizers.clear()
 
     @staticmethod
     def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:

@@ -23,7 +23,6 @@ buffers, so a resumed run continues phase 2 without re-identifying.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -69,27 +68,22 @@ class JTT(ERM):
         self.register_buffer("identified", torch.tensor(False))
         self.register_buffer("errors", torch.zeros(len(ctx.train_targets), dtype=torch.bool))
 
-    def _set_lr_factor(self, factor: float) -> None:
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-
     def _reinitialise(self) -> None:
-        self.optimizers.clear()
+        self.reset_optimizers()
         self.net = ClassifierNet(self.ctx.make_backbone(), self.ctx.num_classes).to(self.ctx.device)
         self.optimizer = self.make_sgd(self.net.backbone)
 
     def begin_epoch(self, epoch: int, trainer: TrainerView) -> np.ndarray | None:
-        t, total = self.hparams.identification_epochs, self.ctx.train.epochs
+        t = self.hparams.identification_epochs
         if epoch < t:
-            self._set_lr_factor(0.5 * (1.0 + math.cos(math.pi * epoch / t)))
+            self.apply_cosine_lr(epoch, start=0, total=t)
             return None
         if not bool(self.identified):
             errors = error_set(trainer.predict_train(), self.ctx.train_targets)
             self._reinitialise()
             self.errors.copy_(torch.from_numpy(errors))
             self.identified.fill_(True)
-        self._set_lr_factor(0.5 * (1.0 + math.cos(math.pi * (epoch - t) / (total - t))))
+        self.apply_cosine_lr(epoch, start=t)
         return upweighted_sampling_weights(self.errors.cpu().numpy(), self.hparams.upweight)
 
     def is_selectable_epoch(self, epoch: int) -> bool:
