@@ -144,6 +144,11 @@ def render(faces: Faces, runs: list[RunMaps]) -> "Any":
                 rect = Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.6)
                 rect.set_path_effects([pe.Stroke(linewidth=2.8, foreground="black"), pe.Normal()])
                 ax.add_patch(rect)
+                # a box on the frame is invisible: say how much of the image the crop keeps
+                h, w = panel.maps.shape[1:]
+                area = (y1 - y0) * (x1 - x0) / (h * w)
+                ax.text(0.03, 0.03, f"crop {area:.0%}", transform=ax.transAxes, fontsize=6.5, color="white",
+                        path_effects=[pe.withStroke(linewidth=2, foreground="black")])
     titles = ["input"] + [f"{run.name}\n{panel.title}" if several or run.name else panel.title
                           for run, panel in columns]
     for c, title in enumerate(titles):

@@ -48,7 +48,7 @@ def test_explain_fineface_with_erm_baseline(runs, tmp_path, capsys):
     width, height = _png_size(out)
     assert width > height > 0  # 3 rows, 1 + 3 experts + overall + ERM CAM = 6 columns
     assert "wrote" in capsys.readouterr().out
-    assert not list(tmp_path.glob("*.tmp*"))  # written atomically: nothing left behind
+    assert [f.name for f in tmp_path.iterdir()] == ["figure.png"]  # written atomically: no temporary left
 
 
 def test_panels_are_maps_in_unit_range_with_boxes(runs):

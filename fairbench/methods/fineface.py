@@ -236,10 +236,12 @@ class FineFACE(Method):
         # The paper's recipe (ResNet-50 ImageNet V1, 448 px, batch 16, lr 0.002 / backbone 0.0002,
         # 25 epochs) is the "paper" profile itself; nothing differs.
         "paper": {},
-        # resnet_tiny at 64 px: the code's fixed 512 / 1024 expert sizes would cost ~20x the
-        # backbone (expert 1 alone, a 3x3 conv 512 -> 1024 at 32 x 32). Scale them like
-        # ResNet-50's (width = C_last / 4, out = C_last / 2; C_last = 128). Same epochs and
-        # learning rates as the profile's ERM, so comparisons are matched.
+        # resnet_tiny at 64 px (~65 M multiply-adds per image): the code's fixed 512 / 1024
+        # experts would add ~6.4 G (expert 1 alone: a 3x3 conv 512 -> 1024 at 32 x 32), ~100x
+        # the backbone. Scale them as they relate to ResNet-50 (width = C_last / 4, out =
+        # C_last / 2; C_last = 128 here): ~27 M, 0.4x the backbone (ResNet-50 at 448 px: 21 G
+        # of experts on a 16 G backbone, 1.3x). Same epochs and learning rates as the
+        # profile's ERM, so the comparison is matched.
         "cpu-small": {"hparams": {"expert_width": 32, "expert_out": 64}},
     }
 
