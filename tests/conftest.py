@@ -13,6 +13,9 @@ FAIRFACE_SAMPLE = SHARED / "data" / "fairface-sample"
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+# The test models are tiny: one thread is as fast, and robust when the cores are shared.
+torch.set_num_threads(1)
+
 
 def tiny_config(method: str, *, hparams: dict[str, Any] | None = None, epochs: int = 1, sets: list[str] = (),
                 **overrides: Any):

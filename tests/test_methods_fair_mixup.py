@@ -159,4 +159,5 @@ def test_update_under_bf16_autocast():
 
 
 def test_fair_mixup_trains_one_epoch(run_tiny):
-    check_run_outputs(run_tiny("fair_mixup", sets=SMALL_DATA))
+    # two steps: a double-backward step costs several plain ones on a CPU
+    check_run_outputs(run_tiny("fair_mixup", sets=[*SMALL_DATA, "data.max_train_samples=64"]))

@@ -83,14 +83,20 @@ HAIR_RGB = np.array(
 
 # Cue geometry in face units (face half-height = 1). Class ranges do not overlap, but the
 # margins are a fraction of a pixel at 64 px, so noise, blur and low contrast make them hard.
-SMILE_CURVATURE = {0: (-0.06, 0.01), 1: (0.06, 0.15)}  # mouth centre drop below its corners
+# Smile intensity u ~ U(0, 1) per smiling face: the curvature (drop of the mouth centre below
+# its corners) grows with u, and above SMILE_OPEN_FROM the mouth opens into a dark crescent.
+# Neutral faces have a flat, slightly raised or lowered closed mouth. Weak smiles are the
+# hard cases; open smiles are easy.
+SMILE_CURVATURE = {0: (-0.07, 0.02), 1: (0.05, 0.2)}
+SMILE_OPEN_FROM = 0.4
+SMILE_OPENING = 0.12  # opening at u = 1
 EYE_APERTURE = {0: (0.48, 0.72), 1: (0.16, 0.34)}  # eye half-height / half-width
-MOUTH_HALF_WIDTH = (0.22, 0.30)
-MOUTH_THICKNESS = (0.05, 0.075)
+MOUTH_HALF_WIDTH = (0.26, 0.36)
+MOUTH_THICKNESS = (0.06, 0.09)
 # Darkening of each feature relative to the skin at contrast 1 (RGB units in [0, 1]). They
 # are small enough never to reach black on the darkest tone, so with equal ``cue_contrast``
 # every tone shows the same absolute cue.
-MOUTH_DARKENING = np.array([0.18, 0.27, 0.2], dtype=np.float32)  # reddish lips
+MOUTH_DARKENING = np.array([0.2, 0.3, 0.22], dtype=np.float32)  # reddish lips
 EYE_DARKENING = 0.2
 FRAME_DARKENING = (0.13, 0.2)
 SKIN_JITTER = 0.015  # std of the per-image skin colour (clipped at 2 std)
@@ -218,8 +224,11 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lat["mouth_y"] = _uniform(rng, 0.44, 0.54, n)
     lat["mouth_w"] = _uniform(rng, *MOUTH_HALF_WIDTH, n)
     lat["mouth_t"] = _uniform(rng, *MOUTH_THICKNESS, n)
+    u = rng.random(n)
     lo_hi = np.array([SMILE_CURVATURE[0], SMILE_CURVATURE[1]], dtype=np.float32)[lat["smiling"]]
-    lat["curvature"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * rng.random(n)).astype(np.float32)
+    lat["curvature"] = (lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * u).astype(np.float32)
+    opening = SMILE_OPENING * np.clip((u - SMILE_OPEN_FROM) / (1 - SMILE_OPEN_FROM), 0, 1)
+    lat["opening"] = np.where(lat["smiling"] == 1, opening, 0.0).astype(np.float32)
     # Glasses (drawn only where eyeglasses == 1, parameters drawn for everyone).
     lat["frame_r"] = _uniform(rng, 1.3, 1.5, n)  # frame half-width / eye half-width
     lat["frame_t"] = _uniform(rng, 0.035, 0.05, n)
@@ -329,8 +338,10 @@ def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: in
     # Mouth (smiling: the curvature of the line; positive = corners raised).
     mw = col("mouth_w")
     xm = x - col("shift")
-    mouth_y = col("mouth_y") + col("curvature") * (1.0 - (xm / mw) ** 2)
-    mouth_sd = np.maximum(np.abs(y - mouth_y) - col("mouth_t") / 2, np.abs(xm) - mw)
+    bulge = np.clip(1.0 - (xm / mw) ** 2, 0.0, 1.0)
+    half_open = col("opening") * bulge / 2  # the lower lip drops: an open smile
+    mouth_mid = col("mouth_y") + col("curvature") * bulge + half_open
+    mouth_sd = np.maximum(np.abs(y - mouth_mid) - col("mouth_t") / 2 - half_open, np.abs(xm) - mw)
     _blend(img, _soft(mouth_sd, pw), feature(MOUTH_DARKENING))
     # Eyeglasses: two elliptical rings, a bridge and temples, thin (about a pixel at 64 px).
     glasses = col("eyeglasses").astype(np.float32)

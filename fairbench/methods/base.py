@@ -159,7 +159,8 @@ class Method(nn.Module):
         factor = 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / span))
         for opt in self.optimizers:
             for group in opt.param_groups:
-                group["lr"] = group.get("initial_lr", group["lr"]) * factor
+                # the first call records each group's base lr (optimizers not built by make_sgd too)
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def reset_optimizers(self) -> None:
         """Forget every optimizer (before building fresh ones, e.g. when a phase re-initialises the model)."""
