@@ -16,17 +16,8 @@ SMALL_DATA = {"data.options": {"n_train": 64, "n_val": 32, "n_test": 32}}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: see test_fineface.py
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, _one_thread):
+def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     fineface = execute(tiny_config("fineface", hparams={"expert_width": 8, "expert_out": 16}, **SMALL_DATA), root)
     erm = execute(tiny_config("erm", **SMALL_DATA), root)

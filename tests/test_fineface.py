@@ -30,16 +30,6 @@ from tests.conftest import requires_cuda
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second OpenMP thread buys nothing and, on a shared, oversubscribed
-    # CPU, spin-waiting threads make these tests 10-30x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def context(backbone: str = "resnet_tiny", image_size: int = 32, num_classes: int = 2, lr: float = 0.05,
             device: str = "cpu") -> MethodContext:
     return MethodContext(

@@ -142,8 +142,9 @@ def cue_energy_by_tone(target: str, contrast: tuple[float, float, float, float])
     lat = sample_split("test", 512, target, opts)
     on, off = dict(lat), dict(lat)
     on[target], off[target] = np.ones_like(lat[target]), np.zeros_like(lat[target])
-    if target == "smiling":  # the cue is the curvature: smile vs. flat mouth
+    if target == "smiling":  # the cue is the mouth's shape: an open smile vs. a flat closed mouth
         on["curvature"], off["curvature"] = np.full_like(lat["curvature"], 0.1), np.zeros_like(lat["curvature"])
+        on["opening"], off["opening"] = np.full_like(lat["opening"], 0.08), np.zeros_like(lat["opening"])
     diff = np.abs(render(on, 40).astype(float) - render(off, 40).astype(float)).mean(axis=(1, 2, 3))
     return np.array([diff[lat["skin_tone"] == t].mean() for t in range(4)])
 

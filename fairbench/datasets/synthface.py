@@ -72,7 +72,7 @@ BACKGROUNDS = ("cool", "warm")  # auxiliary column "background": the spurious cu
 
 #: Base skin colours (RGB in [0, 1]) of tones I..IV, lightest to darkest.
 SKIN_RGB = np.array(
-    [[0.90, 0.76, 0.66], [0.82, 0.63, 0.50], [0.68, 0.48, 0.35], [0.47, 0.33, 0.25]], dtype=np.float32
+    [[0.90, 0.76, 0.66], [0.82, 0.63, 0.50], [0.68, 0.48, 0.35], [0.50, 0.36, 0.28]], dtype=np.float32
 )
 #: Hair colours: black, dark brown, brown, auburn, blond, grey. Independent of the groups.
 HAIR_RGB = np.array(
@@ -88,15 +88,15 @@ HAIR_RGB = np.array(
 # Neutral faces have a flat, slightly raised or lowered closed mouth. Weak smiles are the
 # hard cases; open smiles are easy.
 SMILE_CURVATURE = {0: (-0.07, 0.02), 1: (0.05, 0.2)}
-SMILE_OPEN_FROM = 0.4
-SMILE_OPENING = 0.12  # opening at u = 1
+SMILE_OPEN_FROM = 0.3
+SMILE_OPENING = 0.16  # opening at u = 1
 EYE_APERTURE = {0: (0.48, 0.72), 1: (0.16, 0.34)}  # eye half-height / half-width
 MOUTH_HALF_WIDTH = (0.26, 0.36)
 MOUTH_THICKNESS = (0.06, 0.09)
 # Darkening of each feature relative to the skin at contrast 1 (RGB units in [0, 1]). They
 # are small enough never to reach black on the darkest tone, so with equal ``cue_contrast``
 # every tone shows the same absolute cue.
-MOUTH_DARKENING = np.array([0.2, 0.3, 0.22], dtype=np.float32)  # reddish lips
+MOUTH_DARKENING = np.array([0.24, 0.32, 0.25], dtype=np.float32)  # reddish lips
 EYE_DARKENING = 0.2
 FRAME_DARKENING = (0.13, 0.2)
 SKIN_JITTER = 0.015  # std of the per-image skin colour (clipped at 2 std)
@@ -118,11 +118,11 @@ class SynthFaceOptions(BaseModel):
         (0.6, 0.4), description="share of short_hair / long_hair in train and val (bias 1)"
     )
     cue_contrast: tuple[float, float, float, float] = Field(
-        (1.0, 0.8, 0.55, 0.4),
+        (1.0, 0.85, 0.65, 0.5),
         description="contrast of the facial features (target cues) on skin tones I..IV, 1 = full (bias 2)",
     )
     spurious_correlation: float = Field(
-        0.8, ge=0.0, le=1.0, description="phi correlation of background family with the target in train/val (bias 3)"
+        0.4, ge=0.0, le=1.0, description="phi correlation of background family with the target in train/val (bias 3)"
     )
     pose_jitter: float = Field(12.0, ge=0.0, le=45.0, description="maximum in-plane rotation of the face, degrees")
     position_jitter: float = Field(0.08, ge=0.0, le=0.3, description="maximum shift of the face centre, fraction of half the image")
