@@ -87,7 +87,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Built-in benchmark on a CPU: small network from scratch, small images.
     "cpu-small": {
         "backbone": {"name": "resnet_tiny", "pretrained": False},
-        "train": {"epochs": 8, "batch_size": 64, "lr": 0.05, "backbone_lr": 0.05},
+        "train": {"epochs": 8, "batch_size": 64, "lr": 0.02, "backbone_lr": 0.02},
     },
     # Real face datasets: the FineFACE recipe (ResNet-50 ImageNet V1, 448 px, SGD, 25 epochs).
     "paper": {

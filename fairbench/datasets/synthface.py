@@ -72,7 +72,7 @@ BACKGROUNDS = ("cool", "warm")  # auxiliary column "background": the spurious cu
 
 #: Base skin colours (RGB in [0, 1]) of tones I..IV, lightest to darkest.
 SKIN_RGB = np.array(
-    [[0.90, 0.76, 0.66], [0.82, 0.63, 0.50], [0.68, 0.48, 0.35], [0.50, 0.36, 0.28]], dtype=np.float32
+    [[0.88, 0.74, 0.64], [0.80, 0.62, 0.49], [0.68, 0.48, 0.35], [0.50, 0.36, 0.28]], dtype=np.float32
 )
 #: Hair colours: black, dark brown, brown, auburn, blond, grey. Independent of the groups.
 HAIR_RGB = np.array(
@@ -87,9 +87,10 @@ HAIR_RGB = np.array(
 # its corners) grows with u, and above SMILE_OPEN_FROM the mouth opens into a dark crescent.
 # Neutral faces have a flat, slightly raised or lowered closed mouth. Weak smiles are the
 # hard cases; open smiles are easy.
-SMILE_CURVATURE = {0: (-0.07, 0.02), 1: (0.05, 0.2)}
-SMILE_OPEN_FROM = 0.3
-SMILE_OPENING = 0.16  # opening at u = 1
+SMILE_CURVATURE = {0: (-0.08, 0.0), 1: (0.1, 0.24)}
+SMILE_OPEN_FROM = 0.0
+SMILE_OPENING = 0.28  # opening at u = 1
+TEETH_FRACTION = 0.5  # upper part of the opening that shows teeth
 EYE_APERTURE = {0: (0.48, 0.72), 1: (0.16, 0.34)}  # eye half-height / half-width
 MOUTH_HALF_WIDTH = (0.26, 0.36)
 MOUTH_THICKNESS = (0.06, 0.09)
@@ -97,8 +98,10 @@ MOUTH_THICKNESS = (0.06, 0.09)
 # are small enough never to reach black on the darkest tone, so with equal ``cue_contrast``
 # every tone shows the same absolute cue.
 MOUTH_DARKENING = np.array([0.24, 0.32, 0.25], dtype=np.float32)  # reddish lips
+TEETH_LIGHTENING = np.array([0.04, 0.12, 0.18], dtype=np.float32)
 EYE_DARKENING = 0.2
 FRAME_DARKENING = (0.13, 0.2)
+FACE_SCALE = 0.56  # mean face half-height, fraction of half the image
 SKIN_JITTER = 0.015  # std of the per-image skin colour (clipped at 2 std)
 
 
@@ -122,11 +125,11 @@ class SynthFaceOptions(BaseModel):
         description="contrast of the facial features (target cues) on skin tones I..IV, 1 = full (bias 2)",
     )
     spurious_correlation: float = Field(
-        0.4, ge=0.0, le=1.0, description="phi correlation of background family with the target in train/val (bias 3)"
+        0.2, ge=0.0, le=1.0, description="phi correlation of background family with the target in train/val (bias 3)"
     )
-    pose_jitter: float = Field(12.0, ge=0.0, le=45.0, description="maximum in-plane rotation of the face, degrees")
-    position_jitter: float = Field(0.08, ge=0.0, le=0.3, description="maximum shift of the face centre, fraction of half the image")
-    scale_jitter: float = Field(0.12, ge=0.0, le=0.4, description="relative spread of the face size (uniform +-)")
+    pose_jitter: float = Field(5.0, ge=0.0, le=45.0, description="maximum in-plane rotation of the face, degrees")
+    position_jitter: float = Field(0.04, ge=0.0, le=0.3, description="maximum shift of the face centre, fraction of half the image")
+    scale_jitter: float = Field(0.06, ge=0.0, le=0.4, description="relative spread of the face size (uniform +-)")
     lighting_jitter: float = Field(0.2, ge=0.0, le=0.6, description="spread of brightness and of the lighting gradient")
     blur: tuple[float, float] = Field(
         (0.8, 1.6), description="range of edge softness in pixels (focus), drawn per image"
@@ -197,7 +200,7 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     o = options
     lat["cx"] = _uniform(rng, -o.position_jitter, o.position_jitter, n)
     lat["cy"] = _uniform(rng, -o.position_jitter, o.position_jitter, n) - 0.06
-    lat["scale"] = 0.56 * _uniform(rng, 1 - o.scale_jitter, 1 + o.scale_jitter, n)
+    lat["scale"] = FACE_SCALE * _uniform(rng, 1 - o.scale_jitter, 1 + o.scale_jitter, n)
     lat["roll"] = np.deg2rad(_uniform(rng, -o.pose_jitter, o.pose_jitter, n))
     lat["shift"] = _uniform(rng, -0.06, 0.06, n)  # features slide sideways (yaw-like)
     # Colours.
@@ -343,6 +346,10 @@ def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: in
     mouth_mid = col("mouth_y") + col("curvature") * bulge + half_open
     mouth_sd = np.maximum(np.abs(y - mouth_mid) - col("mouth_t") / 2 - half_open, np.abs(xm) - mw)
     _blend(img, _soft(mouth_sd, pw), feature(MOUTH_DARKENING))
+    teeth_h = TEETH_FRACTION * col("opening") * bulge
+    teeth_mid = col("mouth_y") + col("curvature") * bulge + col("mouth_t") / 2 + teeth_h / 2
+    teeth_sd = np.maximum(np.abs(y - teeth_mid) - teeth_h / 2, np.abs(xm) - 0.8 * mw)
+    _blend(img, _soft(teeth_sd, pw), feature(-TEETH_LIGHTENING))
     # Eyeglasses: two elliptical rings, a bridge and temples, thin (about a pixel at 64 px).
     glasses = col("eyeglasses").astype(np.float32)
     if glasses.any():
