@@ -54,7 +54,7 @@ the test balance follow the task's target); the image size only changes the rend
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -422,7 +422,7 @@ class SynthFace(Dataset):
     def targets(self) -> list[str]:
         return list(TARGETS)
 
-    def load(self, task: Task, image_size: int) -> DatasetBundle:
+    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
         options: SynthFaceOptions = self.options  # type: ignore[assignment]
         if task.target not in TARGETS:
             raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
@@ -435,16 +435,21 @@ class SynthFace(Dataset):
             )
         if image_size < 8:
             raise DatasetError(f"synthface needs image_size >= 8 (got {image_size}); its cues are about a pixel at 64")
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise DatasetError(f"synthface has no split(s) {unknown}; it has {list(SPLITS)}")
         sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
-        splits: dict[str, DataSplit] = {}
+        out: dict[str, DataSplit] = {}
         counts: dict[str, dict[str, int]] = {}
         spurious: dict[str, float] = {}
         for split in SPLITS:
+            if split not in splits:
+                continue  # every split has its own random stream: skipping one changes no other
             lat = sample_split(split, sizes[split], task.target, options)
             attrs = attributes_frame(lat)
             ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
-            splits[split] = DataSplit(split, render_all(lat, image_size), lat[task.target].astype(np.int64), attrs, ids)
-            groups = splits[split].group_labels(PROTECTED)
+            out[split] = DataSplit(split, render_all(lat, image_size), lat[task.target].astype(np.int64), attrs, ids)
+            groups = out[split].group_labels(PROTECTED)
             values, n = np.unique(groups, return_counts=True)
             counts[split] = {str(v): int(c) for v, c in zip(values, n)}
             spurious[split] = round(_phi(lat[task.target], lat["background"]), 4)
@@ -462,4 +467,5 @@ class SynthFace(Dataset):
             "spurious_phi": spurious,
             "auxiliary_columns": ["background"],
         }
-        return DatasetBundle("synthface", task, list(CLASSES), splits, info)
+        value_order = {"skin_tone": list(SKIN_TONES), "presentation": list(PRESENTATIONS)}
+        return DatasetBundle("synthface", task, list(CLASSES), out, info, value_order=value_order)
