@@ -57,7 +57,7 @@ def test_benchmark_suites_expand(file, jobs, methods):
     assert len({j.run_id for j in expanded}) == jobs
     assert [j.seed for j in expanded] == sorted(j.seed for j in expanded)  # seed-major
     if file == "quickstart.toml":  # one epoch budget for every method, FineFACE included
-        assert {j.config.train.epochs for j in expanded} == {4}
+        assert {j.config.train.epochs for j in expanded} == {8}
     if file.startswith("paper"):
         assert {(j.config.backbone.name, j.config.data.image_size, j.config.train.epochs) for j in expanded} == \
             {("resnet50", 448, 25)}
