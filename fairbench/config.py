@@ -137,17 +137,20 @@ def explain_validation_error(exc: ValidationError, model: type[BaseModel], where
     return ConfigError("\n".join(lines))
 
 
+def read_toml(path: Path | str, what: str = "config file") -> dict[str, Any]:
+    """A TOML file's contents, or a ConfigError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
 def build_config(file: Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] = ()) -> RunConfig:
     """File < explicit CLI flags (``overrides``, dotted keys) < ``--set`` pairs."""
-    tree: dict[str, Any] = {}
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            tree = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    tree: dict[str, Any] = read_toml(file) if file is not None else {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_path(tree, dotted, value)

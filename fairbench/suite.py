@@ -62,12 +62,8 @@ from fairbench.config import (
     RunConfig,
     build_config,
     explain_validation_error,
+    read_toml,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: keys that say where or how fast, never what: ignored when matching records to jobs (as in run ids)
 _NOT_MATCHED = {".".join(k) for k in NOT_HASHED}
@@ -228,12 +224,7 @@ class Suite:
     @classmethod
     def load(cls, path: Path | str) -> "Suite":
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"suite file {path} does not exist")
-        try:
-            tree = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        tree = read_toml(path, "suite file")
         try:
             parsed = SuiteFile.model_validate(tree)
         except ValidationError as exc:
