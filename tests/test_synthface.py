@@ -72,6 +72,22 @@ def test_shapes_dtypes_ids_and_columns():
     assert bundle.info["options"]["n_train"] == 96
 
 
+def test_loads_only_the_requested_splits_identically():
+    full = load(seed=5)
+    only_test = SynthFace(None, SynthFaceOptions(**SMALL, seed=5)).load(Task("smiling", PROTECTED), 32, splits=("test",))
+    assert list(only_test.splits) == ["test"]
+    assert np.array_equal(only_test.splits["test"].images, full.splits["test"].images)
+    assert list(only_test.info["group_counts"]) == ["test"]
+    with pytest.raises(DatasetError, match="split"):
+        SynthFace(None, SynthFaceOptions(**SMALL)).load(Task("smiling", PROTECTED), 32, splits=("dev",))
+
+
+def test_groups_are_listed_light_to_dark():
+    bundle = load()
+    assert bundle.group_names[0] == "I|short_hair" and bundle.group_names[-1] == "IV|long_hair"
+    assert [g.split("|")[0] for g in bundle.group_names[::2]] == list(SKIN_TONES)
+
+
 def test_test_split_is_balanced_over_groups_and_classes():
     s = load(n_test=160).splits["test"]
     cells = s.attributes.groupby(["skin_tone", "presentation", "smiling"]).size()
