@@ -52,8 +52,7 @@ class ManifestOptions(BaseModel):
 
     @model_validator(mode="after")
     def _fractions(self) -> "ManifestOptions":
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be below 1")
+        splitting.check_split_fractions(self.val_fraction, self.test_fraction)
         return self
 
 

@@ -52,3 +52,9 @@ def describe(fractions: dict[str, float], seed: int, stratified_by: str, source:
     parts = ", ".join(f"{name} = {f:.0%}" for name, f in fractions.items())
     return (f"{parts} of {source}, stratified by {stratified_by}, split_seed {seed} (at least one sample per "
             "group in each held-out split when the group has enough samples; see fairbench.datasets.splitting)")
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Drawn splits need room for a training split."""
+    if val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction + test_fraction must be below 1")

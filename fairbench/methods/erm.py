@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
@@ -31,7 +32,7 @@ class ClassifierNet(nn.Module):
 
 
 class ERMHparams(Hparams):
-    label_smoothing: float = 0.0
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing (0 = none, as published)")
 
 
 @register_method("erm")

@@ -11,7 +11,6 @@ schedule of the base class still applies.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
 
 from fairbench.methods.base import MethodContext, TrainerView
 from fairbench.methods.erm import ERM, ERMHparams
@@ -32,7 +31,7 @@ def balanced_sampling_weights(codes: np.ndarray) -> np.ndarray:
 
 
 class GroupBalancedHparams(ERMHparams):
-    label_smoothing: float = Field(0.0, description="cross-entropy label smoothing (0 = none)")
+    """ERM's hyperparameters: balancing lives in the sampler, not the loss."""
 
 
 @register_method("group_balanced")

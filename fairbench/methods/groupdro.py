@@ -61,7 +61,6 @@ class GroupDROHparams(ERMHparams):
     balanced_sampling: bool = Field(True, description="draw every DRO group with equal probability (paper: on)")
     generalization_adjustment: float = Field(
         0.0, ge=0, description="C of the paper's C / sqrt(n_g) adjustment to group losses (0 = plain GroupDRO)")
-    label_smoothing: float = Field(0.0, description="cross-entropy label smoothing (0 = none, as published)")
 
 
 @register_method("groupdro")

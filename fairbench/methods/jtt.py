@@ -47,7 +47,6 @@ class JTTHparams(ERMHparams):
     identification_epochs: int = Field(
         1, ge=1, description="T: ERM epochs of the identification model (paper, CelebA: 1)")
     upweight: float = Field(50.0, gt=0, description="lambda_up: sampling weight of the error set (paper, CelebA: 50)")
-    label_smoothing: float = Field(0.0, description="cross-entropy label smoothing (0 = none, as published)")
 
 
 @register_method("jtt")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from fairbench.methods.base import Batch, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ERMHparams
@@ -43,7 +42,7 @@ def reweighting_weights(targets: np.ndarray, groups: np.ndarray, num_groups: int
 
 
 class ReweightingHparams(ERMHparams):
-    label_smoothing: float = Field(0.0, description="cross-entropy label smoothing (0 = none, as published)")
+    """ERM's hyperparameters: the weights come from the training split, not from tuning."""
 
 
 @register_method("reweighting")
