@@ -396,7 +396,7 @@ class SuiteProgress:
             print(message, file=sys.stderr, flush=True)
 
     def begin(self, job: Job) -> None:
-        self.log(f"[{self.finished + len(self._tasks) + 1}/{self.total}] start {job.run_id}: {job.describe()}")
+        self.log(f"job {job.index}/{self.total} start {job.run_id}: {job.describe()}")
         if self.rich:
             self._tasks[job.index] = self._progress.add_task(f"  {job.method} s{job.seed}", total=job.config.train.epochs,
                                                              info="")
@@ -415,7 +415,8 @@ class SuiteProgress:
         if self.rich:
             self._progress.update(self._overall, completed=self.finished)
         took = f" in {seconds:.0f}s" if seconds is not None else ""
-        self.log(f"[{self.finished}/{self.total}] {state} {job.run_id}{took}" + (f": {detail}" if detail else ""))
+        self.log(f"job {job.index}/{self.total} {state} {job.run_id}{took}" + (f": {detail}" if detail else "")
+                 + f" [{self.finished}/{self.total} finished]")
 
 
 def _suite_reporter(progress: SuiteProgress, job: Job):
