@@ -107,6 +107,8 @@ def environment(device: str) -> dict[str, Any]:
     import platform
     from importlib import metadata
 
+    import torch
+
     versions = {}
     for dist in ("fairbench", "torch", "torchvision", "timm", "numpy", "pandas", "pydantic"):
         try:
@@ -120,11 +122,12 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "device": device,
+        # float reductions depend on the thread count: the same seed on 1 and 2 threads can end
+        # in different models, so it is part of what reproduces a run
+        "torch_threads": torch.get_num_threads(),
         "started": now(),
     }
     if device.startswith("cuda"):
-        import torch
-
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
 

@@ -31,6 +31,7 @@ def test_run_writes_a_complete_record(run_tiny):
     assert not (path / "last.pt").exists()  # removed once the run is done
     env = record.environment()
     assert env["device"] == "cpu" and env["packages"]["torch"] and "ended" in env
+    assert env["torch_threads"] == torch.get_num_threads()  # results depend on it
     metrics = record.metrics()
     assert metrics["selection"]["rule"] == "accuracy"
     assert metrics["selection"]["epoch"] in (0, 1)
