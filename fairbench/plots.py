@@ -48,6 +48,7 @@ class Panel:
     title: str
     points: list[Point]  # ours
     paper_points: list[Point]
+    num_classes: int | None = None  # of the evaluated task, when every run agrees (the random-guess line)
 
 
 def _better(metric: str) -> str:
@@ -108,9 +109,12 @@ def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None,
             ctx = Context(ctx.trained_on, ctx.settings[0].targets[0], ctx.protected, ctx.evaluated_on, ctx.split,
                           ctx.settings)
         layout = "attributes" if multi else ("methods" if by else "groups")
-        points = []
+        points, classes = [], set()
         for s in ctx.settings:
             reports, _ = seed_reports(s, layout, by)
+            for r in reports.values():
+                per_attribute = r.get("_per_attribute")
+                classes.update(one.get("num_classes") for one in (per_attribute.values() if per_attribute else [r]))
             xs = [_metric(r, x) for r in reports.values()]
             ys = [_metric(r, y) for r in reports.values()]
             mx, hx, nx = mean_t_interval(xs)
@@ -120,7 +124,8 @@ def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None,
         if not points:
             continue
         title = ctx.describe() + (f", groups = {by}" if by else "")
-        out.append(Panel(title, points, _paper_points(ctx, x, y, by, paper)))
+        k = classes.pop() if len(classes) == 1 else None
+        out.append(Panel(title, points, _paper_points(ctx, x, y, by, paper), k if isinstance(k, int) and k > 1 else None))
     if not out:
         raise PlotError(f"no finished run has both {x} and {y}" + (f" on {dataset}" if dataset else ""))
     return out
@@ -149,7 +154,7 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
     n = len(found)
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7.2 * cols, 5.6 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(9.4 * cols, 5.6 * rows), squeeze=False, layout="constrained")
     methods = sorted({p.method or p.label for panel in found for p in panel.points + panel.paper_points})
     cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
@@ -169,6 +174,7 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
 def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> None:
     front = pareto_front(panel.points, x, y)
     on_front = {id(p) for p in front}
+    labels: list[tuple[float, float, str, dict[str, Any]]] = []  # placed once the axis limits are final
     if len(front) > 1:
         fx, fy = _staircase(front, x, y)
         ax.plot(fx, fy, linestyle="--", color="0.35", linewidth=1.2, zorder=1,
@@ -181,20 +187,28 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
         if id(p) in on_front:
             ax.plot(p.x, p.y, marker="o", markersize=15, markerfacecolor="none", markeredgecolor="black",
                     markeredgewidth=1.4, linestyle="none", zorder=4)
-        ax.annotate(p.label + (" ★ front" if id(p) in on_front and len(front) == 1 else ""), (p.x, p.y),
-                    textcoords="offset points", xytext=(8, 6), fontsize=8.5)
+        labels.append((p.x, p.y, p.label + (" ★ front" if id(p) in on_front and len(front) == 1 else ""),
+                       {"fontsize": 8.5}))
     if len(front) == 1:
         ax.plot([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none",
                 label=f"Pareto front: {front[0].label} (dominates all)")
     elif front:
         ax.plot([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none",
                 label="on the Pareto front")
+    if panel.num_classes:
+        # A uniform random guess scores 100/K % in expectation on any class balance, in every group:
+        # a point near this line is "fair" only because it learned nothing.
+        guess = 100.0 / panel.num_classes
+        for metric, line in ((y, ax.axhline), (x, ax.axvline)):
+            if metric.endswith("accuracy"):
+                line(guess, linestyle=":", color="0.45", linewidth=1.2, zorder=0,
+                     label=f"random guess ({guess:.0f}%): no skill, trivially fair")
     for p in panel.paper_points:
         color = colors[p.method or p.label]
         ax.plot(p.x, p.y, marker="D", markersize=8, markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.6,
                 linestyle="none", zorder=2, label=p.label)
-        ax.annotate(p.label.split(" (paper")[0] + " (paper)", (p.x, p.y), textcoords="offset points", xytext=(8, -12),
-                    fontsize=8, color="0.3", style="italic")
+        labels.append((p.x, p.y, p.label.split(" (paper")[0] + " (paper)",
+                       {"fontsize": 8, "color": "0.3", "style": "italic"}))
     ax.set_xlabel(METRICS[x].axis_label)
     ax.set_ylabel(METRICS[y].axis_label)
     ax.set_title(panel.title, fontsize=9.5)
@@ -202,6 +216,7 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
     ax.margins(0.18)
     _clip_to_domain(ax.get_xlim, ax.set_xlim, x)
     _clip_to_domain(ax.get_ylim, ax.set_ylim, y)
+    _place_labels(ax, labels)
     # the "better" corner: a short arrow pointing into it, in the corner the axes directions give
     cx = 0.98 if METRICS[x].better == "higher" else 0.02
     cy = 0.98 if METRICS[y].better == "higher" else 0.02
@@ -210,7 +225,39 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
     ax.annotate("better", xy=(cx, cy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
                 ha="center", va="center", fontsize=8.5, color="tab:green", fontweight="bold",
                 arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1.5})
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    # outside the axes: with a dozen methods, a legend inside covers points
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, framealpha=0.85)
+
+
+# Candidate label offsets (points) from the marker, tried in order: beside it first, then further
+# up and down; a label moved off its first place gets a thin leader line back to its point.
+_LABEL_OFFSETS = [(8, 5), (8, -13)] + [(8, 5 + 11 * k * sign) for k in range(1, 7) for sign in (1, -1)]
+
+
+def _place_labels(ax, labels: list[tuple[float, float, str, dict[str, Any]]]) -> None:
+    """Annotate points so that no two labels overlap (greedy, in display space; clustered points,
+    e.g. several methods at chance level, otherwise print their names on top of each other)."""
+    scale = ax.figure.dpi / 72.0  # points -> pixels
+    placed: list[tuple[float, float, float, float]] = []
+
+    def overlaps(box):
+        return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
+
+    for x, y, text, style in sorted(labels, key=lambda item: -item[1]):
+        px, py = ax.transData.transform((x, y))
+        size = style.get("fontsize", 8.5)
+        width, height = 0.58 * size * len(text) * scale, 1.25 * size * scale
+        for dx, dy in _LABEL_OFFSETS:
+            box = (px + dx * scale, py + dy * scale, px + dx * scale + width, py + dy * scale + height)
+            if not overlaps(box):
+                break
+        else:
+            dx, dy = _LABEL_OFFSETS[0]
+            box = (px + dx * scale, py + dy * scale, px + dx * scale + width, py + dy * scale + height)
+        placed.append(box)
+        leader = {"arrowprops": {"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 0, "shrinkB": 4}} \
+            if (dx, dy) not in _LABEL_OFFSETS[:2] else {}
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), **style, **leader)
 
 
 _DOMAIN = {"%": (-0.5, 100.5), "pp": (-0.2, None), "ratio": (0.995, None)}

@@ -101,3 +101,25 @@ def test_plot_errors(done, tmp_path, capsys):
     assert main(["plot", "pareto", "--runs-dir", str(GOLDEN_RUNS), "--x", "dob", "--y", "accuracy",
                  "--dataset", "nowhere", "--output", str(tmp_path / "x.png")]) == 2
     assert "no finished run has both dob and accuracy on nowhere" in capsys.readouterr().err
+
+
+def test_random_guess_line_on_accuracy_axes(done):
+    """A point at 100/K % accuracy is 'fair' only because it learned nothing: accuracy axes show
+    the random-guess level (binary targets here, so 50 %); DoB / DEO axes do not."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from fairbench.plots import _draw_panel
+
+    (panel,) = panels(done, "dob", "accuracy", dataset="fairface")
+    (attributes,) = panels(done, "deodds", "accuracy", dataset="celeba")
+    assert panel.num_classes == 2 and attributes.num_classes == 2
+    colors = {p.method or p.label: "C0" for p in panel.points + panel.paper_points}
+    for x, y, lines in (("dob", "accuracy", 1), ("accuracy", "worst_group_accuracy", 2), ("dob", "deo", 0)):
+        fig, ax = plt.subplots()
+        _draw_panel(ax, panel, x, y, colors)
+        labels = [lab for lab in ax.get_legend_handles_labels()[1] if lab.startswith("random guess (50%)")]
+        assert len(labels) == lines, (x, y)
+        plt.close(fig)
