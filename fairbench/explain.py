@@ -48,11 +48,15 @@ class RunMaps:
 
 def sample_split(bundle, split: str, n: int, seed: int = 0) -> Faces:
     """``n`` faces of ``split``, taking the demographic groups in turn (dataset order), each
-    group's faces in a seeded random order: the same faces on every call."""
+    group's faces in a seeded random order: the same faces on every call. Fewer faces than groups
+    are spread evenly over the group order (4 of 8 skin tone x presentation groups: one per tone),
+    so that a short figure still spans the groups whose gap it is meant to explain."""
     data = bundle.splits[split]
     groups = data.group_labels(bundle.task.protected)
     rng = np.random.default_rng(seed)
     order = [g for g in bundle.group_names if (groups == g).any()]
+    if n < len(order):
+        order = [order[i * len(order) // n] for i in range(n)]
     queues = {g: list(rng.permutation(np.flatnonzero(groups == g))) for g in order}
     picked: list[int] = []
     while len(picked) < min(n, len(data)):

@@ -68,6 +68,10 @@ def test_sample_split_takes_groups_in_turn_deterministically(runs):
     groups = [label.split("\n")[0] for label in a.labels]
     present = [g for g in bundle.group_names if g in set(bundle.splits["test"].group_labels(bundle.task.protected))]
     assert groups == present[:8]  # synthface test: 8 groups, one face each
+    # fewer faces than groups: spread over the order (one per skin tone, from I to IV)
+    four = [label.split("\n")[0] for label in sample_split(bundle, "test", 4).labels]
+    assert four == [present[0], present[2], present[4], present[6]]
+    assert [g.split("|")[0] for g in four] == ["I", "II", "III", "IV"]
 
 
 def test_explain_image_files_and_an_erm_run_alone(runs, tmp_path):
