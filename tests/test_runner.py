@@ -146,3 +146,17 @@ def test_max_samples_and_groups_recorded(run_tiny):
     meta = json.loads((path / "dataset.json").read_text())
     assert meta["split_sizes"] == {"train": 256, "val": 128, "test": 128}
     assert len(meta["group_names"]) == 8
+
+
+def test_written_files_get_the_umasks_permissions(tmp_path, monkeypatch):
+    """Atomic writes go through mkstemp (owner-only); the result must carry the permissions an
+    ordinary open() gives under the process umask, or a lab's shared runs folder is unreadable
+    to everyone but its writer."""
+    import stat
+
+    from fairbench import run_store
+
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        monkeypatch.setattr(run_store, "_UMASK", umask)  # read once at import, from the process
+        run_store.atomic_write_json(tmp_path / f"m{umask:o}.json", {"a": 1})
+        assert stat.S_IMODE((tmp_path / f"m{umask:o}.json").stat().st_mode) == mode
