@@ -47,8 +47,8 @@ def write_suite(folder: Path, extra: str = "", name: str = "tiny.toml") -> Path:
 
 # -- schema and expansion --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("file, jobs, methods", [("quickstart.toml", 39, 13), ("paper-gender.toml", 15, 5),
-                                                 ("paper-celeba.toml", 234, 6)])
+@pytest.mark.parametrize("file, jobs, methods", [("quickstart.toml", 39, 13), ("quickstart-erm-steps.toml", 3, 1),
+                                                 ("paper-gender.toml", 15, 5), ("paper-celeba.toml", 234, 6)])
 def test_benchmark_suites_expand(file, jobs, methods):
     suite = Suite.load(ROOT / "benchmarks" / file)
     expanded = suite.resolve()
@@ -58,6 +58,13 @@ def test_benchmark_suites_expand(file, jobs, methods):
     assert [j.seed for j in expanded] == sorted(j.seed for j in expanded)  # seed-major
     if file == "quickstart.toml":  # one epoch budget for every method, FineFACE included
         assert {j.config.train.epochs for j in expanded} == {8}
+    if file == "quickstart-erm-steps.toml":  # ERM with FineFACE's optimizer steps: 5 per batch x 8 epochs
+        quickstart = {j.seed: j.config for j in Suite.load(ROOT / "benchmarks" / "quickstart.toml").resolve()
+                      if j.method == "fineface"}
+        for j in expanded:
+            twin = quickstart[j.seed]
+            assert j.config.train.epochs == 5 * twin.train.epochs
+            assert j.config.data == twin.data and j.config.backbone == twin.backbone
     if file.startswith("paper"):
         assert {(j.config.backbone.name, j.config.data.image_size, j.config.train.epochs) for j in expanded} == \
             {("resnet50", 448, 25)}
