@@ -130,7 +130,11 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
             row[metric] = mean
             row[f"{metric}_ci95"] = half
         out.append(row)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    # the baseline first in each comparison (as in the paper's tables), then the methods by name
+    order = table.assign(_not_baseline=table["method"] != "erm").sort_values(
+        ["dataset", "task", "eval", "_not_baseline", "method", "setting"], na_position="first", kind="stable")
+    return order.drop(columns="_not_baseline").reset_index(drop=True)
 
 
 def format_compare(table: pd.DataFrame, fmt: str) -> str:
@@ -193,5 +197,5 @@ def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "tab
         if len(layouts) > 1:
             heading = {"markdown": f"## Layout: {layout}\n\n", "latex": f"% layout: {layout}\n"}.get(fmt, f"== {layout} ==\n\n")
             text = heading + text
-        parts.append(text)
+        parts.append(text.rstrip("\n") + "\n")
     return "\n".join(parts), skipped
