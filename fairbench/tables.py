@@ -643,6 +643,7 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
         labels = {"method": s.label, "needs": method_needs(s.method, s.selection), "source": source}
         ours_rows[s.key] = Row("ours", labels, {c.key: _ours_cell(reps, c.key, c.digits) for c in columns})
         notes_extra += _undefined_attribute_notes(s, reps, layout, columns)
+        notes_extra += chance_notes(s.label, reps)
 
     notes = _common_notes(layout, all_reports, show_needs)
     if not show:
@@ -663,6 +664,28 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
                "evaluated_on": ctx.evaluated_on, "split": ctx.split, "by": by,
                "paper_tables": [t.id for t in papers] if show else []}
     return Table(layout, title, context, label_titles, columns, rows, notes)
+
+
+CHANCE_MARGIN_PP = 2.0  # "at chance": accuracy within this many pp of a uniform random guess
+
+
+def chance_notes(label: str, reps: dict[int, dict[str, Any]]) -> list[str]:
+    """A note for a row whose every seed scores like a random guess: its group gaps are small
+    because it learned nothing, which the fairness columns alone would read as fair."""
+    accs, classes = [], set()
+    for r in reps.values():
+        acc, k = r.get("accuracy"), r.get("num_classes")
+        if not isinstance(acc, (int, float)) or not isinstance(k, int) or k < 2:
+            return []
+        accs.append(float(acc))
+        classes.add(k)
+    if not accs or len(classes) != 1:
+        return []
+    guess = 100.0 / classes.pop()
+    if all(abs(a - guess) <= CHANCE_MARGIN_PP for a in accs):
+        return [f"{label}: at chance on every seed (accuracy within {CHANCE_MARGIN_PP:g} pp of a random guess, "
+                f"{guess:.0f} %): its small group gaps mean no skill, not fairness"]
+    return []
 
 
 def _undefined_attribute_notes(s: Setting, reps: dict[int, dict[str, Any]], layout: str, columns: list[Column]) -> list[str]:

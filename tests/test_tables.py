@@ -208,3 +208,21 @@ def test_paper_results_are_the_specs_tables_cell_for_cell():
                 assert row["needs"] == md_row[1]
         header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
         assert [c["label"] for c in t.columns] == header[-len(t.columns):]
+
+
+def test_rows_at_chance_get_a_note():
+    """A model that guesses has near-zero group gaps: the table says so instead of letting the
+    fairness columns read as fair. Every seed must be within the margin of 100/K %."""
+    from fairbench.tables import CHANCE_MARGIN_PP, chance_notes
+
+    assert CHANCE_MARGIN_PP == 2.0
+    at_chance = {0: {"accuracy": 50.2, "num_classes": 2}, 1: {"accuracy": 48.1, "num_classes": 2}}
+    (note,) = chance_notes("jtt", at_chance)
+    assert note.startswith("jtt: at chance on every seed") and "50 %" in note
+    # one seed learned: no note (the interval already shows the spread)
+    assert chance_notes("groupdro", {0: {"accuracy": 50.0, "num_classes": 2}, 1: {"accuracy": 76.4, "num_classes": 2}}) == []
+    # three classes: chance is 33.3 %, so 50 % is not chance
+    assert chance_notes("m", {0: {"accuracy": 50.0, "num_classes": 3}}) == []
+    assert chance_notes("m", {0: {"accuracy": 34.0, "num_classes": 3}})
+    # no class count (e.g. an attribute mean): say nothing rather than guess
+    assert chance_notes("m", {0: {"accuracy": 50.0}}) == []
