@@ -48,7 +48,7 @@ _LUT = ((np.arange(256, dtype=np.float32) / np.float32(255.0) - np.float32(MEAN)
 def _draws(b: int, padding: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The random offsets (2 x B, in [0, 2p]) and flips, drawn in random_crop_flip's order."""
     off = (torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device="cpu") if padding > 0
-           else torch.full((2, b), 0, dtype=torch.int64))
+           else torch.zeros((2, b), dtype=torch.int64))
     flip = torch.rand(b, generator=generator, device="cpu") < 0.5
     return off, flip
 
@@ -66,7 +66,7 @@ def augment_uint8(raw: torch.Tensor, padding: int, generator: torch.Generator | 
         return _crop_flip_gather(raw, off, flip, padding)
     src = raw.numpy()
     dst = np.full((b, h, w, 3), _LUT[0], np.float32) if padding > 0 else np.empty((b, h, w, 3), np.float32)
-    shifts = (off - padding).tolist() if padding > 0 else off.tolist()
+    shifts = (off - padding).tolist()
     for i, (dy, dx, flipped) in enumerate(zip(shifts[0], shifts[1], flip.tolist())):
         y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
         if y0 >= y1 or x0 >= x1:

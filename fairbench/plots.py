@@ -20,6 +20,7 @@ from fairbench.tables import (
     Context,
     PaperTable,
     Record,
+    common_num_classes,
     paper_tables_for,
     seed_reports,
     show_paper,
@@ -109,12 +110,10 @@ def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None,
             ctx = Context(ctx.trained_on, ctx.settings[0].targets[0], ctx.protected, ctx.evaluated_on, ctx.split,
                           ctx.settings)
         layout = "attributes" if multi else ("methods" if by else "groups")
-        points, classes = [], set()
+        points, all_reports = [], []
         for s in ctx.settings:
             reports, _ = seed_reports(s, layout, by)
-            for r in reports.values():
-                per_attribute = r.get("_per_attribute")
-                classes.update(one.get("num_classes") for one in (per_attribute.values() if per_attribute else [r]))
+            all_reports += reports.values()
             xs = [_metric(r, x) for r in reports.values()]
             ys = [_metric(r, y) for r in reports.values()]
             mx, hx, nx = mean_t_interval(xs)
@@ -124,8 +123,7 @@ def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None,
         if not points:
             continue
         title = ctx.describe() + (f", groups = {by}" if by else "")
-        k = classes.pop() if len(classes) == 1 else None
-        out.append(Panel(title, points, _paper_points(ctx, x, y, by, paper), k if isinstance(k, int) and k > 1 else None))
+        out.append(Panel(title, points, _paper_points(ctx, x, y, by, paper), common_num_classes(all_reports)))
     if not out:
         raise PlotError(f"no finished run has both {x} and {y}" + (f" on {dataset}" if dataset else ""))
     return out
@@ -247,14 +245,13 @@ def _place_labels(ax, labels: list[tuple[float, float, str, dict[str, Any]]]) ->
         px, py = ax.transData.transform((x, y))
         size = style.get("fontsize", 8.5)
         width, height = 0.58 * size * len(text) * scale, 1.25 * size * scale
-        for dx, dy in _LABEL_OFFSETS:
-            box = (px + dx * scale, py + dy * scale, px + dx * scale + width, py + dy * scale + height)
-            if not overlaps(box):
-                break
-        else:
-            dx, dy = _LABEL_OFFSETS[0]
-            box = (px + dx * scale, py + dy * scale, px + dx * scale + width, py + dy * scale + height)
-        placed.append(box)
+
+        def box_at(offset):
+            left, bottom = px + offset[0] * scale, py + offset[1] * scale
+            return left, bottom, left + width, bottom + height
+
+        dx, dy = next((o for o in _LABEL_OFFSETS if not overlaps(box_at(o))), _LABEL_OFFSETS[0])
+        placed.append(box_at((dx, dy)))
         leader = {"arrowprops": {"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 0, "shrinkB": 4}} \
             if (dx, dy) not in _LABEL_OFFSETS[:2] else {}
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), **style, **leader)

@@ -669,19 +669,25 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
 CHANCE_MARGIN_PP = 2.0  # "at chance": accuracy within this many pp of a uniform random guess
 
 
+def common_num_classes(reports: Iterable[dict[str, Any]]) -> int | None:
+    """The number of classes every report (or, for attribute means, every attribute) agrees on;
+    None if they differ or one does not say. A uniform random guess scores 100 / K %."""
+    classes = set()
+    for r in reports:
+        per_attribute = r.get("_per_attribute")
+        classes.update(one.get("num_classes") for one in (per_attribute.values() if per_attribute else [r]))
+    k = classes.pop() if len(classes) == 1 else None
+    return k if isinstance(k, int) and k > 1 else None
+
+
 def chance_notes(label: str, reps: dict[int, dict[str, Any]]) -> list[str]:
     """A note for a row whose every seed scores like a random guess: its group gaps are small
     because it learned nothing, which the fairness columns alone would read as fair."""
-    accs, classes = [], set()
-    for r in reps.values():
-        acc, k = r.get("accuracy"), r.get("num_classes")
-        if not isinstance(acc, (int, float)) or not isinstance(k, int) or k < 2:
-            return []
-        accs.append(float(acc))
-        classes.add(k)
-    if not accs or len(classes) != 1:
+    k = common_num_classes(reps.values())
+    accs = [r.get("accuracy") for r in reps.values()]
+    if k is None or not accs or not all(isinstance(a, (int, float)) for a in accs):
         return []
-    guess = 100.0 / classes.pop()
+    guess = 100.0 / k
     if all(abs(a - guess) <= CHANCE_MARGIN_PP for a in accs):
         return [f"{label}: at chance on every seed (accuracy within {CHANCE_MARGIN_PP:g} pp of a random guess, "
                 f"{guess:.0f} %): its small group gaps mean no skill, not fairness"]
@@ -693,7 +699,6 @@ def _undefined_attribute_notes(s: Setting, reps: dict[int, dict[str, Any]], layo
         return []
     notes = []
     for c in columns:
-        metric = c.key.partition(":")[2]
         bad = sorted({t for r in reps.values() for t, rep in r["_per_attribute"].items() if not _finite(_value(rep, c.key))})
         if bad and any(_finite(_value(r, c.key)) for r in reps.values()):
             why = _why_empty(c.key, [r["_per_attribute"][t] for r in reps.values() for t in bad if t in r["_per_attribute"]])

@@ -154,8 +154,13 @@ def test_written_files_get_the_umasks_permissions(tmp_path, monkeypatch):
     to everyone but its writer."""
     import stat
 
+    import os
+
     from fairbench import run_store
 
+    current = os.umask(0)
+    os.umask(current)
+    assert run_store._UMASK == current  # read right at import
     for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
         monkeypatch.setattr(run_store, "_UMASK", umask)  # read once at import, from the process
         run_store.atomic_write_json(tmp_path / f"m{umask:o}.json", {"a": 1})

@@ -215,7 +215,10 @@ def test_rows_at_chance_get_a_note():
     fairness columns read as fair. Every seed must be within the margin of 100/K %."""
     from fairbench.tables import CHANCE_MARGIN_PP, chance_notes
 
-    assert CHANCE_MARGIN_PP == 2.0
+    # the margin is inclusive: 100/K +- margin is at chance, a hair beyond is not
+    edge = 50.0 + CHANCE_MARGIN_PP
+    assert chance_notes("m", {0: {"accuracy": edge, "num_classes": 2}})
+    assert chance_notes("m", {0: {"accuracy": edge + 0.1, "num_classes": 2}}) == []
     at_chance = {0: {"accuracy": 50.2, "num_classes": 2}, 1: {"accuracy": 48.1, "num_classes": 2}}
     (note,) = chance_notes("jtt", at_chance)
     assert note.startswith("jtt: at chance on every seed") and "50 %" in note

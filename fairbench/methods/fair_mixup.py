@@ -38,8 +38,9 @@ Default ``lambda = 1``: the authors train with Adam (lr 1e-3) and recommend lamb
 [10, 20, 30] for EO ([1, 10, 20] for DP). Under SGD (lr 0.05, momentum 0.9) lambda >= 10
 made the regulariser's gradient (tens to thousands in norm, against about 2 for the CE) blow
 the cross-entropy up in our trials on SynthFace, and lambda = 1 trained (at the quickstart
-budget, lr 0.02 and 8 epochs from scratch, it still ends at chance: ``benchmarks/results/``); ``max_grad_norm`` clips the total gradient norm where a larger lambda
-is wanted (off by default, not in the paper).
+budget, lr 0.02 and 8 epochs from scratch, it still ends at chance: ``benchmarks/results/``).
+``max_grad_norm`` clips the total gradient norm where a larger lambda is wanted (off by
+default, not in the paper).
 
 Other deviation from the authors' code: the supervised loss is on the runner's ordinary
 batch (they draw a fixed count from each (group, class) cell). Cost: a double backward pass;

@@ -23,7 +23,6 @@ buffers, so a resumed run continues phase 2 without re-identifying.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from pydantic import Field
