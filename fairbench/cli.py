@@ -234,6 +234,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from fairbench import registry
+    from fairbench.methods.base import needs_label
+    from fairbench.registry import summary_of
+    from fairbench.search import describe_space
+
+    method = registry.methods.get(args.name)
+    print(f"{args.name}: {summary_of(method)}")
+    print(f"needs in training: {needs_label(method)}; default selection: {method.default_selection}")
+    for profile, defaults in method.profile_defaults.items():
+        print(f"defaults on the {profile} profile: {defaults}")
+    rows = describe_space(method.Hparams, args.profile)
+    print()
+    print(tabulate([[r["key"], r["default"], r["search"], r["description"]] for r in rows],
+                   headers=["key", "default", "search space", "description"], tablefmt="simple"))
+    print("\nTrial 0 of a search is the defaults; other trials draw every searched key (fixed keys keep "
+          "their default).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairbench",
@@ -281,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered methods, datasets, backbones or metrics")
     p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics"])
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="one method in full: hyperparameters, defaults, search space, needs")
+    p.add_argument("kind", choices=["method"])
+    p.add_argument("name", help="method name (see `fairbench list methods`)")
+    p.add_argument("--profile", choices=["cpu-small", "paper"],
+                   help="show only this dataset profile's training search space")
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("eval", help="evaluate a finished run on another dataset (cross-dataset, per-group table)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

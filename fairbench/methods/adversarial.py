@@ -43,6 +43,7 @@ from torch import nn
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
+from fairbench.search import LogUniform, searched
 
 
 def projected_gradients(cls_grads: Sequence[torch.Tensor | None], adv_grads: Sequence[torch.Tensor | None],
@@ -109,8 +110,10 @@ class LogitAdversary(nn.Module):
 class AdversarialHparams(Hparams):
     mode: Literal["projection", "gradient_reversal"] = Field(
         "projection", description="classifier update: Zhang et al.'s gradient projection, or a gradient-reversal layer")
-    alpha: float = Field(0.1, ge=0.0, description="adversary weight alpha (AIF360 default 0.1; spec range 0.1-1)")
-    adversary_lr: float = Field(1e-4, gt=0.0, description="learning rate of the adversary's Adam (spec: 1e-4)")
+    alpha: float = Field(0.1, ge=0.0, description="adversary weight alpha (AIF360 default 0.1; spec range 0.1-1)",
+                         json_schema_extra=searched(LogUniform(0.01, 1.0)))
+    adversary_lr: float = Field(1e-4, gt=0.0, description="learning rate of the adversary's Adam (spec: 1e-4)",
+                                json_schema_extra=searched(LogUniform(1e-5, 1e-3)))
     condition_on_target: bool = Field(
         False, description="adversary also sees the true label (paper's equalized-odds variant); false = parity")
     adversary_hidden: int = Field(0, ge=0, description="hidden width of the adversary; 0 = linear, as in the paper")

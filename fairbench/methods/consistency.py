@@ -30,6 +30,7 @@ from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accura
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.pipeline import MEAN, STD
 from fairbench.registry import register_method
+from fairbench.search import LogUniform, searched
 
 
 def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, kind: str = "js") -> torch.Tensor:
@@ -77,7 +78,8 @@ def photometric_translate(x: torch.Tensor, brightness: float, contrast: float, s
 
 class ConsistencyHparams(Hparams):
     alpha: float = Field(
-        1.0, ge=0.0, description="weight of the consistency term (our default; the paper's value is unpublished)"
+        1.0, ge=0.0, description="weight of the consistency term (our default; the paper's value is unpublished)",
+        json_schema_extra=searched(LogUniform(0.1, 10.0)),
     )
     divergence: Literal["js", "sym_kl"] = Field(
         "js", description="Jensen-Shannon or symmetric KL between the two predictions"

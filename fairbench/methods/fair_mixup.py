@@ -62,6 +62,7 @@ from torch import nn
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
+from fairbench.search import LogUniform, searched
 
 
 @dataclass
@@ -162,7 +163,8 @@ def mixup_penalty(net: nn.Module, x: torch.Tensor, pairs: list[MixPair], gammas:
 
 class FairMixupHparams(Hparams):
     lam: float = Field(
-        1.0, ge=0.0, description="regulariser weight lambda (spec grid {1, 10, 20, 30}; 1: see the module notes)"
+        1.0, ge=0.0, description="regulariser weight lambda (spec grid {1, 10, 20, 30}; 1: see the module notes)",
+        json_schema_extra=searched(LogUniform(0.1, 30.0)),
     )
     variant: Literal["dp", "eo"] = Field(
         "eo", description="dp: mix between groups unconditionally; eo: within each target class"

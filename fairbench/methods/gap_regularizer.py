@@ -36,6 +36,7 @@ from pydantic import Field
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
+from fairbench.search import LogUniform, searched
 
 
 def soft_eo_gap(logits: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -57,7 +58,8 @@ def soft_eo_gap(logits: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, num
 
 class GapRegularizerHparams(Hparams):
     lam: float = Field(
-        1.0, ge=0.0, description="weight lambda of the soft equalized-odds gap (spec grid {1, 10}; see the notes)"
+        1.0, ge=0.0, description="weight lambda of the soft equalized-odds gap (spec grid {1, 10}; see the notes)",
+        json_schema_extra=searched(LogUniform(0.1, 10.0)),
     )
 
 

@@ -37,6 +37,7 @@ from fairbench.methods.base import Batch, MethodContext, TrainerView, accuracy_o
 from fairbench.methods.erm import ERM, ERMHparams
 from fairbench.methods.group_balanced import balanced_sampling_weights, cell_codes
 from fairbench.registry import register_method
+from fairbench.search import IntUniform, LogUniform, searched
 
 
 def group_mean_losses(losses: torch.Tensor, codes: torch.Tensor, num_units: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,12 +56,14 @@ def update_group_weights(q: torch.Tensor, group_loss: torch.Tensor, present: tor
 
 
 class GroupDROHparams(ERMHparams):
-    eta: float = Field(0.01, gt=0, description="step size of the group weights q (Sagawa et al.: 0.01)")
+    eta: float = Field(0.01, gt=0, description="step size of the group weights q (Sagawa et al.: 0.01)",
+                      json_schema_extra=searched(LogUniform(1e-3, 1e-1)))
     groups: Literal["cells", "groups"] = Field(
         "cells", description="DRO groups: (target, group) cells as in the paper, or demographic groups only")
     balanced_sampling: bool = Field(True, description="draw every DRO group with equal probability (paper: on)")
     generalization_adjustment: float = Field(
-        0.0, ge=0, description="C of the paper's C / sqrt(n_g) adjustment to group losses (0 = plain GroupDRO)")
+        0.0, ge=0, description="C of the paper's C / sqrt(n_g) adjustment to group losses (0 = plain GroupDRO)",
+        json_schema_extra=searched(IntUniform(0, 5)))
 
 
 @register_method("groupdro")

@@ -30,6 +30,7 @@ from pydantic import Field
 from fairbench.methods.base import MethodContext, TrainerView
 from fairbench.methods.erm import ERM, ClassifierNet, ERMHparams
 from fairbench.registry import register_method
+from fairbench.search import Choice, IntUniform, searched
 
 
 def error_set(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -44,8 +45,10 @@ def upweighted_sampling_weights(errors: np.ndarray, upweight: float) -> np.ndarr
 
 class JTTHparams(ERMHparams):
     identification_epochs: int = Field(
-        1, ge=1, description="T: ERM epochs of the identification model (paper, CelebA: 1)")
-    upweight: float = Field(50.0, gt=0, description="lambda_up: sampling weight of the error set (paper, CelebA: 50)")
+        1, ge=1, description="T: ERM epochs of the identification model (paper, CelebA: 1)",
+        json_schema_extra=searched(IntUniform(1, 3)))
+    upweight: float = Field(50.0, gt=0, description="lambda_up: sampling weight of the error set (paper, CelebA: 50)",
+                            json_schema_extra=searched(Choice((5.0, 10.0, 20.0, 50.0, 100.0))))
 
 
 @register_method("jtt")

@@ -29,6 +29,7 @@ from torch import nn
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
+from fairbench.search import LogUniform, searched
 
 
 def multitask_loss(target_logits: torch.Tensor, y: torch.Tensor, attribute_logits: dict[str, torch.Tensor],
@@ -54,7 +55,8 @@ class MultitaskHparams(Hparams):
     weighting: Literal["fixed", "uncertainty"] = Field(
         "fixed", description="fixed weights, or Kendall et al. (2018) learned uncertainty weights")
     attribute_weight: float = Field(
-        1.0, ge=0.0, description="weight w_a of every protected-attribute head's CE (fixed)"
+        1.0, ge=0.0, description="weight w_a of every protected-attribute head's CE (fixed)",
+        json_schema_extra=searched(LogUniform(0.1, 10.0)),
     )
     attribute_weights: dict[str, float] = Field(
         {}, description="per-attribute overrides of attribute_weight, e.g. {skin_tone = 0.5}")

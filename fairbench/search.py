@@ -1,0 +1,182 @@
+"""Hyperparameter search spaces, declared beside each field's default (as DomainBed's
+``hparams_registry``), and deterministic random-search trials.
+
+A method's ``Hparams`` field opts into the search with ``json_schema_extra=searched(...)``::
+
+    eta: float = Field(0.01, gt=0, description="...", json_schema_extra=searched(LogUniform(1e-3, 1e-1)))
+
+Fields without a distribution keep their default in every trial. The training settings every
+method shares (learning rates, weight decay, batch size) have one space per dataset profile
+(:data:`TRAIN_SPACES`), so that every method is searched over the same optimiser settings.
+
+Trial 0 is always the defaults; trial k > 0 draws every searched value from a generator seeded
+by (search seed, method name, trial), so a trial's values do not depend on which other methods
+or trials a suite contains, and re-running a suite draws the same trials.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from fairbench.config import PROFILES, TrainConfig
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """exp(U(log low, log high)): for scales (learning rates, weights, step sizes)."""
+
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+
+    def describe(self) -> str:
+        return f"log-uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+    def describe(self) -> str:
+        return f"uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class IntUniform:
+    """An integer in [low, high], both included."""
+
+    low: int
+    high: int
+
+    def sample(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.low, self.high + 1))
+
+    def describe(self) -> str:
+        return f"integer in [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[Any, ...]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def describe(self) -> str:
+        return "one of {" + ", ".join(str(v) for v in self.values) + "}"
+
+
+Distribution = Union[LogUniform, Uniform, IntUniform, Choice]
+_KINDS: dict[str, type] = {"log_uniform": LogUniform, "uniform": Uniform, "int_uniform": IntUniform, "choice": Choice}
+
+
+class SearchSpaceError(ValueError):
+    """A search space that cannot produce a valid configuration; the message names the key."""
+
+
+def searched(distribution: Distribution) -> dict[str, Any]:
+    """``json_schema_extra`` for a field searched over ``distribution`` (kept JSON-able)."""
+    kind = next(k for k, cls in _KINDS.items() if isinstance(distribution, cls))
+    params = {"values": list(distribution.values)} if isinstance(distribution, Choice) else {
+        "low": distribution.low, "high": distribution.high}
+    return {"search": {"kind": kind, **params}}
+
+
+def _from_json(spec: dict[str, Any]) -> Distribution:
+    cls = _KINDS[spec["kind"]]
+    if cls is Choice:
+        return Choice(tuple(spec["values"]))
+    return cls(spec["low"], spec["high"])
+
+
+def hparam_space(hparams_model: type[BaseModel]) -> dict[str, Distribution]:
+    """The searched fields of a method's ``Hparams`` model, in declaration order."""
+    space = {}
+    for name, field in hparams_model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and "search" in extra:
+            space[name] = _from_json(extra["search"])
+    return space
+
+
+#: Shared training settings, per dataset profile, searched for every method alike. The
+#: learning rates are drawn around each profile's default (cpu-small 0.02, paper 0.002 for the
+#: heads), a decade either way, and the backbone keeps the profile's ratio to the heads.
+TRAIN_SPACES: dict[str, dict[str, Distribution]] = {
+    "cpu-small": {
+        "lr": LogUniform(0.005, 0.1),
+        "weight_decay": LogUniform(1e-5, 1e-2),
+        "batch_size": Choice((32, 64, 128)),
+    },
+    "paper": {
+        "lr": LogUniform(0.0005, 0.01),
+        "weight_decay": LogUniform(1e-5, 1e-2),
+        "batch_size": Choice((8, 16, 32)),
+    },
+}
+#: backbone_lr / lr of each profile's defaults (0.02 / 0.02 and 0.0002 / 0.002)
+BACKBONE_LR_RATIO = {"cpu-small": 1.0, "paper": 0.1}
+
+
+def trial_rng(search_seed: int, method: str, trial: int) -> np.random.Generator:
+    return np.random.default_rng([search_seed, zlib.crc32(method.encode()), trial])
+
+
+def sample_trial(method: str, hparams_model: type[BaseModel], profile: str, search_seed: int,
+                 trial: int) -> dict[str, dict[str, Any]]:
+    """``{"hparams": {...}, "train": {...}}`` overrides for one trial; trial 0 is the defaults ({}).
+
+    Raises :class:`SearchSpaceError` naming the key when a drawn value fails validation."""
+    if trial < 0:
+        raise SearchSpaceError(f"search trial must be >= 0, got {trial}")
+    if trial == 0:
+        return {"hparams": {}, "train": {}}
+    if profile not in TRAIN_SPACES:
+        raise SearchSpaceError(f"no training search space for dataset profile {profile!r}; "
+                               f"known: {', '.join(TRAIN_SPACES)}")
+    rng = trial_rng(search_seed, method, trial)
+    # a fixed draw order (train settings, then hparams in declaration order) keeps trials stable
+    train = {name: dist.sample(rng) for name, dist in TRAIN_SPACES[profile].items()}
+    train["backbone_lr"] = train["lr"] * BACKBONE_LR_RATIO[profile]
+    hparams = {name: dist.sample(rng) for name, dist in hparam_space(hparams_model).items()}
+    try:
+        hparams_model.model_validate(hparams)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise SearchSpaceError(
+            f"{method}: search space of hparams.{key} drew {hparams.get(key)!r}, which fails validation "
+            f"({err['msg']}); fix the field's searched(...) distribution in the method's module") from None
+    return {"hparams": hparams, "train": train}
+
+
+def describe_space(hparams_model: type[BaseModel], profile: str | None = None) -> list[dict[str, str]]:
+    """Rows for ``fairbench show method``: every field, its default, description and search range."""
+    space = hparam_space(hparams_model)
+    rows = []
+    for name, field in hparams_model.model_fields.items():
+        rows.append({"key": f"hparams.{name}", "default": repr(field.get_default(call_default_factory=True)),
+                     "search": space[name].describe() if name in space else "fixed",
+                     "description": field.description or ""})
+    for prof, dists in TRAIN_SPACES.items():
+        if profile is not None and prof != profile:
+            continue
+        defaults = {**TrainConfig().model_dump(), **PROFILES[prof]["train"]}
+        for name, dist in dists.items():
+            rows.append({"key": f"train.{name} ({prof})", "default": repr(defaults[name]), "search": dist.describe(),
+                         "description": "shared by every method"})
+        rows.append({"key": f"train.backbone_lr ({prof})", "default": repr(defaults["backbone_lr"]),
+                     "search": f"{BACKBONE_LR_RATIO[prof]:g} x train.lr", "description": "follows the drawn lr"})
+    return rows
