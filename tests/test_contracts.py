@@ -1,0 +1,111 @@
+"""Contracts every registered method keeps, checked over the whole registry (as timm's and
+DomainBed's tests do), so a new method is covered the moment it is registered.
+
+Each method, through the real runner on a tiny built-in benchmark:
+- trains and writes valid predictions, selected by its declared rule;
+- sees demographic labels in training only if it declares ``uses_train_groups``;
+- rebuilds from its record (state round trip) and predicts what it stored;
+- resumes after a crash between epochs and ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fairbench import registry
+from fairbench.run_store import RunRecord
+from fairbench.runner import execute, load_bundle, load_trained_method, predict_images
+from tests.conftest import tiny_config
+
+METHODS = sorted(registry.methods.names())
+EPOCHS = 2  # JTT's identification phase (1 epoch by default) needs a second epoch
+
+
+def _config(method: str):
+    return tiny_config(method, epochs=EPOCHS, **{"data.options": {"n_train": 128, "n_val": 64, "n_test": 64}})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[dict, Path]:
+    """One uninterrupted run per method (trained on first use), shared by the contracts below."""
+    return {}, tmp_path_factory.mktemp("contracts")
+
+
+def _train(method: str, trained) -> tuple[type, Path, list[tuple[bool, bool]]]:
+    """The method's class, its run folder, and (groups in batch, groups in context) per update."""
+    cache, root = trained
+    if method not in cache:
+        cls = registry.methods.get(method)
+        seen: list[tuple[bool, bool]] = []
+        original = cls.update
+
+        def recording_update(self, batch):
+            seen.append((batch.group is not None or batch.attributes is not None, self.ctx.train_groups is not None))
+            return original(self, batch)
+
+        cls.update = recording_update
+        try:
+            path = execute(_config(method), root / "runs")
+        finally:
+            cls.update = original
+        cache[method] = (cls, path, seen)
+    return cache[method]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_trains_selects_and_writes_valid_predictions(method, trained):
+    cls, path, _ = _train(method, trained)
+    record = RunRecord(path)
+    assert record.status()["state"] == "done"
+    classes = json.loads((path / "dataset.json").read_text())["classes"]
+    test = pd.read_csv(path / "predictions_test.csv")
+    assert len(test) == 64 and test["pred"].between(0, len(classes) - 1).all()
+    metrics = record.metrics()
+    assert metrics["selection"]["rule"] == cls.default_selection
+    assert metrics["test"]["accuracy"] == pytest.approx(100.0 * (test["pred"] == test["target"]).mean())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_group_labels_reach_only_methods_that_declare_them(method, trained):
+    cls, _, seen = _train(method, trained)
+    assert seen, f"{method}: update was never called"
+    assert set(seen) == {(cls.uses_train_groups, cls.uses_train_groups)}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rebuilds_from_its_record_and_predicts_what_it_stored(method, trained):
+    cls, path, _ = _train(method, trained)
+    rebuilt, cfg, _ = load_trained_method(path, "cpu")
+    assert type(rebuilt) is cls
+    test = load_bundle(cfg).splits["test"]
+    logits = predict_images(rebuilt, test.images, cfg.train.eval_batch_size, torch.device("cpu"), amp=False)
+    stored = pd.read_csv(path / "predictions_test.csv")["pred"].to_numpy()
+    assert (logits.argmax(1) == stored).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resumes_after_a_crash_and_ends_where_an_uninterrupted_run_ends(method, trained, tmp_path, monkeypatch):
+    cls, path, _ = _train(method, trained)
+    original = cls.begin_epoch
+
+    def crash_in_second_epoch(self, epoch, trainer):
+        if epoch == 1:
+            raise RuntimeError("simulated crash between epochs")
+        return original(self, epoch, trainer)
+
+    monkeypatch.setattr(cls, "begin_epoch", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(_config(method), tmp_path)
+    monkeypatch.setattr(cls, "begin_epoch", original)
+    resumed = execute(_config(method), tmp_path)
+    assert resumed.name == path.name  # same configuration, same run id
+    history = json.loads((resumed / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(EPOCHS))
+    a = pd.read_csv(path / "predictions_test.csv")
+    b = pd.read_csv(resumed / "predictions_test.csv")
+    pd.testing.assert_frame_equal(a, b)
