@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.metadata as importlib_metadata
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
@@ -48,9 +49,13 @@ def _origin(entry: _Entry) -> str:
 class Registry(Generic[T]):
     kind: str  # "method", "dataset", ...
     group: str  # entry-point group
+    #: the package of built-in entries, scanned for modules the installed entry points do not name
+    #: yet (a built-in added since the last ``pip install -e .`` is found without reinstalling)
+    builtin_package: str | None = None
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _failures: dict[str, PluginFailure] = field(default_factory=dict)
     _discovered: bool = False
+    _scanned: bool = False
 
     # -- discovery -----------------------------------------------------------------
     def _discover(self) -> None:
@@ -70,6 +75,24 @@ class Registry(Generic[T]):
                     "Uninstall one of the two packages or rename the entry point."
                 )
             self._entries[ep.name] = _Entry(ep.name, module, dist)
+
+    def _scan_builtins(self) -> None:
+        """Import the built-in package's modules that no entry point names (once, on a miss or a
+        listing, so that the common lookup stays lazy); they register themselves on import."""
+        if self._scanned or self.builtin_package is None:
+            return
+        self._scanned = True
+        known = {entry.module for entry in self._entries.values()}
+        package = importlib.import_module(self.builtin_package)
+        for info in pkgutil.iter_modules(package.__path__):
+            module = f"{self.builtin_package}.{info.name}"
+            if info.name.startswith("_") or info.name == "base" or module in known:
+                continue
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # a broken built-in is reported like a broken plugin
+                self._failures[info.name] = PluginFailure(info.name, module, "fairbench (source tree)",
+                                                          f"{type(exc).__name__}: {exc}")
 
     def _load(self, entry: _Entry) -> None:
         if entry.loaded:
@@ -130,6 +153,9 @@ class Registry(Generic[T]):
         self._discover()
         entry = self._entries.get(name)
         if entry is None:
+            self._scan_builtins()
+            entry = self._entries.get(name)
+        if entry is None:
             failure = self._failures.get(name)
             if failure is not None:
                 raise RegistryError(
@@ -147,6 +173,7 @@ class Registry(Generic[T]):
 
     def names(self, pattern: str = "*", load: bool = False) -> list[str]:
         self._discover()
+        self._scan_builtins()
         if load:
             self.load_all()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
@@ -154,6 +181,7 @@ class Registry(Generic[T]):
     def load_all(self) -> list[PluginFailure]:
         """Import every entry; failures are recorded and returned, never raised."""
         self._discover()
+        self._scan_builtins()
         for entry in list(self._entries.values()):
             try:
                 self._load(entry)
@@ -173,10 +201,10 @@ class Registry(Generic[T]):
         return list(self._failures.values())
 
 
-methods: Registry = Registry("method", "fairbench.methods")
-datasets: Registry = Registry("dataset", "fairbench.datasets")
-backbones: Registry = Registry("backbone", "fairbench.backbones")
-metrics: Registry = Registry("metric", "fairbench.metrics")
+methods: Registry = Registry("method", "fairbench.methods", "fairbench.methods")
+datasets: Registry = Registry("dataset", "fairbench.datasets", "fairbench.datasets")
+backbones: Registry = Registry("backbone", "fairbench.backbones", "fairbench.backbones")
+metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics")
 
 REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics}
 

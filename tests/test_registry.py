@@ -101,3 +101,30 @@ def test_builtins_come_through_entry_points():
     declared = {ep.name for ep in entry_points(group="fairbench.methods")}
     assert "erm" in declared
     assert registry.methods.origin("erm").startswith("fairbench.methods.erm (distribution fairbench)")
+
+
+def test_builtin_modules_without_an_entry_point_are_found_without_reinstalling(tmp_path, monkeypatch):
+    """A built-in added to the source tree after `pip install -e .` registers on a miss / listing."""
+    pkg = tmp_path / "newbuiltins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "base.py").write_text("raise RuntimeError('base modules are never scanned')\n")
+    (pkg / "listed.py").write_text(
+        "from tests.test_registry import SCANNED\nSCANNED.decorator('listed')(type('Listed', (), {}))\n")
+    (pkg / "fresh.py").write_text(
+        "from tests.test_registry import SCANNED\nSCANNED.decorator('fresh')(type('Fresh', (), {}))\n")
+    (pkg / "broken.py").write_text("import no_such_module_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry.importlib_metadata, "entry_points",
+                        lambda group: [FakeEntryPoint("listed", "newbuiltins.listed", "fairbench")])
+    reg = Registry("method", "test.group", builtin_package="newbuiltins")
+    monkeypatch.setitem(globals(), "SCANNED", reg)
+    assert reg.get("listed").__name__ == "Listed"  # entry point: no scan needed
+    assert not reg._scanned
+    assert reg.get("fresh").__name__ == "Fresh"  # a miss scans the package once
+    assert reg.names() == ["fresh", "listed"]
+    [failure] = reg.failures()
+    assert failure.module == "newbuiltins.broken" and "no_such_module_anywhere" in failure.error
+
+
+SCANNED: Registry | None = None
