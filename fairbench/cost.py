@@ -1,0 +1,140 @@
+"""What a run's training cost: optimizer steps, images forwarded and backwarded, training FLOPs,
+wall time and peak memory, so that methods can be compared at equal budgets.
+
+FLOPs are measured, not guessed: the first update of every epoch runs under
+:class:`torch.utils.flop_counter.FlopCounterMode` (forward and backward of every step the method
+takes in that update), and the epoch's total is that count times the epoch's updates. This is
+exact for methods whose update does the same work on every batch (all built-ins; JTT's phases
+are measured separately because each epoch is measured) and an estimate otherwise; the record
+says ``"flops_method": "first update of each epoch x updates"``.
+
+Steps are counted with a global optimizer step hook (every ``optimizer.step()`` of the process
+while the meter is active): FineFACE's N + 2 steps per batch count as N + 2, an adversary's
+step counts too. Images are counted at the input of the first stage of every backbone the method owns (FineFACE's
+crops count as images): a forward under autograd counts as forwarded and backwarded, one in
+``no_grad`` / inference mode as forwarded only. FLOPs and wall time cover ``Method.update`` only;
+a method's own passes between epochs (JTT's inference on the training split) show in the image
+counts, not in ``train_flops``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fairbench.backbones.base import FeatureBackbone
+
+
+@dataclass
+class TrainingCost:
+    updates: int = 0  # calls of Method.update (batches)
+    optimizer_steps: int = 0  # optimizer.step() calls, every optimizer
+    images_forwarded: int = 0  # through a backbone, training and the method's own between-epoch passes
+    images_backwarded: int = 0  # forwarded with autograd on
+    train_flops: float = 0.0  # forward + backward, measured per epoch (see module notes)
+    train_seconds: float = 0.0  # wall time inside Method.update
+    peak_memory_bytes: int = 0  # CUDA: peak allocated; CPU: the process's peak resident set
+    peak_memory_kind: str = ""
+    flops_per_update: list[float] = field(default_factory=list)  # one per epoch (the measured update)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["flops_method"] = "first update of each epoch x updates (torch.utils.flop_counter)"
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "TrainingCost":
+        if not data:
+            return cls()
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _process_peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
+
+
+class CostMeter:
+    """Counts a method's training cost while active (``with meter:``); resumable from a record.
+
+    Use ``meter.update(batch_fn)`` around each ``Method.update`` call and ``meter.begin_epoch()``
+    before each epoch."""
+
+    def __init__(self, method: nn.Module, device: torch.device, start: TrainingCost | None = None):
+        self.method, self.device = method, device
+        self.cost = start or TrainingCost()
+        self._handles: list[Any] = []
+        self._measure_next = True
+        self._epoch_flops = 0.0
+
+    # -- activation ------------------------------------------------------------------------
+    def __enter__(self) -> "CostMeter":
+        self._handles.append(register_optimizer_step_post_hook(self._on_step))
+        for module in self.method.modules():
+            if isinstance(module, FeatureBackbone) and len(module.stages):
+                # the first stage sees every image, whichever entry (forward, forward_stages) is used
+                self._handles.append(module.stages[0].register_forward_pre_hook(self._on_backbone_input))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._record_peak_memory()
+
+    def _on_step(self, optimizer, args, kwargs) -> None:
+        self.cost.optimizer_steps += 1
+
+    def _on_backbone_input(self, module, inputs) -> None:
+        x = inputs[0] if inputs else None
+        if isinstance(x, torch.Tensor) and x.dim() >= 1:
+            n = int(x.shape[0])
+            self.cost.images_forwarded += n
+            if torch.is_grad_enabled():
+                self.cost.images_backwarded += n
+
+    def _record_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            peak, kind = int(torch.cuda.max_memory_allocated(self.device)), "cuda max_memory_allocated"
+        else:
+            peak, kind = _process_peak_rss_bytes(), "process peak resident set (ru_maxrss)"
+        self.cost.peak_memory_bytes = max(self.cost.peak_memory_bytes, peak)
+        self.cost.peak_memory_kind = kind
+
+    # -- per epoch / per update --------------------------------------------------------------
+    def begin_epoch(self) -> None:
+        self._measure_next = True
+
+    def update(self, run_update):
+        """Run one ``Method.update`` (a zero-argument callable) and account for it."""
+        start = time.perf_counter()
+        if self._measure_next:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                out = run_update()
+            self._epoch_flops = float(counter.get_total_flops())
+            self.cost.flops_per_update.append(self._epoch_flops)
+            self._measure_next = False
+        else:
+            out = run_update()
+        self.cost.train_seconds += time.perf_counter() - start
+        self.cost.updates += 1
+        self.cost.train_flops += self._epoch_flops
+        return out
+
+
+def format_flops(flops: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
