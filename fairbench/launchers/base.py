@@ -1,0 +1,193 @@
+"""The launcher contract: how a suite's pending jobs get trained.
+
+``fairbench suite run FILE --launcher NAME`` looks NAME up in the ``fairbench.launchers``
+entry-point group (built-ins: ``local``, ``slurm``), validates its options and calls
+:meth:`Launcher.launch` with the jobs that are not done. A launcher only decides *where* and
+*when* a job runs: every job, wherever it runs, goes through :func:`train_job` (the runner, under
+the run's lease), so the run store stays the one record of what ran, and
+``fairbench suite status`` reads it, not the scheduler.
+
+A lab adds its own launcher from another package::
+
+    from fairbench.launchers.base import Launcher
+    from fairbench.registry import register_launcher
+
+    @register_launcher("mycluster")
+    class MyCluster(Launcher):
+        class Options(Launcher.Options):
+            queue: str = "gpu"
+        def launch(self, todo, ctx): ...
+
+and declares it in its ``pyproject.toml`` under ``[project.entry-points."fairbench.launchers"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from fairbench.suite import Job, Suite, SuiteProgress, SuiteResult
+
+QUEUE_FOLDER = ".queue"
+
+
+class Launcher:
+    """Trains a list of jobs; subclasses set ``Options`` (their settings) and ``launch``."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    #: whether ``launch`` returns only once every job has ended (local) or after submitting them (batch
+    #: schedulers: the suite's evaluations and reports then wait for a later ``suite run``)
+    waits: ClassVar[bool] = True
+
+    def __init__(self, options: "Launcher.Options"):
+        self.options = options
+
+    def describe(self, n_jobs: int) -> str:
+        """One line for ``--dry-run``: how ``n_jobs`` jobs would be run."""
+        return f"{n_jobs} jobs through the {getattr(self, 'registered_name', type(self).__name__)} launcher"
+
+    def launch(self, todo: list["Job"], ctx: "LaunchContext") -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class LaunchContext:
+    suite: "Suite"
+    runs_dir: Path
+    progress: "SuiteProgress"
+    result: "SuiteResult"
+    #: jobs left alone because another live process owns them (index -> who)
+    busy: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.runs_dir / self.suite.report_dir_name
+
+
+# -- one job, wherever it runs --------------------------------------------------------------------
+
+@dataclass
+class JobOutcome:
+    state: str  # trained | done-before | busy | failed
+    detail: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"state": self.state, "detail": self.detail})
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobOutcome":
+        data = json.loads(text)
+        return cls(data["state"], data.get("detail", ""))
+
+
+def train_job(config: dict[str, Any], runs_dir: Path, reporter=None) -> JobOutcome:
+    """Train one job's run (resuming it if it was interrupted); never raises for the job's own errors
+    (they are in its ``status.json`` too)."""
+    from fairbench.config import RunConfig
+    from fairbench.progress import Reporter
+    from fairbench.run_lease import RunBusy
+    from fairbench.runner import RunAlreadyDone, execute
+
+    cfg = RunConfig.model_validate(config)
+    try:
+        execute(cfg, Path(runs_dir), reporter=reporter or Reporter(quiet=True))
+    except RunAlreadyDone:
+        return JobOutcome("done-before")
+    except RunBusy as busy:
+        return JobOutcome("busy", busy.owner.describe() if busy.owner else str(busy))
+    except Exception as exc:  # recorded in status.json by the runner too
+        return JobOutcome("failed", f"{type(exc).__name__}: {exc}")
+    return JobOutcome("trained")
+
+
+def record_outcome(ctx: LaunchContext, job: "Job", outcome: JobOutcome, seconds: float | None) -> None:
+    """The suite's bookkeeping for one finished job, and its log line."""
+    if outcome.state == "trained":
+        ctx.result.ran.append(job.index)
+        ctx.progress.end(job, "done", "", seconds)
+    elif outcome.state == "done-before":
+        ctx.progress.end(job, "done", "finished by another process meanwhile", seconds)
+    elif outcome.state == "busy":
+        ctx.busy[job.index] = outcome.detail
+        ctx.progress.end(job, "skipped", f"being trained by {outcome.detail}", seconds)
+    else:
+        ctx.result.failed[job.index] = outcome.detail
+        ctx.progress.end(job, "failed", outcome.detail, seconds)
+
+
+# -- queue records: "submitted, not started yet", kept in the run store ----------------------------
+
+def queue_record_path(runs_dir: Path, run_id: str) -> Path:
+    return Path(runs_dir) / QUEUE_FOLDER / f"{run_id}.json"
+
+
+def mark_queued(runs_dir: Path, run_id: str, **info: Any) -> None:
+    """Record that a scheduler holds this run (``suite status`` shows it as queued until it starts)."""
+    from fairbench.run_store import atomic_write_json, now
+
+    atomic_write_json(queue_record_path(runs_dir, run_id), {"queued": now(), "time": time.time(), **info})
+
+
+def queued(runs_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's queue record, or None. Only a record newer than the run's own status counts."""
+    path = queue_record_path(runs_dir, run_id)
+    try:
+        record = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+    status = Path(runs_dir) / run_id / "status.json"
+    try:
+        if status.stat().st_mtime > record.get("time", 0):
+            return None
+    except FileNotFoundError:
+        pass
+    return record
+
+
+def visible_gpus() -> list[str]:
+    """This process's GPUs as ``CUDA_VISIBLE_DEVICES`` entries (indices, or UUIDs / MIG names as
+    given); empty without CUDA."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g.strip() for g in given.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no torch CUDA build
+        return []
+
+
+def make_launcher(name: str | None, table: dict[str, Any], overrides: dict[str, Any], where: str) -> Launcher:
+    """The launcher ``name`` (default: the suite's ``[launcher] default``, else ``local``) with its
+    options: the suite's ``[launcher.NAME]`` table, overridden by the command line's."""
+    from pydantic import ValidationError
+
+    from fairbench import registry
+    from fairbench.config import ConfigError, explain_validation_error
+
+    stray = [k for k, v in table.items() if k != "default" and not isinstance(v, dict)]
+    if stray:
+        raise ConfigError(f"{where}: [launcher] {stray[0]} = ...: options go in a table per launcher, e.g. "
+                          f"[launcher.slurm] {stray[0]} = ...; [launcher] itself holds only default = \"NAME\"")
+    name = name or table.get("default") or "local"
+    cls = registry.launchers.get(name)
+    section = table.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: [launcher.{name}] must be a table of options, got {section!r}")
+    options = {**section, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        parsed = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, cls.Options, f"the {name} launcher's options ([launcher.{name}] "
+                                                         f"in {where} and the command line)") from None
+    return cls(parsed)
