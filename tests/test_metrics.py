@@ -469,3 +469,40 @@ def test_metrics_are_registered_with_one_line_summaries():
     for name in names:
         summary = registry.summary_of(registry.metrics.get(name))
         assert summary and "\n" not in summary
+
+
+# -- intervals within range, paired differences over seeds ---------------------------------------
+def test_clipped_interval_never_leaves_the_metric_range():
+    from fairbench.metrics.uncertainty import clipped_t_interval, mean_t_interval
+
+    values = [99.9, 100.0, 97.0]
+    mean, low, high, n = clipped_t_interval(values)
+    m, half, _ = mean_t_interval(values)
+    assert n == 3 and mean == m and high == 100.0 and low == pytest.approx(m - half)
+    assert clipped_t_interval([1.0, 50.0])[2] <= 100.0 and clipped_t_interval([1.0, 50.0])[1] == 0.0
+
+
+def test_paired_difference_uses_common_seeds_and_removes_shared_variance():
+    from fairbench.metrics.uncertainty import mean_t_interval, paired_difference
+
+    baseline = {0: 60.0, 1: 80.0, 2: 70.0, 3: 90.0, 4: 65.0, 9: 50.0}
+    method = {s: v + 2.0 + (0.1 if s % 2 else -0.1) for s, v in baseline.items() if s != 9}
+    method[7] = 99.0  # no baseline for seed 7: ignored
+    diff = paired_difference(method, baseline)
+    assert diff.seeds == [0, 1, 2, 3, 4] and diff.n == 5 and not diff.rough
+    assert diff.mean == pytest.approx(2.0 + 0.1 * (2 - 3) / 5)
+    assert diff.excludes_zero and diff.low > 1.5
+    # unpaired, the seed-to-seed spread (60-90) would swamp the +2
+    _, half_unpaired, _ = mean_t_interval([method[s] for s in diff.seeds])
+    assert half_unpaired > 5 * (diff.high - diff.mean)
+    assert "paired, n=5" in diff.describe()
+
+
+def test_paired_difference_with_few_seeds_is_called_rough():
+    from fairbench.metrics.uncertainty import paired_difference
+
+    diff = paired_difference({0: 1.0, 1: 3.0}, {0: 0.0, 1: 0.0})
+    assert diff.rough and "rough: fewer than 5 seeds" in diff.describe()
+    assert not diff.excludes_zero  # [-10.7, 14.7]
+    assert paired_difference({0: 1.0}, {1: 1.0}).describe() == "no common seeds"
+    assert paired_difference({0: 2.0}, {0: 1.0}).describe() == "+1.00 pp (n=1: no interval)"

@@ -264,3 +264,58 @@ def mean_over_attributes(
         out[key] = float(vals[ok].mean()) if ok.any() else NAN
         out[f"{key}_undefined_count"] = int((~ok).sum())
     return out
+
+
+# ----------------------------------------------------------------------------------
+# intervals that respect a metric's range, and paired differences over seeds
+# ----------------------------------------------------------------------------------
+#: below this many seeds an interval is printed but called rough
+MIN_SEEDS_FOR_INTERVALS = 5
+
+
+def clipped_t_interval(values: Iterable[float], bounds: tuple[float, float] | None = (0.0, 100.0),
+                       confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """``(mean, low, high, n)``: the t-interval over seeds, clipped to the metric's range
+    (``bounds``; None = unbounded), so that an interval never leaves 0-100 %."""
+    mean, half, n = mean_t_interval(values, confidence)
+    low, high = mean - half, mean + half
+    if bounds is not None and not math.isnan(half):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high, n
+
+
+class PairedDifference(tuple):
+    """``(mean, low, high)`` of method - baseline over the seeds both have, with ``n``,
+    ``seeds``, ``rough`` (n < MIN_SEEDS_FOR_INTERVALS) and ``excludes_zero``."""
+
+    def __new__(cls, mean: float, low: float, high: float, seeds: list[Any]):
+        self = super().__new__(cls, (mean, low, high))
+        self.mean, self.low, self.high = mean, low, high
+        self.seeds, self.n = seeds, len(seeds)
+        self.rough = self.n < MIN_SEEDS_FOR_INTERVALS
+        self.excludes_zero = not math.isnan(low) and (low > 0 or high < 0)
+        return self
+
+    def describe(self, unit: str = "pp") -> str:
+        if self.n == 0:
+            return "no common seeds"
+        if math.isnan(self.low):
+            return f"{self.mean:+.2f} {unit} (n={self.n}: no interval)"
+        text = f"{self.mean:+.2f} {unit} [{self.low:+.2f}, {self.high:+.2f}] (paired, n={self.n})"
+        return text + (" rough: fewer than 5 seeds" if self.rough else "")
+
+
+def paired_difference(method: Mapping[Any, float], baseline: Mapping[Any, float],
+                      span: float | None = 100.0, confidence: float = 0.95) -> PairedDifference:
+    """Paired t-interval of ``method[s] - baseline[s]`` over the seeds s both have (NaN dropped).
+
+    Same seed = same data order and initialisation, so pairing removes the seed-to-seed
+    variance both share. ``span`` (the metric's range width) clips the interval to
+    [-span, span]; None leaves it unbounded."""
+    seeds = sorted(s for s in method if s in baseline
+                   and not (math.isnan(float(method[s])) or math.isnan(float(baseline[s]))))
+    diffs = [float(method[s]) - float(baseline[s]) for s in seeds]
+    if not diffs:
+        return PairedDifference(NAN, NAN, NAN, [])
+    mean, low, high, _ = clipped_t_interval(diffs, None if span is None else (-span, span), confidence)
+    return PairedDifference(mean, low, high, seeds)
