@@ -254,6 +254,19 @@ def _pillow_version() -> str:
     return PIL.__version__
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):  # its message repeats the path
+        return "not an image in a format Pillow can read (UnidentifiedImageError)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _decode_into(tmp: Path, paths: list[Path], present: list[int], size: int, rows: list[str],
                  on_bad_image: str, progress: Progress, workers: int | None) -> list[BadImage]:
     """Decode ``present`` files into slot i of a memmap at ``tmp`` (N = len(paths) slots)."""
@@ -270,7 +283,7 @@ def _decode_into(tmp: Path, paths: list[Path], present: list[int], size: int, ro
             try:
                 out[i] = decode_image(paths[i], size)
             except Exception as exc:  # any unreadable file: recorded, or an error naming it
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                reason = _why_unreadable(paths[i], exc)
                 failed.append(BadImage(i, str(paths[i]), rows[i], reason))
                 if on_bad_image == "error":
                     stop.set()

@@ -63,6 +63,37 @@ def run_summary(metrics: dict[str, Any], split: str = "test"):
     return table
 
 
+def run_notes(record: RunRecord, split: str = "test") -> list[str]:
+    """Warnings under the end-of-run table: a model at chance, or one that predicts a single class
+    for every image (of some group), has small fairness gaps because it has no skill."""
+    from fairbench.tables import CHANCE_MARGIN_PP, at_chance
+
+    report = record.metrics()[split]
+    notes = []
+    guess = at_chance([report])
+    if guess is not None:
+        notes.append(f"accuracy {report['accuracy']:.2f} % is within {CHANCE_MARGIN_PP:g} pp of a random guess "
+                     f"({guess:.0f} %): the model is at chance, and fairness gaps near 0 here mean no skill")
+    try:
+        frame = record.predictions(split)
+        classes = json.loads((record.path / "dataset.json").read_text())["classes"]
+    except (OSError, ValueError, KeyError):
+        return notes
+    if frame.empty:
+        return notes
+    name = lambda k: str(classes[k]) if 0 <= k < len(classes) else str(k)  # noqa: E731
+    if frame["pred"].nunique() == 1:
+        notes.append(f"the model predicts one class ({name(int(frame['pred'].iloc[0]))}) for every {split} image: "
+                     "fairness gaps of 0 here mean no skill")
+        return notes
+    constant = {str(g): int(p.iloc[0]) for g, p in frame.groupby("group", sort=False)["pred"] if p.nunique() == 1 and len(p) > 1}
+    if constant:
+        listed = ", ".join(f"{g} (always {name(k)})" for g, k in constant.items())
+        notes.append(f"the model predicts one class for every {split} image of {len(constant)} group(s): {listed}; "
+                     "their rates say nothing about skill, and gaps that involve them are not fairness")
+    return notes
+
+
 def _task_label(cfg: dict[str, Any]) -> str:
     return f"{cfg['data']['target']} ~ {'+'.join(cfg['data']['protected'])}"
 
@@ -103,7 +134,7 @@ def collect_runs(runs_dir: Path, only: set[str] | None = None) -> tuple[pd.DataF
         test = metrics["test"]
         row = {"run_id": record.run_id, "method": cfg["method"], "needs": needs, "dataset": cfg["data"]["name"],
                "task": _task_label(cfg), "selection": cfg.get("selection"), "setting": _setting_key(cfg),
-               "seed": cfg["train"]["seed"], "eval": cfg["data"]["name"]}
+               "seed": cfg["train"]["seed"], "eval": cfg["data"]["name"], "data": cfg["data"].get("fingerprint")}
         row.update({key: test.get(key) for key, _ in HEADLINE})
         rows.append(row)
         for folder in record.evaluations():  # cross-dataset evaluations appear as their own rows
@@ -120,7 +151,7 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     if runs.empty:
         return runs
-    keys = ["method", "needs", "dataset", "task", "selection", "setting", "eval"]
+    keys = ["method", "needs", "dataset", "task", "selection", "setting", "eval", "data"]
     out = []
     for key, grp in runs.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
@@ -149,6 +180,10 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
     })
     if table["setting"].nunique() > table[["method", "dataset", "task"]].drop_duplicates().shape[0]:
         display["setting"] = table["setting"]
+    # runs on different copies of a dataset are different settings: say which data each row used
+    same = ["method", "dataset", "task", "selection", "eval"]
+    if "data" in table and (table.groupby(same, dropna=False)["data"].nunique(dropna=False) > 1).any():
+        display["data"] = table["data"].fillna("(not recorded)")
     for metric, title in HEADLINE:
         digits = 3 if metric == "max_min_ratio" else 2
         display[title] = [

@@ -680,18 +680,25 @@ def common_num_classes(reports: Iterable[dict[str, Any]]) -> int | None:
     return k if isinstance(k, int) and k > 1 else None
 
 
+def at_chance(reports: Iterable[dict[str, Any]]) -> float | None:
+    """The random guess's accuracy (100 / K %) if every report scores within the margin of it, else None."""
+    reports = list(reports)
+    k = common_num_classes(reports)
+    accs = [r.get("accuracy") for r in reports]
+    if k is None or not accs or not all(isinstance(a, (int, float)) for a in accs):
+        return None
+    guess = 100.0 / k
+    return guess if all(abs(a - guess) <= CHANCE_MARGIN_PP for a in accs) else None
+
+
 def chance_notes(label: str, reps: dict[int, dict[str, Any]]) -> list[str]:
     """A note for a row whose every seed scores like a random guess: its group gaps are small
     because it learned nothing, which the fairness columns alone would read as fair."""
-    k = common_num_classes(reps.values())
-    accs = [r.get("accuracy") for r in reps.values()]
-    if k is None or not accs or not all(isinstance(a, (int, float)) for a in accs):
+    guess = at_chance(reps.values())
+    if guess is None:
         return []
-    guess = 100.0 / k
-    if all(abs(a - guess) <= CHANCE_MARGIN_PP for a in accs):
-        return [f"{label}: at chance on every seed (accuracy within {CHANCE_MARGIN_PP:g} pp of a random guess, "
-                f"{guess:.0f} %): its small group gaps mean no skill, not fairness"]
-    return []
+    return [f"{label}: at chance on every seed (accuracy within {CHANCE_MARGIN_PP:g} pp of a random guess, "
+            f"{guess:.0f} %): its small group gaps mean no skill, not fairness"]
 
 
 def _undefined_attribute_notes(s: Setting, reps: dict[int, dict[str, Any]], layout: str, columns: list[Column]) -> list[str]:

@@ -6,6 +6,8 @@ the runner, so a dataset never deals with tensors, devices or transforms.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -148,3 +150,28 @@ class Dataset:
     def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
         """Decode ``splits`` (cross-dataset evaluation asks only for the one it scores)."""
         raise NotImplementedError
+
+    def fingerprint(self, task: Task) -> dict[str, Any]:
+        """What the data is, not where it is: ``{"digest": hex, ...}``, part of the run id.
+
+        Computed before anything is decoded, so a run on other data never shares an id (and a
+        finished result) with this one, while a moved copy does. Loaders that assemble through
+        :func:`fairbench.datasets.image_table.build_bundle` get it from their label table (rows,
+        splits, image sizes) without decoding; any other loader is loaded once at a small size
+        and its decoded content hashed (override this to do better)."""
+        from fairbench.datasets.image_table import fingerprint_only
+
+        with fingerprint_only() as box:
+            bundle = self.load(task, 32)
+        if box:
+            return box
+        digest = hashlib.sha256(json.dumps(bundle.classes).encode())
+        for name in sorted(bundle.splits):
+            split = bundle.splits[name]
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(split.images).tobytes())
+            digest.update(split.targets.astype(np.int64).tobytes())
+            digest.update(split.attributes.to_csv(index=False).encode())
+            digest.update("\n".join(map(str, split.sample_ids)).encode())
+        return {"digest": digest.hexdigest()[:16], "split_sizes": {k: len(v) for k, v in sorted(bundle.splits.items())},
+                "how": "decoded content at 32 px"}

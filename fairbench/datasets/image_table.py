@@ -15,8 +15,12 @@ what it skipped.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
+import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,6 +50,57 @@ def check_columns(name: str, table: pd.DataFrame, task: Task, where: str, target
                                f"{int(blank.sum())} row(s) have none. Every row needs a value in the task's columns.")
 
 
+def check_links(name: str, table: pd.DataFrame, image_root: Path) -> None:
+    """An image that is a symbolic link to a file outside the data root is refused, like a
+    ``../`` path: the run would read (and fingerprint) something that is not part of the
+    dataset. Linked folders (a split kept on another disk) are fine."""
+    base = os.path.realpath(image_root)
+    for rel, source in zip(table["path"], table["source"]):
+        file = os.path.join(image_root, rel)
+        if os.path.islink(file):
+            target = os.path.realpath(file)
+            if os.path.commonpath([target, base]) != base:
+                raise DatasetError(f"{name}: {rel} ({source}) is a symbolic link to {target}, outside the data root "
+                                   f"{image_root}; copy the file into the root (linked folders are fine)")
+
+
+#: set by :func:`fingerprint_only`: build_bundle then fingerprints its table instead of decoding
+_FINGERPRINT_ONLY: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("fingerprint_only", default=None)
+
+
+@contextlib.contextmanager
+def fingerprint_only() -> Iterator[dict[str, Any]]:
+    """Inside this block a loader's ``load`` checks its label files as usual, but
+    :func:`build_bundle` decodes nothing: it fills the yielded dict with :func:`table_fingerprint`
+    and returns a bundle without splits. The labels' errors come out; the images' do not."""
+    box: dict[str, Any] = {}
+    token = _FINGERPRINT_ONLY.set(box)
+    try:
+        yield box
+    finally:
+        _FINGERPRINT_ONLY.reset(token)
+
+
+def table_fingerprint(table: pd.DataFrame, image_root: Path, classes: Sequence[str]) -> dict[str, Any]:
+    """Content, not location: every row's split, relative path, labels and file size (a stat per
+    image, no decoding). A moved copy has the same fingerprint; an edited label, an added,
+    removed or re-encoded image or another split does not. (An image replaced by one of exactly
+    the same byte size goes unnoticed: the price of not reading every file.)"""
+    columns = sorted(c for c in table.columns if c != "source")
+    rows = table[columns].astype(str).sort_values(["split", "path"], kind="stable")
+    digest = hashlib.sha256(("\t".join(columns) + "\n" + "\t".join(classes) + "\n").encode())
+    total, missing, path_at = 0, 0, columns.index("path")
+    for values in rows.itertuples(index=False):
+        try:
+            size = os.stat(image_root / values[path_at]).st_size
+        except OSError:  # reported by the decoder, which names the row
+            size, missing = -1, missing + 1
+        total += max(size, 0)
+        digest.update(("\t".join(values) + f"\t{size}\n").encode())
+    return {"digest": digest.hexdigest()[:16], "images": len(rows), "bytes": total, "missing_files": missing,
+            "split_sizes": {k: int(v) for k, v in rows["split"].value_counts().sort_index().items()}}
+
+
 def build_bundle(
     name: str,
     table: pd.DataFrame,
@@ -73,15 +128,21 @@ def build_bundle(
         i = int(np.flatnonzero(unknown)[0])
         raise DatasetError(f"{name}: unknown {task.target!r} value {target_values.iloc[i]!r} for "
                            f"{table['path'].iloc[i]} ({table['source'].iloc[i]}); expected one of {classes}")
+    for split in splits:
+        if not (table["split"] == split).any():
+            raise DatasetError(f"{name}: the {split!r} split is empty (no rows of the label files fall into it); "
+                               "check the files and the dataset options")
+    check_links(name, table[table["split"].isin(list(splits))], image_root)
+    box = _FINGERPRINT_ONLY.get()
+    if box is not None:
+        box.update(table_fingerprint(table[table["split"].isin(list(splits))], image_root, classes))
+        return DatasetBundle(name, task, list(classes), {}, info, value_order=dict(value_order or {}))
     class_index = {c: i for i, c in enumerate(classes)}
     out: dict[str, DataSplit] = {}
     skipped: dict[str, Any] = {}
     caches: dict[str, str] = {}
     for split in splits:
         rows = table[table["split"] == split]
-        if rows.empty:
-            raise DatasetError(f"{name}: the {split!r} split is empty (no rows of the label files fall into it); "
-                               "check the files and the dataset options")
         files = [image_root / p for p in rows["path"]]
         decoded = decode_images(files, image_size, name=f"{name}-{split}", cache_dir=cache_dir,
                                 rows=rows["source"].tolist(), on_bad_image=on_bad_image, progress=progress)

@@ -179,6 +179,12 @@ class Manifest(Dataset):
             raise DatasetError(f"manifest: {manifest} has no rows")
         table["path"] = [safe_relative(p if isinstance(p, str) else "", images, f"manifest: {manifest} ({s})")
                          for p, s in zip(table["path"], table["source"])]
+        twice = table["path"].duplicated(keep="first").to_numpy()
+        if twice.any():  # the same image twice: double weight in training, or in train and test at once
+            i = int(np.flatnonzero(twice)[0])
+            first = table["source"].iloc[int(np.flatnonzero((table["path"] == table["path"].iloc[i]).to_numpy())[0])]
+            raise DatasetError(f"manifest: {manifest} ({table['source'].iloc[i]}): {table['path'].iloc[i]} is listed "
+                               f"twice (also {first}); list every image once")
         labels = [c for c in table.columns if c not in (*RESERVED, "source")]
         if task.target not in table.columns:
             raise DatasetError(f"manifest: {manifest} has no target column {task.target!r}; pass --target COLUMN "

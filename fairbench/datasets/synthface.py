@@ -432,6 +432,23 @@ class SynthFace(Dataset):
             raise DatasetError(
                 f"synthface: invalid protected attribute(s) {bad or list(task.protected)} for target "
                 f"{task.target!r}; use one or more of {list(PROTECTED)} (or another non-target column of {list(columns)})"
+    def fingerprint(self, task: Task) -> dict[str, Any]:
+        """No files: the generator's options, its latents and a few rendered probes, so a change to
+        the generator that changes the images changes the run ids too (milliseconds)."""
+        import hashlib
+        import json
+
+        options: SynthFaceOptions = self.options  # type: ignore[assignment]
+        if task.target not in TARGETS:
+            raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
+        digest = hashlib.sha256(json.dumps(options.model_dump(mode="json"), sort_keys=True).encode())
+        for split, n in (("train", options.n_train), ("val", options.n_val), ("test", options.n_test)):
+            lat = sample_split(split, n, task.target, options)
+            for key in sorted(lat):
+                digest.update(key.encode() + np.ascontiguousarray(lat[key]).tobytes())
+            digest.update(render(lat, 32, 0, 4).tobytes())
+        return {"digest": digest.hexdigest()[:16], "how": "generator options, latents and 4 probe renderings per split"}
+
             )
         if image_size < 8:
             raise DatasetError(f"synthface needs image_size >= 8 (got {image_size}); its cues are about a pixel at 64")
