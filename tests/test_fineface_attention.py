@@ -6,9 +6,12 @@ The oracle below is a straightforward per-sample port of the authors' public scr
 ``F.interpolate(align_corners=True)`` per crop). The batched code must reproduce it:
 boxes exactly, pixels to float tolerance.
 
-Box rules: ``"authors"`` is their formula verbatim; ``"spec"`` is the spec's wording
-(pad ``int(0.1 * H)`` around the end-exclusive box). Both oracles define the empty mask
-(constant / NaN map; the authors' code raises there) as the whole image.
+Box rules: ``"authors"`` (the default) is their formula verbatim, which the corrected spec
+now states; ``"spec"`` is the spec's earlier wording (pad ``int(0.1 * H)`` around the
+end-exclusive box), kept for the synthetic benchmark. Both oracles define the empty mask
+(constant / NaN map; the authors' code raises there) as the whole image. Bit-for-bit checks
+of the default ("exact") crops and of a whole training iteration are in
+``test_fineface_reference.py``; the tolerances here hold for both crop methods.
 """
 
 from __future__ import annotations
@@ -326,22 +329,23 @@ def test_rejects_unknown_rule():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", ["exact", "grid_sample"])
 @pytest.mark.parametrize("b", [1, 3, 8])
 @pytest.mark.parametrize("hw,size", [((32, 32), None), ((37, 61), None), ((40, 24), (17, 29)), ((30, 30), (1, 9)), ((1, 16), None)])
-def test_crop_and_resize_matches_interpolate(b, hw, size):
+def test_crop_and_resize_matches_interpolate(b, hw, size, method):
     gen = torch.Generator().manual_seed(b + hw[0])
     h, w = hw
     boxes = random_boxes(b, h, w, gen)
     out_size = hw if size is None else size
     # smooth (natural-image-like) inputs: float tolerance 1e-5
     images = smooth_images(b, h, w, gen)
-    got = crop_and_resize(images, boxes, size)
+    got = crop_and_resize(images, boxes, size, method=method)
     want = torch.stack([ref_crop(images[i], boxes[i].tolist(), out_size) for i in range(b)])
     assert got.shape == (b, 3, *out_size) and got.dtype == images.dtype
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     # white noise in [-1, 1]: same pixels, error bounded by float32 coordinate resolution
     noise = torch.rand(b, 3, h, w, generator=gen) * 2 - 1
-    got = crop_and_resize(noise, boxes, size)
+    got = crop_and_resize(noise, boxes, size, method=method)
     want = torch.stack([ref_crop(noise[i], boxes[i].tolist(), out_size) for i in range(b)])
     torch.testing.assert_close(got, want, rtol=0, atol=noise_tol(h, w, noise))
 
@@ -365,7 +369,8 @@ def test_whole_image_box_is_identity():
     gen = torch.Generator().manual_seed(2)
     images = smooth_images(2, 33, 47, gen)
     boxes = torch.tensor([[0, 33, 0, 47]] * 2)
-    torch.testing.assert_close(crop_and_resize(images, boxes), images, rtol=0, atol=1e-5)
+    assert torch.equal(crop_and_resize(images, boxes), images)  # exact: the input itself
+    torch.testing.assert_close(crop_and_resize(images, boxes, method="grid_sample"), images, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -432,6 +437,8 @@ def test_shape_validation():
         attention_crops(torch.rand(2, 3, 8, 8), torch.rand(2, 8, 9))
     with pytest.raises(ValueError):
         crop_and_resize(torch.rand(2, 3, 8, 8), torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="exact"):
+        crop_and_resize(torch.rand(2, 3, 8, 8), torch.zeros(2, 4, dtype=torch.long), method="nearest")
 
 
 # --------------------------------------------------------------------------------------

@@ -12,15 +12,22 @@ Pure torch; nothing from the rest of fairbench is imported.
 
 Box conventions (``rule``):
 
-* ``"spec"`` (default, as written in the spec): bounding box ``[min, max + 1)`` of the
-  mask, padded by ``int(pad_ratio * H)`` rows and ``int(pad_ratio * W)`` columns on each
-  side, clamped to the image.
-* ``"authors"``: bit-for-bit the public script (``utils.attention_im``):
-  ``y0 = max(int(min - pad_ratio * H), 0)``, ``y1 = min(int(max + pad_ratio * H), H)``
-  with ``max`` the *inclusive* last index used as the exclusive end. At 448 px this is
-  the "spec" box shifted up/left by one pixel (rows ``[min - 45, max + 44)`` instead of
-  ``[min - 44, max + 45)``). The authors' code crashes on an empty mask or an empty
-  slice; here an empty mask gives the whole image and the box is at least one pixel.
+* ``"authors"`` (default; the spec's formula since its correction): bit-for-bit the public
+  script (``utils.attention_im``): ``y0 = max(int(first - pad_ratio * H), 0)``,
+  ``y1 = min(int(last + pad_ratio * H), H)`` with ``last`` the *inclusive* last mask row
+  used as the exclusive end (the same for columns with W). The authors' code crashes on an
+  empty mask or an empty slice; here an empty mask gives the whole image and the box is at
+  least one pixel.
+* ``"spec"`` (the earlier reading of the spec, kept for the synthetic benchmark's recorded
+  results): bounding box ``[first, last + 1)`` of the mask, padded by ``int(pad_ratio * H)``
+  rows and ``int(pad_ratio * W)`` columns on each side, clamped to the image. At 448 px this
+  is the "authors" box shifted down/right by one pixel; issue 14 found one box in 2.5 to 5
+  off by a pixel against the authors' code, enough to flip predictions.
+
+Crops (``crop_and_resize``): ``"exact"`` (default) reproduces the per-sample slice +
+``F.interpolate(align_corners=True)`` (bit for bit on the CPU where ATen splits the work over
+threads); ``"grid_sample"`` is one ``grid_sample`` call, approximate (sample positions off by
+up to 6e-5 px at 448 px; see its docstring).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ __all__ = [
     "attention_boxes",
     "crop_and_resize",
     "attention_crops",
+    "CROP_METHODS",
 ]
 
 _EPS = 1e-6  # the authors' min-max epsilon
@@ -150,7 +158,7 @@ def _span(hit: Tensor, n: int, pad_ratio: float, rule: str) -> tuple[Tensor, Ten
     return start, end
 
 
-def attention_boxes(maps: Tensor, threshold: float = 0.5, pad_ratio: float = 0.1, rule: str = "spec") -> Tensor:
+def attention_boxes(maps: Tensor, threshold: float = 0.5, pad_ratio: float = 0.1, rule: str = "authors") -> Tensor:
     """Bounding boxes of ``maps >= threshold``: LongTensor ``B x 4`` = (y0, y1, x0, x1),
     end exclusive, padded and clamped to the image (see the module docstring for
     ``rule``). An empty mask (NaN map, or threshold above the map's range) gives the whole
@@ -168,16 +176,73 @@ def attention_boxes(maps: Tensor, threshold: float = 0.5, pad_ratio: float = 0.1
     return torch.stack((y0, y1, x0, x1), dim=1)
 
 
+CROP_METHODS = ("exact", "grid_sample")
+
+
+def _axis_taps(start: Tensor, end: Tensor, out: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source pixels and weights along one axis, ``B x out`` each: ``(i0, i1, w0, w1)``.
+
+    What ``F.interpolate(align_corners=True)`` computes for a slice of length
+    ``L = end - start`` resized to ``out`` samples (ATen's ``compute_source_index_and_lambda``),
+    in the sampling dtype: ``scale = float(L - 1) / (out - 1)`` (0 when ``out == 1``),
+    ``real = scale * j``, ``i0 = min(floor(real), L - 1)``, ``w1 = clamp(real - i0, 0, 1)``,
+    ``w0 = 1 - w1``, ``i1 = i0 + (i0 < L - 1)``; an axis whose length already equals ``out``
+    is copied (``i0 = i1 = j``, ``w = (1, 0)``). Indices are returned in image coordinates.
+    """
+    length = (end - start).unsqueeze(1)  # B x 1
+    j = torch.arange(out, device=start.device)
+    scale = (length - 1).to(dtype) / (out - 1) if out > 1 else torch.zeros(length.shape, dtype=dtype, device=start.device)
+    real = scale * j.to(dtype)  # B x out
+    i0 = torch.minimum(real.floor().long(), length - 1)
+    w1 = (real - i0.to(dtype)).clamp(0, 1)
+    i1 = i0 + (i0 < length - 1).long()
+    copy = length == out
+    i0 = torch.where(copy, j, i0)
+    i1 = torch.where(copy, j, i1)
+    w1 = torch.where(copy, torch.zeros((), dtype=dtype, device=start.device), w1)
+    start = start.unsqueeze(1)
+    return i0 + start, i1 + start, 1 - w1, w1
+
+
+def _blend(a: Tensor, b: Tensor, wa: Tensor, wb: Tensor) -> Tensor:
+    # ``a * wa + b * wb`` as ATen's CPU kernel evaluates it: fma(a, wa, b * wb). addcmul is the
+    # same fused multiply-add on the CPU; the equality is pinned by a test against interpolate.
+    return torch.addcmul(b * wb, a, wa)
+
+
+def _crop_exact(images: Tensor, boxes: Tensor, out_h: int, out_w: int) -> Tensor:
+    """Batched slice + ``F.interpolate(bilinear, align_corners=True)``: the same source pixels,
+    weights and order of operations as the per-sample call (see ``crop_and_resize`` for where
+    that is bit for bit). Separable: rows are gathered first, each gathered row is blended along x, then
+    the two rows are blended along y -- ATen's ``(x00 w0 + x01 w1) v0 + (x10 w0 + x11 w1) v1``."""
+    b, c, _, w = images.shape
+    y0, y1, x0, x1 = boxes.unbind(dim=1)
+    dtype = images.dtype
+    ry0, ry1, wy0, wy1 = _axis_taps(y0, y1, out_h, dtype)
+    rx0, rx1, wx0, wx1 = _axis_taps(x0, x1, out_w, dtype)
+    col0 = rx0[:, None, None, :].expand(b, c, out_h, out_w)
+    col1 = rx1[:, None, None, :].expand(b, c, out_h, out_w)
+    wx0, wx1 = wx0[:, None, None, :], wx1[:, None, None, :]
+
+    def along_x(rows: Tensor) -> Tensor:
+        picked = images.gather(2, rows[:, None, :, None].expand(b, c, out_h, w))  # B x C x out_h x W
+        return _blend(picked.gather(3, col0), picked.gather(3, col1), wx0, wx1)
+
+    return _blend(along_x(ry0), along_x(ry1), wy0[:, None, :, None], wy1[:, None, :, None])
+
+
 def _axis_grid(start: Tensor, end: Tensor, full: int, out: int) -> Tensor:
-    """Normalised (align_corners=True) sampling coordinates along one axis, ``B x out``.
+    """Normalised (align_corners=True) sampling coordinates along one axis, ``B x out``,
+    for the approximate ``grid_sample`` path.
 
     ``F.interpolate(align_corners=True)`` of a slice of length L = end - start to ``out``
     samples slice position ``j * (L - 1) / (out - 1)`` (position 0 when ``out == 1``;
     a zero step when ``L == 1``). That is image pixel ``start + j * (L - 1) / (out - 1)``,
     and ``grid_sample(align_corners=True)`` maps coordinate g to pixel
     ``(g + 1) / 2 * (full - 1)``. Positions stay within [start, end - 1], so grid_sample
-    blends the same two pixels with the same weights as interpolate does on the slice;
-    at the last pixel the weight of the next one is 0 (interpolate clamps the index).
+    blends the same two pixels with nearly the same weights as interpolate does on the
+    slice; the float32 image coordinate costs ~1e-5 of a pixel (even a whole-image box is
+    not an exact identity).
     """
     # Computed in float64 where available, so the only rounding is the final cast to the
     # sampling dtype (grid_sample wants the grid in the input dtype); MPS has no float64.
@@ -194,34 +259,58 @@ def _axis_grid(start: Tensor, end: Tensor, full: int, out: int) -> Tensor:
     return g
 
 
-def crop_and_resize(images: Tensor, boxes: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-    """Crop ``images[b, :, y0:y1, x0:x1]`` and resize each crop to ``size`` (default: the
-    input size) with bilinear ``align_corners=True`` interpolation, as ONE ``grid_sample``
-    over the batch. Same pixels and weights as per-sample ``F.interpolate`` of the slice;
-    values agree to float32 resolution of the pixel coordinate (grid_sample works in image
-    coordinates, ~3e-5 px at 448 px, so |diff| <~ 1e-4 * neighbour difference).
+def _crop_grid_sample(images: Tensor, boxes: Tensor, out_h: int, out_w: int) -> Tensor:
+    b, _, h, w = images.shape
+    y0, y1, x0, x1 = boxes.unbind(dim=1)
+    gy = _axis_grid(y0, y1, h, out_h).to(images.dtype)  # B x out_h
+    gx = _axis_grid(x0, x1, w, out_w).to(images.dtype)  # B x out_w
+    # The box is axis-aligned, so the grid is separable: x depends on the column only,
+    # y on the row only (a per-sample affine grid with zero shear).
+    grid = torch.stack(
+        (gx.unsqueeze(1).expand(b, out_h, out_w), gy.unsqueeze(2).expand(b, out_h, out_w)), dim=-1
+    )
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
-    Sampling is done in float32 (bfloat16 / float16 inputs are upcast, the result is cast
-    back); ``padding_mode="border"`` only matters for coordinates a rounding error past the
-    last image pixel, where the neighbour's weight is ~0 anyway.
+
+def crop_and_resize(images: Tensor, boxes: Tensor, size: tuple[int, int] | None = None,
+                    method: str = "exact") -> Tensor:
+    """Crop ``images[b, :, y0:y1, x0:x1]`` and resize each crop to ``size`` (default: the
+    input size) with bilinear ``align_corners=True`` interpolation, for the whole batch at
+    once (no per-sample loop, no host sync).
+
+    ``method``:
+
+    * ``"exact"`` (default): the per-sample ``F.interpolate`` of the slice, batched: same
+      pixels, same weights, same fused multiply-adds. A whole-image box returns the input
+      unchanged. Bit-identical to the authors' slice + interpolate on the CPU in float32 when
+      ATen splits the work over threads (2 or more intra-op threads, outputs of more than
+      64 x 64 px per plane; tested at 65 to 448 px with 2 to 16 threads). On one thread, or
+      for a smaller plane (one chunk), ATen runs another loop that associates the
+      multiply-adds differently; there, as on CUDA and in float64, the two agree to ~1 ulp.
+    * ``"grid_sample"``: one ``grid_sample`` over per-sample affine grids. Approximate: the
+      sample positions are float32 image coordinates, off by up to 2 ulp of the coordinate
+      (3e-5 px at 224 px, 6e-5 px at 448 px; tests/test_fineface_reference.py), even for a
+      whole-image box, so values move by that fraction of the neighbour difference.
+
+    Sampling is done in float32 or float64 (bfloat16 / float16 inputs are upcast to float32,
+    the result is cast back); ``padding_mode="border"`` (grid_sample) only matters for
+    coordinates a rounding error past the last image pixel, where the neighbour's weight is ~0.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be B x C x H x W, got {tuple(images.shape)}")
     b, _, h, w = images.shape
     if boxes.shape != (b, 4):
         raise ValueError(f"boxes must be {b} x 4, got {tuple(boxes.shape)}")
+    if method not in CROP_METHODS:
+        raise ValueError(f"method must be one of {CROP_METHODS}, got {method!r}")
     out_h, out_w = (h, w) if size is None else (int(size[0]), int(size[1]))
     boxes = boxes.to(images.device)
-    y0, y1, x0, x1 = boxes.unbind(dim=1)
     work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
-    gy = _axis_grid(y0, y1, h, out_h).to(work_dtype)  # B x out_h
-    gx = _axis_grid(x0, x1, w, out_w).to(work_dtype)  # B x out_w
-    # The box is axis-aligned, so the grid is separable: x depends on the column only,
-    # y on the row only (a per-sample affine grid with zero shear).
-    grid = torch.stack(
-        (gx.unsqueeze(1).expand(b, out_h, out_w), gy.unsqueeze(2).expand(b, out_h, out_w)), dim=-1
-    )
-    out = F.grid_sample(images.to(work_dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    work = images.to(work_dtype)
+    if method == "exact":
+        out = _crop_exact(work, boxes, out_h, out_w)
+    else:
+        out = _crop_grid_sample(work, boxes, out_h, out_w)
     return out.to(images.dtype)
 
 
@@ -230,7 +319,8 @@ def attention_crops(
     maps: Tensor,
     threshold: float = 0.5,
     pad_ratio: float = 0.1,
-    rule: str = "spec",
+    rule: str = "authors",
+    method: str = "exact",
 ) -> tuple[Tensor, Tensor]:
     """Attention crops of ``images`` (B x C x H x W) from normalised ``maps`` (B x H x W).
 
@@ -240,4 +330,4 @@ def attention_crops(
     if maps.dim() != 3 or images.dim() != 4 or maps.shape[0] != images.shape[0] or maps.shape[1:] != images.shape[2:]:
         raise ValueError(f"maps {tuple(maps.shape)} do not match images {tuple(images.shape)}")
     boxes = attention_boxes(maps, threshold=threshold, pad_ratio=pad_ratio, rule=rule)
-    return crop_and_resize(images, boxes), boxes
+    return crop_and_resize(images, boxes, method=method), boxes
