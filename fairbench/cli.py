@@ -109,7 +109,8 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
 
     suite = Suite.load(args.file)
     result = run_suite(suite, args.runs_dir, jobs=args.jobs, dry_run=args.dry_run, data_roots=_data_roots(args.data_root),
-                       device=args.device, skip_invalid=args.skip_invalid, quiet=args.quiet)
+                       device=args.device, skip_invalid=args.skip_invalid, quiet=args.quiet, launcher=args.launcher,
+                       launcher_options=_launcher_options(args))
     if args.dry_run:
         return 0
     print(result.summary())
@@ -121,6 +122,26 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
         print("run the same command again to retry what failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _launcher_options(args: argparse.Namespace) -> dict:
+    """The launcher flags given on the command line (the launcher checks that it knows them)."""
+    from fairbench.config import ConfigError, parse_value
+
+    options = {key: getattr(args, key) for key in LAUNCHER_FLAGS if getattr(args, key) not in (None, [])}
+    if args.gpus is not None:
+        options["gpus"] = [] if args.gpus.strip().lower() in ("none", "") else args.gpus.split(",")
+    for pair in args.launcher_option:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--launcher-option expects KEY=VALUE, got {pair!r}")
+        options[key.strip().replace("-", "_")] = parse_value(text.strip())
+    return options
+
+
+#: ``suite run`` flags that are launcher options (argparse dest = option name)
+LAUNCHER_FLAGS = ("jobs_per_gpu", "threads", "partition", "time", "gpus_per_job", "cpus_per_job", "mem_gb",
+                  "array_parallelism", "account", "qos", "sbatch", "setup", "wait")
 
 
 def cmd_suite_status(args: argparse.Namespace) -> int:
@@ -341,8 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
     q = suite_sub.add_parser("run", help="train every job not yet done, run its evaluations, write table and plot")
     q.add_argument("file", type=Path, metavar="FILE", help="suite file, e.g. benchmarks/quickstart.toml")
     q.add_argument("--dry-run", action="store_true", help="list the jobs and what would run; train nothing")
-    q.add_argument("--jobs", type=int, default=1, metavar="N", help="jobs trained at once in worker processes "
-                                                                    "(torch threads = cores / N each)")
+    q.add_argument("--launcher", metavar="NAME", help="where the jobs run: local (default) or slurm, or a plugin's "
+                                                      "(default: the suite's [launcher] default)")
+    q.add_argument("--jobs", type=int, metavar="N", help="local: jobs trained at once in worker processes "
+                                                         "(default: 1; on GPUs, one per GPU slot)")
+    q.add_argument("--gpus", metavar="LIST", help="local: GPUs for the workers, e.g. 0,1 (default: every visible one; "
+                                                  "none: CPU workers)")
+    q.add_argument("--jobs-per-gpu", type=int, metavar="K", help="local: workers sharing each GPU (default 1)")
+    q.add_argument("--threads", type=int, metavar="T", help="local: torch threads per worker (default: cores / workers)")
+    q.add_argument("--partition", help="slurm: partition")
+    q.add_argument("--time", help="slurm: time limit per job, minutes or HH:MM:SS (default 4:00:00)")
+    q.add_argument("--gpus-per-job", type=int, metavar="N", help="slurm: GPUs per job (default 0)")
+    q.add_argument("--cpus-per-job", type=int, metavar="N", help="slurm: CPUs per job (default 4; also its torch threads)")
+    q.add_argument("--mem-gb", type=float, metavar="GB", help="slurm: memory per job (default: the partition's)")
+    q.add_argument("--array-parallelism", type=int, metavar="N", help="slurm: jobs of the array running at once "
+                                                                      "(default 64)")
+    q.add_argument("--account", help="slurm: account to charge")
+    q.add_argument("--qos", help="slurm: quality of service")
+    q.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="slurm: another sbatch option, e.g. --sbatch=--constraint=a100 (repeatable)")
+    q.add_argument("--setup", action="append", default=[], metavar="LINE",
+                   help="slurm: a shell line run before each job, e.g. 'module load cuda' (repeatable)")
+    q.add_argument("--wait", action="store_true", default=None,
+                   help="slurm: wait for every job to end, then run the evaluations and write the report")
+    q.add_argument("--launcher-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any launcher option (TOML value), e.g. signal_delay_s=300 (repeatable)")
     q.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: ./runs)")
     q.add_argument("--device", help="auto (default), cpu, cuda, cuda:N (not part of the run ids)")
     q.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
@@ -350,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--skip-invalid", action="store_true", help="run the jobs that resolve even if some do not")
     q.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
     q.set_defaults(func=cmd_suite_run)
-    q = suite_sub.add_parser("status", help="each job's state: done / running / failed / incomplete / pending")
+    q = suite_sub.add_parser("status", help="each job's state: done / running / queued / failed / incomplete / pending")
     q.add_argument("file", type=Path, metavar="FILE")
     q.add_argument("--runs-dir", type=Path, default=Path("runs"))
     q.set_defaults(func=cmd_suite_status)

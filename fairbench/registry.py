@@ -205,6 +205,8 @@ methods: Registry = Registry("method", "fairbench.methods", "fairbench.methods")
 datasets: Registry = Registry("dataset", "fairbench.datasets", "fairbench.datasets")
 backbones: Registry = Registry("backbone", "fairbench.backbones", "fairbench.backbones")
 metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics")
+#: how a suite's jobs are trained: local processes, Slurm, a lab's own (fairbench.launchers.base)
+launchers: Registry = Registry("launcher", "fairbench.launchers", "fairbench.launchers")
 
 REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics}
 
@@ -219,6 +221,10 @@ def register_dataset(name: str) -> Callable[[T], T]:
 
 def register_backbone(name: str, summary: str | None = None) -> Callable[[T], T]:
     return backbones.decorator(name, **({"summary": summary} if summary else {}))
+
+
+def register_launcher(name: str) -> Callable[[T], T]:
+    return launchers.decorator(name)
 
 
 def register_metric(name: str, summary: str | None = None) -> Callable[[T], T]:

@@ -28,6 +28,8 @@ from typing import Any
 
 import pandas as pd
 
+from fairbench.run_lease import check_owned  # a writer that lost its run's lease stops (LeaseLost)
+
 DEFAULT_RUNS_DIR = Path("runs")
 STATES = ("running", "done", "failed", "incomplete")
 
@@ -137,6 +139,8 @@ def environment(device: str) -> dict[str, Any]:
         # float reductions depend on the thread count: the same seed on 1 and 2 threads can end
         # in different models, so it is part of what reproduces a run
         "torch_threads": torch.get_num_threads(),
+        # the GPUs this process was given (a launcher pins each worker to one)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "started": now(),
     }
     if device.startswith("cuda"):
@@ -166,6 +170,10 @@ class RunRecord:
             same_host = status.get("host") == socket.gethostname()
             if same_host and not _pid_alive(int(status.get("pid", -1))):
                 status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died during epoch {status.get('epoch')}"}
+            else:  # other hosts: the run's lease and its heartbeat tell (fairbench.run_lease)
+                from fairbench.run_lease import running_status
+
+                status = running_status(self.path, status)
         return status
 
     def config(self) -> dict[str, Any]:
@@ -193,6 +201,7 @@ class RunWriter:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, obj: Any) -> None:
+        check_owned(self.path)
         atomic_write_json(self.path / name, obj)
 
     def set_status(self, state: str, **extra: Any) -> None:
@@ -201,9 +210,11 @@ class RunWriter:
         self.write_json("status.json", payload)
 
     def write_predictions(self, split: str, frame: pd.DataFrame, folder: Path | None = None) -> None:
+        check_owned(self.path)
         atomic_write_csv((folder or self.path) / f"predictions_{split}.csv", frame)
 
     def save_checkpoint(self, name: str, obj: Any) -> None:
+        check_owned(self.path)
         atomic_torch_save(self.path / name, obj)
 
 

@@ -25,6 +25,7 @@ from fairbench.config import RunConfig, identity_dict, run_id
 from fairbench.datasets.base import DatasetBundle, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import BatchStream, augment_uint8, epoch_batches, eval_batches, to_float
+from fairbench.run_lease import hold as hold_run
 from fairbench.run_store import RunRecord, RunWriter, environment, now, read_json
 
 
@@ -243,6 +244,11 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
     reporter = reporter or Reporter(quiet=True)
     rid = run_id(cfg)
     path = Path(runs_dir) / rid
+    with hold_run(path):  # one live process per run folder, on any host (fairbench.run_lease): else RunBusy
+        return _execute_owned(cfg, rid, path, force, reporter)
+
+
+def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: "Reporter") -> Path:
     record = RunRecord(path)
     if path.exists():
         state = record.status().get("state")

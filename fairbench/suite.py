@@ -45,10 +45,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import sys
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -132,6 +129,9 @@ class SuiteFile(_Strict):
     per_method: dict[str, dict[str, Any]] = {}
     evaluate: list[EvaluationSpec] = []
     report: ReportSpec = ReportSpec()
+    #: ``default = "slurm"`` and one table of options per launcher (``[launcher.slurm]``), checked
+    #: by that launcher when it is used (fairbench.launchers)
+    launcher: dict[str, Any] = {}
 
 
 # -- flat dotted keys -----------------------------------------------------------------------------
@@ -218,6 +218,7 @@ class Suite:
     per_method: dict[str, tuple[dict[str, Any], dict[str, list[Any]]]]  # method -> (keys, sweep axes)
     evaluations: list[EvaluationSpec]
     report: ReportSpec
+    launcher: dict[str, Any] = field(default_factory=dict)
     _jobs: list[Job] | None = field(default=None, repr=False)
 
     # -- loading --------------------------------------------------------------------------
@@ -251,7 +252,7 @@ class Suite:
             _check_metric(spec.x, path)
             _check_metric(spec.y, path)
         return cls(path, parsed.suite.name, parsed.suite.description, parsed.suite.seeds, base, axes,
-                   per_method, parsed.evaluate, parsed.report)
+                   per_method, parsed.evaluate, parsed.report, parsed.launcher)
 
     # -- expansion -----------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
@@ -334,7 +335,7 @@ def _check_metric(key: str, path: Path) -> None:
 
 @dataclass
 class JobState:
-    state: str  # done | running | failed | incomplete | pending | invalid
+    state: str  # done | running | queued | failed | incomplete | pending | invalid
     detail: str = ""
 
 
@@ -343,11 +344,16 @@ def job_state(job: Job, runs_dir: Path) -> JobState:
 
     if job.error:
         return JobState("invalid", job.error.splitlines()[0])
+    from fairbench.launchers.base import queued
+
     path = Path(runs_dir) / job.run_id
+    submitted = queued(runs_dir, job.run_id)  # a scheduler holds it and it has not started (since)
     if not path.is_dir():
-        return JobState("pending")
+        return JobState("queued", submitted.get("detail", "")) if submitted else JobState("pending")
     status = RunRecord(path).status()
     state = status.get("state", "incomplete")
+    if submitted and state in ("failed", "incomplete"):
+        return JobState("queued", submitted.get("detail", ""))
     if state == "done":
         missing = [e.folder for e in job.evaluations if not (path / "evaluations" / e.folder / "metrics.json").is_file()]
         return JobState("done", f"evaluations missing: {', '.join(missing)}" if missing else "")
@@ -460,11 +466,15 @@ class SuiteResult:
     evaluation_errors: list[tuple[int, str, str]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     interrupted: bool = False
+    busy: dict[int, str] = field(default_factory=dict)  # found running in another process: left to it
+    submitted: list[int] = field(default_factory=list)  # handed to a batch scheduler, not finished yet
 
     def summary(self) -> str:
         skipped = sum(1 for s in self.before.values() if s.state == "done")
         others = sum(1 for s in self.before.values() if s.state in ("running", "invalid"))
+        others += len(self.busy)
         text = (f"{len(self.jobs)} jobs: {len(self.ran)} trained now, {skipped} already done, {len(self.failed)} failed"
+                + (f", {len(self.submitted)} submitted" if self.submitted else "")
                 + (f", {others} left alone (running elsewhere or invalid)" if others else "")
                 + (f"; {len(self.evaluated)} evaluations run" if self.evaluated else ""))
         if self.outputs:
@@ -472,48 +482,27 @@ class SuiteResult:
         return text
 
 
-def _threads_per_job(jobs: int) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, jobs))
-
-
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _worker_run(config: dict[str, Any], runs_dir: str, log_path: str) -> tuple[str, str]:
-    """Runs in a worker process: one job, its log in ``log_path``; returns (state, error)."""
-    from fairbench.progress import Reporter
-    from fairbench.runner import RunAlreadyDone, execute
-
-    cfg = RunConfig.model_validate(config)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-        try:
-            execute(cfg, Path(runs_dir), reporter=Reporter(quiet=True))
-        except RunAlreadyDone:
-            pass
-        except Exception as exc:  # recorded in status.json by the runner too
-            return "failed", f"{type(exc).__name__}: {exc}"
-    return "done", ""
-
-
-def run_suite(suite: Suite, runs_dir: Path, *, jobs: int = 1, dry_run: bool = False,
+def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run: bool = False,
               data_roots: dict[str, Path] | None = None, device: str | None = None,
-              skip_invalid: bool = False, quiet: bool = False, out=None) -> SuiteResult:
+              skip_invalid: bool = False, quiet: bool = False, out=None, launcher: str | None = None,
+              launcher_options: dict[str, Any] | None = None) -> SuiteResult:
     """Train every job not yet done, run the listed evaluations, write the reports.
 
     Finished jobs are skipped; failed and incomplete ones run again (the runner resumes from
-    their last epoch's checkpoint when there is one); jobs running in another live process are
-    left alone. ``jobs > 1`` trains that many jobs at once in worker processes, each with
-    ``cores // jobs`` torch threads."""
+    their last checkpoint when there is one); jobs another live process owns (its lease, see
+    fairbench.run_lease) are left to it, so several ``suite run``s of one suite share the work.
+    ``launcher`` (default: the suite's ``[launcher] default``, else ``local``) decides where the
+    jobs run; ``launcher_options`` override its ``[launcher.NAME]`` table; ``jobs`` is the local
+    launcher's worker count. A launcher that only submits (Slurm without ``wait``) leaves the
+    evaluations and reports to a later ``suite run``."""
+    from fairbench.launchers.base import LaunchContext, make_launcher
+
     out = out or sys.stdout
     runs_dir = Path(runs_dir)
+    options = dict(launcher_options or {})
+    if jobs is not None:
+        options["jobs"] = jobs
+    chosen = make_launcher(launcher, suite.launcher, options, str(suite.path))
     all_jobs = suite.resolve(data_roots, device)
     invalid = [j for j in all_jobs if j.error]
     if invalid and not (skip_invalid or dry_run):
@@ -525,90 +514,34 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int = 1, dry_run: bool = Fa
     todo = [j for j in all_jobs if before[j.index].state in ("pending", "failed", "incomplete")]
     if dry_run:
         print_jobs(all_jobs, before, out, dry_run=True)
-        print(f"\n{len(todo)} of {len(all_jobs)} jobs would run"
-              + (f" in {jobs} parallel processes" if jobs > 1 else "")
+        print(f"\n{len(todo)} of {len(all_jobs)} jobs would run through {chosen.describe(len(todo))}"
               + f"; runs under {runs_dir}/, reports in {runs_dir / suite.report_dir_name}/", file=out)
         return result
-    done_before = sum(1 for s in before.values() if s.state in ("done", "running", "invalid"))
+    done_before = sum(1 for s in before.values() if s.state in ("done", "running", "queued", "invalid"))
     with SuiteProgress(len(all_jobs), done_before, quiet=quiet) as progress:
         skipped = [j for j in all_jobs if before[j.index].state == "done"]
         if skipped:
             progress.log(f"{len(skipped)} of {len(all_jobs)} jobs already done: skipped")
         for job in all_jobs:
-            if before[job.index].state in ("running", "invalid"):
+            if before[job.index].state in ("running", "queued", "invalid"):
                 progress.log(f"skip {job.run_id or 'job ' + str(job.index)}: {before[job.index].state} "
                              f"({before[job.index].detail})")
+        ctx = LaunchContext(suite, runs_dir, progress, result)
         try:
-            if jobs <= 1:
-                _run_serial(todo, runs_dir, progress, result)
-            else:
-                _run_parallel(todo, runs_dir, jobs, suite, progress, result)
+            if todo:
+                chosen.launch(todo, ctx)
         except KeyboardInterrupt:
             result.interrupted = True
             progress.log("interrupted: run the same command again to resume")
             raise
+        result.busy = ctx.busy
+        if not chosen.waits:
+            progress.log(f"{len(result.submitted)} jobs submitted; `fairbench suite status {suite.path}` follows them; "
+                         "run this command again once they are done for the evaluations and the report")
+            return result
         _run_evaluations(all_jobs, runs_dir, progress, result, data_roots or {})
     result.outputs = write_reports(suite, runs_dir, out=sys.stderr)
     return result
-
-
-def _run_serial(todo: list[Job], runs_dir: Path, progress: SuiteProgress, result: SuiteResult) -> None:
-    from fairbench.runner import RunAlreadyDone, execute
-
-    for job in todo:
-        progress.begin(job)
-        t0 = time.time()
-        try:
-            execute(job.config, runs_dir, reporter=_suite_reporter(progress, job))
-        except RunAlreadyDone:
-            pass
-        except Exception as exc:  # the runner has recorded it in status.json; go on with the others
-            result.failed[job.index] = f"{type(exc).__name__}: {exc}"
-            progress.end(job, "failed", result.failed[job.index], time.time() - t0)
-            continue
-        result.ran.append(job.index)
-        progress.end(job, "done", "", time.time() - t0)
-
-
-def _run_parallel(todo: list[Job], runs_dir: Path, n: int, suite: Suite, progress: SuiteProgress,
-                  result: SuiteResult) -> None:
-    import multiprocessing
-
-    from fairbench.run_store import RunRecord
-
-    logs = runs_dir / suite.report_dir_name / "logs"
-    threads = _threads_per_job(n)
-    progress.log(f"{len(todo)} jobs in {n} worker processes, {threads} torch thread(s) each; logs in {logs}/")
-    pending: dict[Future, tuple[Job, float]] = {}
-    queue = list(todo)
-    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
-        try:
-            while queue or pending:
-                while queue and len(pending) < n:
-                    job = queue.pop(0)
-                    cfg = job.config.model_dump(mode="json")
-                    pending[pool.submit(_worker_run, cfg, str(runs_dir), str(logs / f"{job.run_id}.log"))] = (job, time.time())
-                    progress.begin(job)
-                finished, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job, t0 = pending.pop(future)
-                    try:
-                        state, error = future.result()
-                    except Exception as exc:  # the worker process died
-                        state, error = "failed", f"worker process failed: {type(exc).__name__}: {exc}"
-                    if state == "done":
-                        result.ran.append(job.index)
-                    else:
-                        result.failed[job.index] = error
-                    progress.end(job, state, error, time.time() - t0)
-                for job, _t0 in pending.values():  # running jobs: their epoch from status.json
-                    status = RunRecord(runs_dir / job.run_id).status()
-                    if status.get("epoch") is not None:
-                        progress.epoch(job, status["epoch"], f"epoch {status['epoch'] + 1}/{job.config.train.epochs}")
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
 
 
 def _run_evaluations(all_jobs: list[Job], runs_dir: Path, progress: SuiteProgress, result: SuiteResult,
@@ -688,7 +621,7 @@ def print_jobs(jobs: list[Job], states: dict[int, JobState], out=None, dry_run: 
         action = ""
         if dry_run:
             action = {"pending": "run", "failed": "retry", "incomplete": "resume", "done": "skip (done)",
-                      "running": "skip (running)", "invalid": "cannot run"}[st.state]
+                      "running": "skip (running)", "queued": "skip (queued)", "invalid": "cannot run"}[st.state]
         spec = {k: v for k, v in job.spec.items() if k not in ("method", "train.seed")}
         varying = _varying_keys(jobs)
         row = [job.index, job.run_id or "—", job.method, job.seed,
@@ -721,6 +654,6 @@ def suite_status(suite: Suite, runs_dir: Path, out=None) -> dict[str, int]:
     counts: dict[str, int] = {}
     for st in states.values():
         counts[st.state] = counts.get(st.state, 0) + 1
-    order = ["done", "running", "failed", "incomplete", "pending", "invalid"]
+    order = ["done", "running", "queued", "failed", "incomplete", "pending", "invalid"]
     print("\n" + ", ".join(f"{counts[s]} {s}" for s in order if s in counts), file=out)
     return counts

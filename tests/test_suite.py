@@ -14,6 +14,8 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.config import ConfigError, run_id
+from fairbench.launchers.base import mark_queued
+from fairbench.run_lease import hold
 from fairbench.run_store import RunRecord
 from fairbench.suite import Suite, job_state, run_suite
 from tests.conftest import tiny_config
@@ -235,7 +237,7 @@ def test_status_lists_every_state(tiny_suite, tmp_path, capsys):
     runs = tmp_path / "runs"
     shutil.copytree(tiny_suite["runs"], runs)
     path = write_suite(tmp_path, "", name="more.toml")
-    path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4]")
+    path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5, 6]")
                     .replace('name = "tiny"', 'name = "more"'))
     jobs = Suite.load(path).resolve()
     ids = [j.run_id for j in jobs]
@@ -243,7 +245,7 @@ def test_status_lists_every_state(tiny_suite, tmp_path, capsys):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
-    statuses = {2: {"state": "running", "pid": os.getpid(), "host": host, "epoch": 0},  # this process: alive
+    statuses = {2: {"state": "running", "pid": os.getpid(), "host": host, "epoch": 0},  # this process, its lease
                 3: {"state": "running", "pid": dead.pid, "host": host, "epoch": 0},  # died: incomplete
                 4: {"state": "failed", "error": "RuntimeError: boom\ntraceback ...", "pid": 1, "host": host}}
     for index, status in statuses.items():
@@ -252,15 +254,21 @@ def test_status_lists_every_state(tiny_suite, tmp_path, capsys):
                                                                    "run_id": ids[index]}))
         (runs / ids[index] / "status.json").write_text(json.dumps(status))
     shutil.rmtree(runs / ids[1] / "evaluations", ignore_errors=True)
-    assert main(["suite", "status", str(path), "--runs-dir", str(runs)]) == 0
+    mark_queued(runs, ids[5], detail="slurm job 12_5")  # submitted, not started: queued
+    (runs / ids[6]).mkdir()  # status "running" but nobody holds its lease (died on another host): incomplete
+    (runs / ids[6] / "status.json").write_text(json.dumps({"state": "running", "pid": 1, "host": "elsewhere"}))
+    with hold(runs / ids[2]):
+        assert main(["suite", "status", str(path), "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
-    lines = {i: next(line for line in out.splitlines() if ids[i] in line) for i in range(5)}
+    lines = {i: next(line for line in out.splitlines() if ids[i] in line) for i in range(7)}
     assert " done " in lines[0]
     assert " done " in lines[1]  # (no evaluations listed in this suite)
     assert " running " in lines[2] and f"pid {os.getpid()}" in lines[2]
     assert " incomplete " in lines[3] and "died" in lines[3]
     assert " failed " in lines[4] and "RuntimeError: boom" in lines[4] and "traceback" not in lines[4]
-    assert out.rstrip().endswith("2 done, 1 running, 1 failed, 1 incomplete")
+    assert " queued " in lines[5] and "slurm job 12_5" in lines[5]
+    assert " incomplete " in lines[6] and "holds no lease" in lines[6]
+    assert out.rstrip().endswith("2 done, 1 running, 1 queued, 1 failed, 2 incomplete")
 
 
 def test_missing_cross_eval_is_skipped_with_a_message(tiny_suite, tmp_path, monkeypatch, capsys):

@@ -197,6 +197,7 @@ class SlurmLauncher(Launcher):
                                                  and (in_queue is None or tasks[index] in in_queue)):
                     continue
                 del open_jobs[index]
+                ctx.result.submitted.remove(index)
                 if state.state == "done":
                     ctx.result.ran.append(index)
                     ctx.progress.end(job, "done", "", time.time() - started)
@@ -234,12 +235,14 @@ class TrainOnSlurm(_checkpointable()):
         self.requeued = False
 
     def __call__(self, config: dict[str, Any], run_id: str) -> str:
-        from fairbench.run_lease import RunBusy, hold
+        from fairbench.run_lease import RunBusy, hold, lease_seconds
 
         self.requeued = False
         run_dir = Path(self.runs_dir) / run_id
         try:
-            with hold(run_dir):
+            # a task has nothing else to do: it waits long enough to take over from an owner that was
+            # killed moments ago on another node (its heartbeat must stay still for a whole lease)
+            with hold(run_dir, wait=lease_seconds() * 4 / 3 + 5):
                 _link_logs(run_dir)
                 try:
                     return train_job(config, Path(self.runs_dir)).to_json()
