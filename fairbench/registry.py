@@ -83,8 +83,8 @@ class Registry(Generic[T]):
             return
         self._scanned = True
         known = {entry.module for entry in self._entries.values()}
-        package = importlib.import_module(self.builtin_package)
-        for info in pkgutil.iter_modules(package.__path__):
+        package = importlib.import_module(self.builtin_package)  # a plain module registers on import
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
             module = f"{self.builtin_package}.{info.name}"
             if info.name.startswith("_") or info.name == "base" or module in known:
                 continue
@@ -207,8 +207,11 @@ backbones: Registry = Registry("backbone", "fairbench.backbones", "fairbench.bac
 metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics")
 #: how a suite's jobs are trained: local processes, Slurm, a lab's own (fairbench.launchers.base)
 launchers: Registry = Registry("launcher", "fairbench.launchers", "fairbench.launchers")
+#: checkpoint and trial selection rules (fairbench.selection)
+selection_rules: Registry = Registry("selection rule", "fairbench.selection_rules", "fairbench.selection")
 
-REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics}
+REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics,
+              "selection": selection_rules}
 
 
 def register_method(name: str) -> Callable[[T], T]:
@@ -229,6 +232,10 @@ def register_launcher(name: str) -> Callable[[T], T]:
 
 def register_metric(name: str, summary: str | None = None) -> Callable[[T], T]:
     return metrics.decorator(name, **({"summary": summary} if summary else {}))
+
+
+def register_selection_rule(name: str) -> Callable[[T], T]:
+    return selection_rules.decorator(name)
 
 
 def summary_of(obj: Any) -> str:
