@@ -122,9 +122,19 @@ def _squeue_has(task: str) -> bool:
     return any(line.split()[0] == task and line.split()[1] == "RUNNING" for line in out.splitlines() if line.strip())
 
 
+def _epochs_done(run: Path) -> int:
+    try:
+        return len(json.loads((run / "history.json").read_text()))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 @requires_slurm
 @pytest.mark.slurm
 def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
+    """Task 0 is preempted (USR2: submitit checkpoints and requeues it); task 1 is killed and
+    requeued by the scheduler (``scontrol requeue``: SIGTERM, then SIGKILL, no chance to save);
+    both resume from their last checkpoint and every epoch is trained once."""
     epochs = 40  # long enough (tens of seconds) to be signalled in the middle
     path = tmp_path / "slurmtiny.toml"
     path.write_text(SUITE.replace("{epochs}", str(epochs)))
@@ -135,27 +145,28 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fairbench", "suite", "run", str(path), "--runs-dir", str(runs),
                              "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = runs / "suite-slurmtiny" / "slurm"
-    first = runs / jobs[0].run_id
+    first, second = runs / jobs[0].run_id, runs / jobs[1].run_id
     seen: set[str] = set()
-    signalled = None
+    seen_after: set[str] = set()
+    signalled = killed = None
     deadline = time.monotonic() + 600
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.3)
             state = job_state(jobs[0], runs).state
             seen.add(state)
-            history = first / "history.json"
-            if signalled is None and state == "running" and history.is_file() and len(json.loads(history.read_text())) >= 2:
-                scripts = list(folder.glob("*_submission.sh"))
-                array = scripts[0].name.split("_")[0]
-                task = f"{array}_0"
-                if _squeue_has(task):
-                    # what Slurm sends a job at preemption / before its time limit (--signal=USR2@...)
-                    subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)
-                    signalled = task
-                    seen_after = set()
-            if signalled:
+            scripts = list(folder.glob("*_submission.sh"))
+            array = scripts[0].name.split("_")[0] if scripts else None
+            if signalled is None and state == "running" and _epochs_done(first) >= 2 and _squeue_has(f"{array}_0"):
+                # what Slurm sends a job at preemption / before its time limit (--signal=USR2@...)
+                subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True, timeout=30)
+                signalled = f"{array}_0"
+            elif signalled:
                 seen_after.add(state)
+            if killed is None and job_state(jobs[1], runs).state == "running" and _epochs_done(second) >= 2 \
+                    and _squeue_has(f"{array}_1"):
+                subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True, timeout=30)
+                killed = f"{array}_1"
         out, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
     finally:
         if proc.poll() is None:
@@ -179,6 +190,10 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
     assert re.search(r"resuming (from|at) epoch [1-9]", log) and "requeued" in log
     if history is not None:
         assert [h["epoch"] for h in history] == list(range(epochs))
+    assert killed, "the second run finished before it could be killed"
+    log = (second / f"slurm-{killed}.err").read_text()
+    assert re.search(r"resuming (from|at) epoch [1-9]", log), log[-2000:]
+    assert [h["epoch"] for h in json.loads((second / "history.json").read_text())] == list(range(epochs))
     for job in jobs:
         assert job_state(job, runs).state == "done"
     assert "2 trained now" in out
