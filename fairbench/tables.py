@@ -210,6 +210,11 @@ def finished(records: list[Record]) -> tuple[list[Record], list[tuple[str, str]]
     done, skipped = [], []
     for r in records:
         if r.state == "done" and (r.path / "metrics.json").is_file():
+            try:
+                r.metrics()
+            except (OSError, ValueError) as exc:  # a damaged record is reported, never a crash of the table
+                skipped.append((r.run_id, f"unreadable metrics.json: {exc}; run its command again with --force"))
+                continue
             done.append(r)
         else:
             why = r.status.get("error") or r.status.get("reason") or ("no metrics.json" if r.state == "done" else "")
