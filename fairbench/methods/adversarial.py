@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from fairbench import distributed
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
@@ -125,6 +126,7 @@ class Adversarial(Method):
                "from the class logits; projection or gradient-reversal update")
     uses_train_groups = True
     Hparams = AdversarialHparams
+    data_parallel = True  # the projection reads the ranks' mean gradients (see update)
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: AdversarialHparams):
@@ -159,6 +161,10 @@ class Adversarial(Method):
             g_cls = torch.autograd.grad(loss_cls, cls_params, retain_graph=True, allow_unused=True)
             g_all = torch.autograd.grad(loss_adv, cls_params + adv_params, allow_unused=True)
             g_adv, g_own = g_all[: len(cls_params)], g_all[len(cls_params):]
+            if distributed.is_distributed():  # the projection is not linear: project the ranks' mean gradients
+                g_cls = distributed.average_gradients_(g_cls, cls_params)
+                g_adv = distributed.average_gradients_(g_adv, cls_params)
+                distributed.mark_averaged(self.optimizer)
             for p, g in zip(cls_params, projected_gradients(g_cls, g_adv, hp.alpha)):
                 p.grad = g
             for p, g in zip(adv_params, g_own):

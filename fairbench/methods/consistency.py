@@ -100,6 +100,8 @@ class Consistency(Method):
                "image and an augmentation of it (the paper's augmentations are unpublished: colour jitter + shift here)")
     uses_train_groups = False
     Hparams = ConsistencyHparams
+    data_parallel = ("its photometric jitter draws per-sample numbers from the global random generator, which every "
+                     "process shares (so the shards would be jittered alike, unlike one process's batch)")
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: ConsistencyHparams):

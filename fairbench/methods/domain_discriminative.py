@@ -74,6 +74,7 @@ class DomainDiscriminative(Method):
                "optional prior shift 1/p(d|y) (Wang et al. CVPR 2020)")
     uses_train_groups = True
     Hparams = DomainDiscriminativeHparams
+    data_parallel = True  # mean cross-entropy over (target, group) labels
 
     def __init__(self, ctx: MethodContext, hparams: DomainDiscriminativeHparams):
         super().__init__(ctx, hparams)

@@ -67,6 +67,7 @@ class DomainIndependent(Method):
                "(Wang et al. CVPR 2020)")
     uses_train_groups = True
     Hparams = DomainIndependentHparams
+    data_parallel = True  # mean cross-entropy of each sample's own group head
 
     def __init__(self, ctx: MethodContext, hparams: DomainIndependentHparams):
         super().__init__(ctx, hparams)

@@ -39,6 +39,7 @@ class ERMHparams(Hparams):
 class ERM(Method):
     summary = "ERM baseline: backbone + linear head, cross-entropy on the target"
     Hparams = ERMHparams
+    data_parallel = True  # mean cross-entropy (subclasses: per-sample weights, sampling, or global_sum)
 
     def __init__(self, ctx: MethodContext, hparams: ERMHparams):
         super().__init__(ctx, hparams)

@@ -186,6 +186,8 @@ class FairMixup(Method):
                "DP or EO (within-class) variant")
     uses_train_groups = True
     Hparams = FairMixupHparams
+    data_parallel = ("it mixes pairs of samples of two groups drawn from the whole batch; split over processes it would "
+                     "pair within each shard, a different regulariser")
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: FairMixupHparams):

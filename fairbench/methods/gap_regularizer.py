@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from fairbench.distributed import global_sum
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
@@ -46,8 +47,9 @@ def soft_eo_gap(logits: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, num
     score = torch.softmax(logits.float(), dim=1).gather(1, y[:, None])[:, 0]
     cell = groups * num_classes + y
     n_cells = num_groups * num_classes
-    sums = torch.zeros(n_cells, dtype=score.dtype, device=score.device).index_add(0, cell, score)
-    counts = torch.zeros(n_cells, dtype=score.dtype, device=score.device).index_add(0, cell, torch.ones_like(score))
+    # summed over the ranks of a run split over processes: the cells of the global batch
+    sums = global_sum(torch.zeros(n_cells, dtype=score.dtype, device=score.device).index_add(0, cell, score))
+    counts = global_sum(torch.zeros(n_cells, dtype=score.dtype, device=score.device).index_add(0, cell, torch.ones_like(score)))
     present = (counts > 0).view(num_groups, num_classes)
     means = (sums / counts.clamp_min(1)).view(num_groups, num_classes)
     hi = means.masked_fill(~present, float("-inf")).amax(0)
@@ -69,6 +71,7 @@ class GapRegularizer(Method):
                "equalized-odds gap of mean true-class scores per (group, class) on the batch")
     uses_train_groups = True
     Hparams = GapRegularizerHparams
+    data_parallel = True  # the gap's per-cell sums are summed over the ranks (global_sum)
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: GapRegularizerHparams):

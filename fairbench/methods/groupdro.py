@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from fairbench.distributed import global_sum
 from fairbench.methods.base import Batch, MethodContext, TrainerView, accuracy_of
 from fairbench.methods.erm import ERM, ERMHparams
 from fairbench.methods.group_balanced import balanced_sampling_weights, cell_codes
@@ -41,10 +42,12 @@ from fairbench.search import IntUniform, LogUniform, searched
 
 
 def group_mean_losses(losses: torch.Tensor, codes: torch.Tensor, num_units: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean loss per group, with 0 for absent groups; per-group count in the batch)."""
+    """(mean loss per group, with 0 for absent groups; per-group count in the batch).
+
+    In a run split over processes the batch is the global one: sums and counts over the ranks."""
     zeros = torch.zeros(num_units, dtype=losses.dtype, device=losses.device)
-    counts = zeros.index_add(0, codes, torch.ones_like(losses))
-    sums = zeros.index_add(0, codes, losses)
+    counts = global_sum(zeros.index_add(0, codes, torch.ones_like(losses)))
+    sums = global_sum(zeros.index_add(0, codes, losses))
     return sums / counts.clamp(min=1), counts
 
 

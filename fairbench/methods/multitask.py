@@ -68,6 +68,7 @@ class Multitask(Method):
                "fixed or Kendall uncertainty weights (the paper's dynamic weighting is unpublished)")
     uses_train_groups = True
     Hparams = MultitaskHparams
+    data_parallel = True  # weighted sum of per-task mean losses
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: MultitaskHparams):
