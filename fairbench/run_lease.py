@@ -70,7 +70,7 @@ class Owner:
     @property
     def dead(self) -> bool:
         """Certainly gone: same host and no such process. (Other hosts: see ``looks_stale``.)"""
-        return self.host == socket.gethostname() and self.pid is not None and not _pid_alive(self.pid)
+        return self.host == socket.gethostname() and self.pid is not None and not pid_alive(self.pid)
 
     @property
     def looks_stale(self) -> bool:
@@ -102,7 +102,7 @@ def read_owner(run_dir: Path) -> Owner | None:
     return Owner(pid, fields.get("host"), max(0.0, time.time() - stat.st_mtime), duration)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

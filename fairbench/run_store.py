@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from fairbench.run_lease import check_owned  # a writer that lost its run's lease stops (LeaseLost)
+from fairbench.run_lease import pid_alive as _pid_alive
 
 DEFAULT_RUNS_DIR = Path("runs")
 STATES = ("running", "done", "failed", "incomplete")
@@ -93,16 +94,6 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def git_revision() -> str | None:

@@ -535,7 +535,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
             progress.log("interrupted: run the same command again to resume")
             raise
         result.busy = ctx.busy
-        if not chosen.waits:
+        if result.submitted:  # a batch scheduler has them: evaluations and reports in a later `suite run`
             progress.log(f"{len(result.submitted)} jobs submitted; `fairbench suite status {suite.path}` follows them; "
                          "run this command again once they are done for the evaluations and the report")
             return result

@@ -20,6 +20,7 @@ from fairbench.config import ConfigError
 from fairbench.launchers.base import make_launcher
 from fairbench.launchers.slurm import SlurmLauncher, parse_time, sbatch_pairs, sbatch_script_lines
 from fairbench.suite import Suite, job_state
+from tests.test_suite import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,20 +90,7 @@ def test_no_slurm_commands_is_a_clear_error(tmp_path, monkeypatch):
 
 # -- a real cluster -----------------------------------------------------------------------------
 
-SUITE = """
-[suite]
-name = "slurmtiny"
-seeds = [0, 1]
-
-[base]
-method = "erm"
-data.image_size = 32
-data.options = { n_train = 128, n_val = 64, n_test = 64 }
-train.epochs = {epochs}
-train.batch_size = 32
-train.device = "cpu"
-train.workers = 0
-
+LAUNCHER = """
 [launcher]
 default = "slurm"
 
@@ -136,8 +124,9 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
     requeued by the scheduler (``scontrol requeue``: SIGTERM, then SIGKILL, no chance to save);
     both resume from their last checkpoint and every epoch is trained once."""
     epochs = 40  # long enough (tens of seconds) to be signalled in the middle
-    path = tmp_path / "slurmtiny.toml"
-    path.write_text(SUITE.replace("{epochs}", str(epochs)))
+    path = write_suite(tmp_path, LAUNCHER, name="slurmtiny.toml")  # the tiny suite, 2 runs, on the cluster
+    path.write_text(path.read_text().replace('name = "tiny"', 'name = "slurmtiny"')
+                    .replace("train.epochs = 1", f"train.epochs = {epochs}"))
     runs = tmp_path / "runs"
     suite = Suite.load(path)
     jobs = suite.resolve()

@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,10 +44,6 @@ class Launcher:
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-    #: whether ``launch`` returns only once every job has ended (local) or after submitting them (batch
-    #: schedulers: the suite's evaluations and reports then wait for a later ``suite run``)
-    waits: ClassVar[bool] = True
-
     def __init__(self, options: "Launcher.Options"):
         self.options = options
 
@@ -56,6 +52,9 @@ class Launcher:
         return f"{n_jobs} jobs through the {getattr(self, 'registered_name', type(self).__name__)} launcher"
 
     def launch(self, todo: list["Job"], ctx: "LaunchContext") -> None:
+        """Train ``todo`` (or hand them to a scheduler: then list them in ``ctx.result.submitted``,
+        and the suite's evaluations and report wait for a later ``suite run``); record each finished
+        job with :func:`record_outcome`."""
         raise NotImplementedError
 
 

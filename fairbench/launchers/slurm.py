@@ -109,10 +109,6 @@ class SlurmLauncher(Launcher):
             sbatch_pairs(v)
             return v
 
-    @property
-    def waits(self) -> bool:  # type: ignore[override]
-        return self.options.wait
-
     def describe(self, n_jobs: int) -> str:
         o = self.options
         where = f"partition {o.partition}" if o.partition else "the default partition"
