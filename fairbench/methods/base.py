@@ -94,6 +94,11 @@ class Method(nn.Module):
     #: reads demographic labels while training ("T+A"); False means target only ("T")
     uses_train_groups: ClassVar[bool] = False
     #: checkpoint selection rule when the run does not set one
+    #: whether one run may split each batch over processes (torchrun, ``fairbench.distributed``):
+    #: True when the ranks' mean update equals one process's on the global batch (per-sample
+    #: losses; batch statistics the loss reads summed with ``distributed.global_sum``);
+    #: otherwise a sentence saying why not, and such runs are refused. Undeclared: refused.
+    data_parallel: ClassVar[bool | str] = False
     default_selection: ClassVar[str] = "accuracy"
     Hparams: ClassVar[type[BaseModel]] = NoHparams
     #: per dataset profile ("cpu-small", "paper") defaults: {"hparams": {...}, "train": {...}}
@@ -118,7 +123,11 @@ class Method(nn.Module):
     def begin_epoch(self, epoch: int, trainer: TrainerView) -> np.ndarray | None:
         """Called before each epoch (0-based). Returns per-sample sampling weights for this
         epoch's draws (with replacement; same number of batches) or None for a plain shuffle.
-        The default applies the per-epoch cosine learning-rate schedule."""
+        The default applies the per-epoch cosine learning-rate schedule.
+
+        A run resumed mid-epoch calls it again for that epoch and then restores the checkpoint
+        (``fairbench.checkpointing``): state it sets must live in buffers, optimizers or
+        ``get_extra_state``, or be recomputed identically."""
         self.apply_cosine_lr(epoch)
         return None
 

@@ -242,6 +242,8 @@ class FineFACE(Method):
                "N+2-step mutual learning; no demographic labels")
     uses_train_groups = False
     Hparams = FineFACEHparams
+    # per-step mean cross-entropies; the crop pick is drawn from the global RNG, identical on every rank
+    data_parallel = True
     profile_defaults = {
         # The paper's recipe (ResNet-50 ImageNet V1, 448 px, batch 16, lr 0.002 / backbone 0.0002,
         # 25 epochs) is the "paper" profile itself; nothing differs.
