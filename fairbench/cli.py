@@ -174,6 +174,14 @@ def cmd_plot_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot_curves(args: argparse.Namespace) -> int:
+    from fairbench.plots import plot_curves
+
+    labels = plot_curves(args.run_dirs, args.output)
+    print(f"wrote {args.output} ({len(labels)} runs)", file=sys.stderr)
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from fairbench.metrics import read_predictions, score_frame
     from fairbench.run_store import clean_nan
@@ -414,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
                    help="the paper's points as hollow markers (default: when the runs use the paper's setting)")
     q.set_defaults(func=cmd_plot_pareto)
+    q = plot_sub.add_parser("curves", help="training loss and validation accuracy per epoch of run folders (convergence)")
+    q.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders (each with history.json)")
+    q.add_argument("--output", type=Path, required=True, metavar="FILE", help="FILE.png, .svg or .pdf")
+    q.set_defaults(func=cmd_plot_curves)
     return parser
 
 

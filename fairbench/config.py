@@ -187,6 +187,8 @@ def resolve(config: RunConfig) -> RunConfig:
     method_defaults = method_cls.profile_defaults.get(profile, {})
     for section in ("train", "backbone"):
         _fill(getattr(cfg, section), method_defaults.get(section, {}))
+        # a dataset may set its own budget and network (the synthface scenarios: to convergence)
+        _fill(getattr(cfg, section), getattr(dataset_cls, "run_defaults", {}).get(section, {}))
         _fill(getattr(cfg, section), PROFILES[profile].get(section, {}))
     _fill(cfg.data, {"target": dataset_cls.default_target, "protected": list(dataset_cls.default_protected),
                      "image_size": dataset_cls.default_image_size})

@@ -277,3 +277,71 @@ def _staircase(front: list[Point], x: str, y: str) -> tuple[list[float], list[fl
         xs += [worse_x(a.x, b.x), b.x]
         ys += [worse_y(a.y, b.y), b.y]
     return xs, ys
+
+
+#: per-epoch series of ``history.json`` that ``plot_curves`` draws: (section, key, axis title)
+CURVES = (("train", "loss", "training loss (mean over the epoch's batches)"),
+          ("val", "accuracy", "validation accuracy (%)"),
+          ("val", "worst_group_accuracy", "validation worst-group accuracy (%)"))
+
+
+def _curve_label(run_dir: Path, config: dict[str, Any]) -> str:
+    opts = config.get("data", {}).get("options") or {}
+    dial = ", ".join(f"{k}={v}" for k, v in opts.items() if k not in ("n_train", "n_val", "n_test", "seed")
+                     and not isinstance(v, (list, dict)))
+    label = f"{config.get('method', run_dir.name)} seed {config.get('train', {}).get('seed', '?')}"
+    return f"{label} ({dial})" if dial and len(dial) < 40 else label
+
+
+def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
+    """Training loss and validation accuracy / worst-group accuracy per epoch of each run
+    (from its ``history.json``), one line per run; the selected epoch is marked with a dot.
+    Returns the labels drawn."""
+    import json
+
+    output = Path(output)
+    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise PlotError(f"output must end in .png, .svg or .pdf, got {output.name}")
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        history = run_dir / "history.json"
+        if not history.is_file():
+            raise PlotError(f"{run_dir} has no history.json (not a run folder, or no epoch finished yet)")
+        try:
+            entries = json.loads(history.read_text())
+            config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+            metrics = run_dir / "metrics.json"
+            chosen = json.loads(metrics.read_text()).get("selection", {}).get("epoch") if metrics.is_file() else None
+        except (json.JSONDecodeError, OSError) as exc:
+            raise PlotError(f"{run_dir}: cannot read its records ({exc})") from None
+        runs.append((_curve_label(run_dir, config), entries, chosen))
+    if not runs:
+        raise PlotError("no run folders given")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5.2 * len(CURVES), 4.2), layout="constrained")
+    cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+    for i, (label, entries, chosen) in enumerate(runs):
+        for ax, (section, key, _) in zip(axes, CURVES):
+            points = [(e["epoch"], (e.get(section) or {}).get(key)) for e in entries]
+            points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, color=cmap(i % cmap.N), lw=1.2, label=label if ax is axes[0] else None)
+            if chosen in xs:
+                ax.plot([chosen], [ys[xs.index(chosen)]], "o", color=cmap(i % cmap.N), ms=4)
+    for ax, (_, _, title) in zip(axes, CURVES):
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=min(4, len(runs)), fontsize=8)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(output)
+    return [r[0] for r in runs]

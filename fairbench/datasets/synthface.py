@@ -54,7 +54,7 @@ the test balance follow the task's target); the image size only changes the rend
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -193,11 +193,22 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
         agree = rng.random(n) < (1.0 + options.spurious_correlation) / 2.0
         warm = np.where(agree, y, 1 - y)
     lat["skin_tone"], lat["presentation"], lat["background"] = tone, pres, warm.astype(np.int64)
+    draw_appearance(rng, lat, y, target, options, np.asarray(options.cue_contrast, dtype=np.float32)[tone])
+    return lat
+
+
+def draw_appearance(rng: np.random.Generator, lat: dict[str, np.ndarray], y: np.ndarray, target: str,
+                    o: SynthFaceOptions, contrast: np.ndarray) -> None:
+    """Draw every rendering latent but the groups and the background (already in ``lat``), in place.
+
+    ``y`` is the task target as drawn (the cue the pixels carry); ``contrast`` the per-image
+    feature contrast (negative: features lighter than the skin)."""
+    n = len(y)
+    tone, pres, warm = lat["skin_tone"], lat["presentation"], lat["background"]
     for name in TARGETS:
         lat[name] = y.astype(np.int64) if name == target else rng.integers(0, 2, n)
 
     # Pose and framing (normalised image coordinates, [-1, 1]).
-    o = options
     lat["cx"] = _uniform(rng, -o.position_jitter, o.position_jitter, n)
     lat["cy"] = _uniform(rng, -o.position_jitter, o.position_jitter, n) - 0.06
     lat["scale"] = FACE_SCALE * _uniform(rng, 1 - o.scale_jitter, 1 + o.scale_jitter, n)
@@ -237,7 +248,7 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lat["frame_t"] = _uniform(rng, 0.035, 0.05, n)
     lat["frame_dark"] = _uniform(rng, *FRAME_DARKENING, n)
     # Feature contrast (bias 2).
-    lat["contrast"] = np.asarray(o.cue_contrast, dtype=np.float32)[tone]
+    lat["contrast"] = np.asarray(contrast, dtype=np.float32)
     # Photometric nuisance.
     # (mostly darkening, so that the lightest skin does not saturate and lose its cues)
     lat["brightness"] = _uniform(rng, 1 - o.lighting_jitter, 1 + o.lighting_jitter * 0.25, n)
@@ -246,7 +257,6 @@ def sample_split(split: str, n: int, target: str, options: SynthFaceOptions) -> 
     lat["softness"] = _uniform(rng, o.blur[0], o.blur[1], n)
     lat["noise"] = o.noise_std * _uniform(rng, 0.5, 1.5, n)
     lat["noise_seed"] = rng.integers(0, 2**63 - 1, n, dtype=np.int64)
-    return lat
 
 
 # ----------------------------------------------------------------------------------------
@@ -422,16 +432,10 @@ class SynthFace(Dataset):
     def targets(self) -> list[str]:
         return list(TARGETS)
 
-    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
-        options: SynthFaceOptions = self.options  # type: ignore[assignment]
-        if task.target not in TARGETS:
-            raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
-        columns = (*PROTECTED, *TARGETS, "background")
-        bad = [c for c in task.protected if c not in columns or c == task.target]
-        if bad or not task.protected:
-            raise DatasetError(
-                f"synthface: invalid protected attribute(s) {bad or list(task.protected)} for target "
-                f"{task.target!r}; use one or more of {list(PROTECTED)} (or another non-target column of {list(columns)})"
+    def sample(self, split: str, n: int, target: str) -> dict[str, np.ndarray]:
+        """Labels and rendering latents of one split (no pixels)."""
+        return sample_split(split, n, target, self.options)  # type: ignore[arg-type]
+
     def fingerprint(self, task: Task) -> dict[str, Any]:
         """No files: the generator's options, its latents and a few rendered probes, so a change to
         the generator that changes the images changes the run ids too (milliseconds)."""
@@ -443,12 +447,22 @@ class SynthFace(Dataset):
             raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
         digest = hashlib.sha256(json.dumps(options.model_dump(mode="json"), sort_keys=True).encode())
         for split, n in (("train", options.n_train), ("val", options.n_val), ("test", options.n_test)):
-            lat = sample_split(split, n, task.target, options)
+            lat = self.sample(split, n, task.target)
             for key in sorted(lat):
                 digest.update(key.encode() + np.ascontiguousarray(lat[key]).tobytes())
             digest.update(render(lat, 32, 0, 4).tobytes())
         return {"digest": digest.hexdigest()[:16], "how": "generator options, latents and 4 probe renderings per split"}
 
+    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+        options: SynthFaceOptions = self.options  # type: ignore[assignment]
+        if task.target not in TARGETS:
+            raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
+        columns = (*PROTECTED, *TARGETS, "background")
+        bad = [c for c in task.protected if c not in columns or c == task.target]
+        if bad or not task.protected:
+            raise DatasetError(
+                f"synthface: invalid protected attribute(s) {bad or list(task.protected)} for target "
+                f"{task.target!r}; use one or more of {list(PROTECTED)} (or another non-target column of {list(columns)})"
             )
         if image_size < 8:
             raise DatasetError(f"synthface needs image_size >= 8 (got {image_size}); its cues are about a pixel at 64")
@@ -486,3 +500,232 @@ class SynthFace(Dataset):
         }
         value_order = {"skin_tone": list(SKIN_TONES), "presentation": list(PRESENTATIONS)}
         return DatasetBundle("synthface", task, list(CLASSES), out, info, value_order=value_order)
+
+
+# ----------------------------------------------------------------------------------------
+# Known-answer scenarios: one bias mechanism each, with one dial
+# ----------------------------------------------------------------------------------------
+
+#: The two groups of every scenario: skin tones I and IV (indices into SKIN_TONES).
+SCENARIO_TONES = (0, 3)
+SCENARIO_GROUPS = tuple(SKIN_TONES[t] for t in SCENARIO_TONES)
+ALIGNMENT = ("aligned", "conflicting")  # column "bias_aligned": does the background agree with the target?
+
+
+class ScenarioOptions(BaseModel):
+    """Sizes and seed shared by every scenario; each scenario adds its one dial."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: name of the scenario's dial option (None: the scenario has none)
+    dial: ClassVar[str | None] = None
+
+    n_train: int = Field(2000, ge=16, description="number of training images")
+    n_val: int = Field(1000, ge=16, description="number of validation images (same distribution as train)")
+    n_test: int = Field(5000, ge=16, description="number of test images (balanced over group x target x background)")
+    seed: int = Field(0, ge=0, description="seed of the data generator (same seed = identical images)")
+
+
+class SpuriousOptions(ScenarioOptions):
+    dial: ClassVar[str | None] = "agreement"
+    agreement: float = Field(
+        0.95, ge=0.5, le=1.0,
+        description="P(background family agrees with the target) in train and val (0.5 = no correlation)")
+
+
+class UnderrepresentedOptions(ScenarioOptions):
+    dial: ClassVar[str | None] = "minority_share"
+    minority_share: float = Field(
+        0.02, gt=0.0, le=0.5, description="share of tone IV (features drawn lighter than the skin) in train and val")
+
+
+class LabelShiftOptions(ScenarioOptions):
+    dial: ClassVar[str | None] = "minority_prevalence"
+    minority_prevalence: float = Field(
+        0.1, gt=0.0, lt=1.0, description="P(target = yes | tone IV) in train and val (tone I: 0.5)")
+
+
+class LabelNoiseOptions(ScenarioOptions):
+    dial: ClassVar[str | None] = "noise_rate"
+    noise_rate: float = Field(
+        0.2, ge=0.0, lt=0.5, description="share of tone IV labels flipped, in train, val and test (tone I: none)")
+
+
+class NoBiasOptions(ScenarioOptions):
+    """No dial: the oracle / sanity control."""
+
+
+def sample_scenario_split(split: str, n: int, target: str, scenario: str, options: ScenarioOptions) -> dict[str, np.ndarray]:
+    """Labels and latents of one split of a scenario; ``lat["label"]`` is the (possibly noisy) target label.
+
+    Groups are tones I and IV, presentation is a fair coin; the cue contrast is the same
+    (1) for both tones except under ``underrepresented``, where tone IV's features are drawn
+    lighter than the skin (contrast -1: the same magnitude, the opposite sign)."""
+    rng = np.random.default_rng(_split_seed(options.seed, split, target))
+    dial = getattr(options, options.dial) if options.dial else None
+    if split == "test":
+        # Balanced over (group, target, background family): every cell n // 8 (+1 for the
+        # first n % 8); the background carries no information about the target or the group.
+        cells = [(g, t, w) for g in range(2) for t in range(2) for w in range(2)]
+        sizes = [n // len(cells) + (i < n % len(cells)) for i in range(len(cells))]
+        group, y, warm = (np.concatenate([np.full(k, c[j]) for c, k in zip(cells, sizes)]) for j in range(3))
+        order = rng.permutation(n)
+        group, y, warm = group[order], y[order], warm[order]
+    else:
+        share = dial if scenario == "underrepresented" else 0.5
+        group = (rng.random(n) < share).astype(np.int64)
+        prevalence = np.where(group == 1, dial, 0.5) if scenario == "label_shift" else np.full(n, 0.5)
+        y = (rng.random(n) < prevalence).astype(np.int64)
+        agree = rng.random(n) < (dial if scenario == "spurious" else 0.5)
+        warm = np.where(agree, y, 1 - y)
+    lat: dict[str, np.ndarray] = {
+        "skin_tone": np.asarray(SCENARIO_TONES)[group],
+        "presentation": rng.integers(0, 2, n),
+        "background": warm.astype(np.int64),
+    }
+    contrast = np.where((group == 1) & (scenario == "underrepresented"), -1.0, 1.0)
+    draw_appearance(rng, lat, y, target, SynthFaceOptions(), contrast)
+    flip = np.zeros(n, dtype=bool)
+    if scenario == "label_noise" and dial > 0:
+        if split == "test":  # exactly round(rate * size) flips in each (tone IV, target) cell
+            for cls in (0, 1):
+                idx = np.flatnonzero((group == 1) & (y == cls))
+                flip[rng.choice(idx, int(round(dial * len(idx))), replace=False)] = True
+        else:
+            flip = (group == 1) & (rng.random(n) < dial)
+    lat["label"] = np.where(flip, 1 - y, y).astype(np.int64)
+    lat["label_flipped"] = flip.astype(np.int64)
+    return lat
+
+
+def scenario_frame(lat: dict[str, np.ndarray], target: str) -> pd.DataFrame:
+    """Like :func:`attributes_frame`, with the observed label as the target column and two more
+    columns: ``bias_aligned`` (background family agrees with the drawn target) and ``label_flipped``."""
+    frame = attributes_frame(lat)
+    frame[target] = np.array(CLASSES, dtype=object)[lat["label"]]
+    frame["bias_aligned"] = np.array(ALIGNMENT, dtype=object)[(lat["background"] != lat[target]).astype(int)]
+    frame["label_flipped"] = np.array(["no", "yes"], dtype=object)[lat["label_flipped"]]
+    return frame
+
+
+class _Scenario(SynthFace):
+    """A known-answer scenario: one bias mechanism of SynthFace, two groups, one dial."""
+
+    scenario: ClassVar[str]
+    mechanism: ClassVar[str]
+    default_protected = ("skin_tone",)
+    default_image_size = 32
+    #: filled in before the profile's defaults (fairbench.config.resolve): converged in about a minute of one core
+    run_defaults: ClassVar[dict[str, dict[str, Any]]] = {"train": {"epochs": 12}}
+
+    def sample(self, split: str, n: int, target: str) -> dict[str, np.ndarray]:
+        return sample_scenario_split(split, n, target, self.scenario, self.options)  # type: ignore[arg-type]
+
+    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+        options: ScenarioOptions = self.options  # type: ignore[assignment]
+        name = f"synthface-{self.scenario}"
+        columns = (*PROTECTED, *TARGETS, "background", "bias_aligned", "label_flipped")
+        if task.target not in TARGETS:
+            raise DatasetError(f"{name} has no target {task.target!r}; choose one of {list(TARGETS)}")
+        bad = [c for c in task.protected if c not in columns or c == task.target]
+        if bad or not task.protected:
+            raise DatasetError(f"{name}: invalid protected attribute(s) {bad or list(task.protected)} for target "
+                               f"{task.target!r}; use one or more of {list(columns)}")
+        if image_size < 8:
+            raise DatasetError(f"{name} needs image_size >= 8 (got {image_size})")
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise DatasetError(f"{name} has no split(s) {unknown}; it has {list(SPLITS)}")
+        sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
+        out: dict[str, DataSplit] = {}
+        counts: dict[str, dict[str, int]] = {}
+        stats: dict[str, dict[str, float]] = {}
+        for split in SPLITS:
+            if split not in splits:
+                continue
+            lat = self.sample(split, sizes[split], task.target)
+            attrs = scenario_frame(lat, task.target)
+            ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
+            out[split] = DataSplit(split, render_all(lat, image_size), lat["label"], attrs, ids)
+            groups = out[split].group_labels(tuple(task.protected))
+            values, n = np.unique(groups, return_counts=True)
+            counts[split] = {str(v): int(c) for v, c in zip(values, n)}
+            minority = lat["skin_tone"] == SCENARIO_TONES[1]
+            stats[split] = {
+                "share_tone_IV": round(float(minority.mean()), 4),
+                "prevalence_tone_I": round(float(lat["label"][~minority].mean()), 4) if (~minority).any() else float("nan"),
+                "prevalence_tone_IV": round(float(lat["label"][minority].mean()), 4) if minority.any() else float("nan"),
+                "background_agreement": round(float((lat["background"] == lat[task.target]).mean()), 4),
+                "labels_flipped_tone_IV": round(float(lat["label_flipped"][minority].mean()), 4) if minority.any() else float("nan"),
+            }
+        info = {
+            "scenario": self.scenario,
+            "mechanism": self.mechanism,
+            "dial": {options.dial: getattr(options, options.dial)} if options.dial else {},
+            "protocol": ("synthetic; train and val share the scenario's biased distribution; test is balanced "
+                         "over tone (I, IV) x target x background family"),
+            "generator": "fairbench.datasets.synthface",
+            "options": options.model_dump(mode="json"),
+            "image_size": image_size,
+            "group_counts": counts,
+            "split_statistics": stats,
+            "auxiliary_columns": ["background", "bias_aligned", "label_flipped"],
+        }
+        value_order = {"skin_tone": list(SCENARIO_GROUPS), "presentation": list(PRESENTATIONS),
+                       "bias_aligned": list(ALIGNMENT)}
+        return DatasetBundle(name, task, list(CLASSES), out, info, value_order=value_order)
+
+
+@register_dataset("synthface-spurious")
+class SynthFaceSpurious(_Scenario):
+    summary = ("Scenario: background agrees with the target in train/val (dial agreement, 0.95); "
+               "groups bias_aligned; test balanced, background uninformative")
+    scenario = "spurious"
+    Options = SpuriousOptions
+    default_protected = ("bias_aligned",)
+    mechanism = ("a global cue (background family) agrees with the target in train and val with probability "
+                 "`agreement`; the true cue (the mouth) is small and local; test: background independent of the target")
+
+
+@register_dataset("synthface-underrepresented")
+class SynthFaceUnderrepresented(_Scenario):
+    summary = ("Scenario: tone IV rare in train (dial minority_share, 0.02) and drawn with lighter-than-skin "
+               "features; test balanced")
+    scenario = "underrepresented"
+    Options = UnderrepresentedOptions
+    mechanism = ("tone IV is a `minority_share` of train and val, and its facial features are drawn lighter "
+                 "than the skin (tone I: darker), so what is learned on tone I transfers imperfectly")
+
+
+@register_dataset("synthface-label-shift")
+class SynthFaceLabelShift(_Scenario):
+    summary = ("Scenario: target prevalence differs by group in train (dial minority_prevalence, 0.1 for tone IV; "
+               "0.5 for tone I); test balanced")
+    scenario = "label_shift"
+    Options = LabelShiftOptions
+    mechanism = ("P(target | tone IV) = `minority_prevalence` in train and val, 0.5 for tone I (a target-group "
+                 "correlation); test: prevalence 0.5 in both groups")
+
+
+@register_dataset("synthface-label-noise")
+class SynthFaceLabelNoise(_Scenario):
+    summary = ("Scenario (negative control): tone IV labels flipped in train, val and test (dial noise_rate, 0.2); "
+               "a gap no method can close")
+    scenario = "label_noise"
+    Options = LabelNoiseOptions
+    mechanism = ("a `noise_rate` share of tone IV labels is flipped, independently of the image, in every "
+                 "split: no classifier exceeds 1 - noise_rate on tone IV's test labels")
+
+
+@register_dataset("synthface-none")
+class SynthFaceNoBias(_Scenario):
+    summary = "Scenario (oracle control): the scenarios' images with no bias; tones I and IV balanced, no dial"
+    scenario = "none"
+    Options = NoBiasOptions
+    mechanism = "no bias: balanced groups, prevalence 0.5, background independent of the target, clean labels"
+
+
+#: scenario name -> registered dataset class
+SCENARIOS: dict[str, type[_Scenario]] = {
+    cls.scenario: cls
+    for cls in (SynthFaceSpurious, SynthFaceUnderrepresented, SynthFaceLabelShift, SynthFaceLabelNoise, SynthFaceNoBias)
+}

@@ -1,0 +1,59 @@
+"""SUBG (Idrissi et al., CLeaR 2022): ERM on a group-balanced random subset of the training split.
+
+Once per run, every (target, group) cell ``c = y * D + d`` of the training split is
+subsampled without replacement to the size of the smallest non-empty cell, ``m = min_c N_c``;
+the other samples are never seen. Training is plain cross-entropy (as ERM) on that subset.
+
+The subset is drawn from a NumPy generator seeded with the run's torch seed
+(``torch.initial_seed()``, which the runner sets from ``train.seed``), so the same seed gives
+the same subset; it is a buffer, so a resumed run keeps it.
+
+Deviation: the runner draws N samples per epoch (N = full training size), so each epoch here
+draws N samples with replacement from the subset (uniformly), i.e. about N / (C m) passes
+over it; the paper iterates over the subset itself. The number of optimizer steps therefore
+equals ERM's at the same epochs: a budget-matched comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fairbench.methods.base import MethodContext, TrainerView
+from fairbench.methods.erm import ERM, ERMHparams
+from fairbench.methods.group_balanced import cell_codes
+from fairbench.registry import register_method
+
+
+def subsample_cells(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask keeping ``min_c N_c`` samples of every non-empty cell, drawn without replacement."""
+    codes = np.asarray(codes, dtype=np.int64)
+    present = np.unique(codes)
+    smallest = min(int((codes == c).sum()) for c in present)
+    keep = np.zeros(len(codes), dtype=bool)
+    for c in present:
+        keep[rng.choice(np.flatnonzero(codes == c), smallest, replace=False)] = True
+    return keep
+
+
+class SUBGHparams(ERMHparams):
+    """ERM's hyperparameters: the balancing is the subset, not the loss."""
+
+
+@register_method("subg")
+class SUBG(ERM):
+    summary = ("SUBG: ERM on a random subset with every (target, group) cell cut to the smallest, "
+               "drawn once per run (Idrissi et al. CLeaR 2022)")
+    uses_train_groups = True
+    default_selection = "worst_group_accuracy"
+    Hparams = SUBGHparams
+
+    def __init__(self, ctx: MethodContext, hparams: SUBGHparams):
+        super().__init__(ctx, hparams)
+        codes = cell_codes(ctx.train_targets, ctx.train_groups, ctx.num_groups)
+        keep = subsample_cells(codes, np.random.default_rng(torch.initial_seed()))
+        self.register_buffer("subset", torch.from_numpy(keep))
+
+    def begin_epoch(self, epoch: int, trainer: TrainerView) -> np.ndarray:
+        super().begin_epoch(epoch, trainer)  # cosine learning rate
+        return self.subset.cpu().numpy().astype(np.float64)

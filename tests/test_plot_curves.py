@@ -1,0 +1,43 @@
+"""``fairbench plot curves``: training loss and validation accuracy per epoch, from history.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairbench.cli import main
+from fairbench.plots import PlotError, plot_curves
+
+
+def fake_run(folder, method="erm", seed=0, epochs=3, selected=1):
+    folder.mkdir(parents=True)
+    history = [{"epoch": e, "train": {"loss": 0.7 / (e + 1)}, "selectable": True,
+                "val": {"accuracy": 60.0 + 10 * e, "worst_group_accuracy": 50.0 + 5 * e}} for e in range(epochs)]
+    (folder / "history.json").write_text(json.dumps(history))
+    (folder / "config.json").write_text(json.dumps({"method": method, "train": {"seed": seed},
+                                                     "data": {"options": {"agreement": 0.95, "n_train": 10}}}))
+    (folder / "metrics.json").write_text(json.dumps({"selection": {"epoch": selected}}))
+    return folder
+
+
+def test_one_line_per_run_labelled_by_method_seed_and_dial(tmp_path):
+    runs = [fake_run(tmp_path / "a"), fake_run(tmp_path / "b", method="subg", seed=3)]
+    labels = plot_curves(runs, tmp_path / "curves.png")
+    assert labels == ["erm seed 0 (agreement=0.95)", "subg seed 3 (agreement=0.95)"]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_run_on_the_real_runner_plots(run_tiny, tmp_path):
+    run = run_tiny("erm", epochs=2)
+    assert plot_curves([run], tmp_path / "c.svg") == ["erm seed 0"]
+
+
+def test_bad_input_is_a_clear_error_with_exit_status_2(tmp_path, capsys):
+    with pytest.raises(PlotError, match="no history.json"):
+        plot_curves([tmp_path], tmp_path / "c.png")
+    with pytest.raises(PlotError, match=".png, .svg or .pdf"):
+        plot_curves([fake_run(tmp_path / "r")], tmp_path / "c.txt")
+    assert main(["plot", "curves", str(tmp_path / "missing"), "--output", str(tmp_path / "c.png")]) == 2
+    assert "no history.json" in capsys.readouterr().err
+    assert main(["plot", "curves", str(tmp_path / "r"), "--output", str(tmp_path / "ok.png")]) == 0
