@@ -114,13 +114,18 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
                 del running[slot]
                 free.append(slot)
     except KeyboardInterrupt:
-        for job, proc, *_ in running.values():  # each worker records "interrupted" and lets go of its run
-            proc.send_signal(signal.SIGINT)
-        for job, proc, *_ in running.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # A Ctrl-C at the terminal reaches the workers too: each records "interrupted" and lets go of
+        # its run. A second SIGINT could cut that short, so they are sent one only if they linger.
+        procs = [proc for _, proc, *_ in running.values()]
+        for escalate in (lambda proc: proc.send_signal(signal.SIGINT), lambda proc: proc.kill()):
+            deadline = time.monotonic() + 30
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    escalate(proc)
+        for proc in procs:
+            proc.wait()
         raise
 
 
