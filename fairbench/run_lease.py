@@ -177,6 +177,9 @@ def hold(run_dir: Path, wait: float | None = None) -> Iterator[None]:
     if wait is None:
         owner = read_owner(run_dir)
         wait = seconds + seconds / 3 + 1 if owner is not None and owner.looks_stale and not owner.dead else 0.0
+        if wait:
+            print(f"fairbench: {run_dir}: {owner.describe()} looks dead; watching its lease for up to {wait:.0f} s "
+                  "before taking the run over", file=sys.stderr, flush=True)
     try:
         lease.acquire(timeout=wait, poll_interval=min(1.0, seconds / 10))
     except Timeout:

@@ -193,3 +193,29 @@ def test_two_suite_runs_at_once_train_every_run_exactly_once(tmp_path):
         assert RunRecord(runs / rid).status()["state"] == "done"
         assert (runs / rid / "metrics.json").is_file()
     assert not any((runs / ".leases").iterdir())  # every lease given back
+
+
+def test_an_owner_on_another_host_is_taken_over_once_its_heartbeat_has_been_still_for_a_lease(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """Another host's pid cannot be checked: its run is declared dead only when its marker has not
+    been touched for a lease (by the file's age), and taken over after this process has itself
+    watched it stay still for a lease."""
+    monkeypatch.setenv("FAIRBENCH_LEASE_SECONDS", "2")
+    run = tmp_path / "runs" / "r5"
+    RunWriter(run).set_status("running", epoch=3)
+    marker = lease_file(run)
+    marker.parent.mkdir(parents=True)
+    marker.write_text("filelock/2\npid=4242\nhost=node-elsewhere\nmode=lease\ntoken=0123\nduration=2.0\n")
+    assert RunRecord(run).status()["state"] == "running"  # a fresh heartbeat: alive as far as anyone can tell
+    with pytest.raises(RunBusy, match="pid 4242 on node-elsewhere"):
+        with hold(run):
+            pass
+    old = time.time() - 60
+    os.utime(marker, (old, old))  # no heartbeat for a minute
+    status = RunRecord(run).status()
+    assert status["state"] == "incomplete" and "presumed dead" in status["reason"]
+    t0 = time.monotonic()
+    with hold(run):
+        assert read_owner(run).pid == os.getpid()
+    assert time.monotonic() - t0 >= 2.0  # it watched the marker for a whole lease first
+    assert "looks dead" in capsys.readouterr().err
