@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import io
 import json
 import math
@@ -33,6 +34,45 @@ from fairbench.run_lease import pid_alive as _pid_alive
 
 DEFAULT_RUNS_DIR = Path("runs")
 STATES = ("running", "done", "failed", "incomplete")
+#: errors of the folder, not of the program: full, read-only, not ours
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class RunStoreError(ValueError):
+    """A runs folder that cannot be written (full, read-only, no permission) or a record that cannot be read."""
+
+
+def storage_error(path: Path, exc: OSError) -> RunStoreError:
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EROFS: "the file system is read-only"}.get(exc.errno, "no permission to write there")
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose a writable --runs-dir"
+    return RunStoreError(f"cannot write {path}: {what} ({exc.strerror}); {hint}")
+
+
+def check_writable(folder: Path) -> None:
+    """A clear error now, rather than a traceback after the data has loaded: the folder can be
+    created, written to and has room for at least a page (a full disk still creates empty files)."""
+    folder = Path(folder)
+    probe = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        raise RunStoreError(f"runs folder {folder} exists and is not a folder; choose another --runs-dir") from None
+    except NotADirectoryError:
+        raise RunStoreError(f"runs folder {folder} is inside a file, not a folder; choose another --runs-dir") from None
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(folder, exc) from None
+        raise
+    finally:
+        if probe is not None:
+            Path(probe).unlink(missing_ok=True)
 
 
 def now() -> str:
@@ -57,8 +97,14 @@ _UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``path`` whole or not at all; a full or read-only disk is a :class:`RunStoreError`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(path, exc) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -68,8 +114,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            raise storage_error(path, exc) from None
         raise
 
 
@@ -160,7 +208,9 @@ class RunRecord:
         if status.get("state") == "running":
             same_host = status.get("host") == socket.gethostname()
             if same_host and not _pid_alive(int(status.get("pid", -1))):
-                status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died during epoch {status.get('epoch')}"}
+                epoch = status.get("epoch")  # 0-based in the record, 1-based in every message (as in the log)
+                during = f"during epoch {epoch + 1}" if isinstance(epoch, int) else "before its first epoch"
+                status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died {during}"}
             else:  # other hosts: the run's lease and its heartbeat tell (fairbench.run_lease)
                 from fairbench.run_lease import running_status
 
@@ -171,7 +221,11 @@ class RunRecord:
         return read_json(self.path / "config.json")
 
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.path / "metrics.json")
+        try:
+            return read_json(self.path / "metrics.json")
+        except (OSError, ValueError) as exc:
+            raise RunStoreError(f"{self.path / 'metrics.json'} is unreadable ({exc}); the run must be trained again: "
+                                "run its command with --force") from None
 
     def environment(self) -> dict[str, Any]:
         return read_json(self.path / "environment.json")
@@ -189,7 +243,12 @@ class RunWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(self.path, exc) from None
+            raise
 
     def write_json(self, name: str, obj: Any) -> None:
         check_owned(self.path)
@@ -213,7 +272,9 @@ def iter_runs(runs_dir: Path) -> list[RunRecord]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    return [RunRecord(p) for p in sorted(runs_dir.iterdir()) if p.is_dir() and (p / "config.json").is_file()]
+    # hidden folders are runs being trained aside (--force) or being replaced: not results yet
+    return [RunRecord(p) for p in sorted(runs_dir.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()]
 
 
 def clean_nan(obj: Any) -> Any:
