@@ -1,6 +1,7 @@
 """The ``local`` launcher: the jobs of a suite on this machine, one at a time or in a pool.
 
-- One job at a time (the default) runs in this process, with a progress bar per epoch.
+- One job at a time (the default on the CPU or one GPU) runs in this process, with a progress
+  bar per epoch.
 - On GPUs: one worker process per GPU slot, pinned with ``CUDA_VISIBLE_DEVICES`` round-robin over
   ``gpus`` (default: every visible GPU), ``jobs_per_gpu`` workers on each (small models leave a GPU
   mostly idle, so several runs share it well).
@@ -67,8 +68,8 @@ class LocalLauncher(Launcher):
 
     def launch(self, todo, ctx: LaunchContext) -> None:
         slots, threads = self.plan(todo)
-        if len(slots) == 1 and slots[0] is None and self.options.gpus is None and self.options.threads is None:
-            _run_here(todo, ctx)
+        if len(slots) == 1 and self.options.gpus is None and self.options.threads is None:
+            _run_here(todo, ctx)  # one at a time on this machine's one GPU or its CPU: nothing to pin
         else:
             _run_pool(todo, ctx, slots, threads, self.options.threads is not None)
 
