@@ -146,13 +146,13 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
             seen.add(state)
             scripts = list(folder.glob("*_submission.sh"))
             array = scripts[0].name.split("_")[0] if scripts else None
-            if signalled is None and state == "running" and _epochs_done(first) >= 2 and _squeue_has(f"{array}_0"):
+            if signalled is None and state == "running" and _epochs_done(first) >= 1 and _squeue_has(f"{array}_0"):
                 # what Slurm sends a job at preemption / before its time limit (--signal=USR2@...)
                 subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True, timeout=30)
                 signalled = f"{array}_0"
             elif signalled:
                 seen_after.add(state)
-            if killed is None and job_state(jobs[1], runs).state == "running" and _epochs_done(second) >= 2 \
+            if killed is None and job_state(jobs[1], runs).state == "running" and _epochs_done(second) >= 1 \
                     and _squeue_has(f"{array}_1"):
                 subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True, timeout=30)
                 killed = f"{array}_1"
