@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("list", help="list registered methods, datasets, backbones or metrics")
-    p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics"])
+    p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "launchers"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="one method in full: hyperparameters, defaults, search space, needs")

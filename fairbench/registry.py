@@ -211,7 +211,7 @@ launchers: Registry = Registry("launcher", "fairbench.launchers", "fairbench.lau
 selection_rules: Registry = Registry("selection rule", "fairbench.selection_rules", "fairbench.selection")
 
 REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics,
-              "selection": selection_rules}
+              "selection": selection_rules, "launchers": launchers}
 
 
 def register_method(name: str) -> Callable[[T], T]:

@@ -19,9 +19,12 @@ from fairbench.suite import Suite, run_suite
 from tests.test_suite import write_suite
 
 
-def test_builtin_launchers_are_registered_through_the_entry_point_group():
+def test_builtin_launchers_are_registered_through_the_entry_point_group(capsys):
     assert {"local", "slurm"} <= set(registry.launchers.names())
     assert registry.launchers.get("local") is LocalLauncher
+    assert main(["list", "launchers"]) == 0
+    out = capsys.readouterr().out
+    assert "local " in out and "slurm " in out and "submitit" in out
 
 
 def test_a_plugin_launcher_gets_the_jobs_and_its_options(tmp_path, monkeypatch):
