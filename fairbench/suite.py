@@ -526,7 +526,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
             if before[job.index].state in ("running", "queued", "invalid"):
                 progress.log(f"skip {job.run_id or 'job ' + str(job.index)}: {before[job.index].state} "
                              f"({before[job.index].detail})")
-        ctx = LaunchContext(suite, runs_dir, progress, result)
+        ctx = LaunchContext(suite, runs_dir, progress, result, data_roots=dict(data_roots or {}))
         try:
             if todo:
                 chosen.launch(todo, ctx)

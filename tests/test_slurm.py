@@ -91,6 +91,10 @@ def test_no_slurm_commands_is_a_clear_error(tmp_path, monkeypatch):
 # -- a real cluster -----------------------------------------------------------------------------
 
 LAUNCHER = """
+[[evaluate]]
+dataset = "synthface"
+options = { n_test = 64, seed = 7 }
+
 [launcher]
 default = "slurm"
 
@@ -185,5 +189,7 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
     assert [h["epoch"] for h in json.loads((second / "history.json").read_text())] == list(range(epochs))
     for job in jobs:
         assert job_state(job, runs).state == "done"
-    assert "2 trained now" in out
+    assert "2 trained now" in out and "evaluations run" not in out  # the tasks evaluated, not `suite run`
+    for job in jobs:
+        assert (runs / job.run_id / "evaluations" / "synthface-test" / "metrics.json").is_file()
     assert (runs / "suite-slurmtiny" / "table.md").is_file()

@@ -66,6 +66,8 @@ class LaunchContext:
     result: "SuiteResult"
     #: jobs left alone because another live process owns them (index -> who)
     busy: dict[int, str] = field(default_factory=dict)
+    #: ``--data-root DATASET=PATH`` of the suite run (for evaluations run beside the training)
+    data_roots: dict[str, Path] = field(default_factory=dict)
 
     @property
     def report_dir(self) -> Path:

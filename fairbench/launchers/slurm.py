@@ -159,8 +159,9 @@ class SlurmLauncher(Launcher):
             if not config["train"].get("threads"):  # the task's CPUs, not every core of the node
                 config["train"]["threads"] = self.options.cpus_per_job
             configs.append(config)
-        task = TrainOnSlurm(str(ctx.runs_dir))
-        jobs = executor.map_array(task, configs, [job.run_id for job in todo])
+        task = TrainOnSlurm(str(ctx.runs_dir), {name: str(path) for name, path in ctx.data_roots.items()})
+        evaluations = [[spec.model_dump(mode="json") for spec in job.evaluations] for job in todo]
+        jobs = executor.map_array(task, configs, [job.run_id for job in todo], evaluations)
         array_id = jobs[0].job_id.split("_")[0]
         for job, slurm_job in zip(todo, jobs):
             mark_queued(ctx.runs_dir, job.run_id, detail=f"slurm job {slurm_job.job_id}", slurm_job=slurm_job.job_id)
@@ -226,11 +227,12 @@ class TrainOnSlurm(_checkpointable()):
     calls :meth:`checkpoint` and requeues the task with the same arguments; the run resumes from
     its last checkpoint."""
 
-    def __init__(self, runs_dir: str):
+    def __init__(self, runs_dir: str, data_roots: dict[str, str] | None = None):
         self.runs_dir = runs_dir
+        self.data_roots = data_roots or {}
         self.requeued = False
 
-    def __call__(self, config: dict[str, Any], run_id: str) -> str:
+    def __call__(self, config: dict[str, Any], run_id: str, evaluations: list[dict[str, Any]] = ()) -> str:
         from fairbench.run_lease import RunBusy, hold, lease_seconds
 
         self.requeued = False
@@ -241,7 +243,10 @@ class TrainOnSlurm(_checkpointable()):
             with hold(run_dir, wait=lease_seconds() * 4 / 3 + 5):
                 _link_logs(run_dir)
                 try:
-                    return train_job(config, Path(self.runs_dir)).to_json()
+                    outcome = train_job(config, Path(self.runs_dir))
+                    if outcome.state in ("trained", "done-before"):  # on the node, not on the login node
+                        _evaluate(run_dir, evaluations, self.data_roots)
+                    return outcome.to_json()
                 except SystemExit:
                     if self.requeued:  # submitit requeued this task and exits: the run waits for it
                         _record_requeue(Path(self.runs_dir), run_id)
@@ -249,10 +254,27 @@ class TrainOnSlurm(_checkpointable()):
         except RunBusy as busy:
             return JobOutcome("busy", str(busy)).to_json()
 
-    def checkpoint(self, config: dict[str, Any], run_id: str):
+    def checkpoint(self, config: dict[str, Any], run_id: str, evaluations: list[dict[str, Any]] = ()):
         """The runner's last checkpoint is on disk already: requeue with the same arguments."""
         self.requeued = True
-        return super().checkpoint(config, run_id)
+        return super().checkpoint(config, run_id, evaluations)
+
+
+def _evaluate(run_dir: Path, evaluations: list[dict[str, Any]], data_roots: dict[str, str]) -> None:
+    """The suite's cross-dataset evaluations of a finished run, in its Slurm task; one that fails is
+    reported in the task's log and tried again by the next ``suite run``."""
+    from fairbench.cross_eval import evaluate_run
+
+    for spec in evaluations:
+        if (run_dir / "evaluations" / f"{spec['dataset']}-{spec['split']}" / "metrics.json").is_file():
+            continue
+        root = data_roots.get(spec["dataset"])
+        try:
+            evaluate_run(run_dir, spec["dataset"], data_root=Path(root) if root else None, split=spec["split"],
+                         options=dict(spec.get("options") or {}))
+        except Exception as exc:  # one missing dataset must not fail the task
+            print(f"fairbench: evaluation on {spec['dataset']} {spec['split']} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
 
 
 def _link_logs(run_dir: Path) -> None:
