@@ -55,10 +55,13 @@ class TrainConfig(Strict):
     backbone_lr: float | None = None  # the (pretrained) backbone
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    crop_padding: int | None = None  # random-crop padding in pixels (default: image_size // 28)
+    crop_padding: int | None = None  # random-crop padding in pixels (default: fairbench.pipeline.default_padding)
+    #: "paper" (the authors' Resize(460) -> RandomCrop(448, padding 8) / CenterCrop(448), scaled to
+    #: image_size) or "frame" (padded random crop of the frame / the whole frame); default: the profile's
+    transform: Literal["paper", "frame"] | None = None
     seed: int = 0
     deterministic: bool = False
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool | None = None  # bf16 autocast on CUDA (default: the profile's; paper: false = fp32); ignored on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N; not part of the run id
     workers: int = 2  # batch-assembly threads; not part of the run id
 
@@ -87,12 +90,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Built-in benchmark on a CPU: small network from scratch, small images.
     "cpu-small": {
         "backbone": {"name": "resnet_tiny", "pretrained": False},
-        "train": {"epochs": 8, "batch_size": 64, "lr": 0.02, "backbone_lr": 0.02},
+        "train": {"epochs": 8, "batch_size": 64, "lr": 0.02, "backbone_lr": 0.02,
+                  "transform": "frame", "amp": True},  # bf16 on a GPU, as its recorded results
     },
-    # Real face datasets: the FineFACE recipe (ResNet-50 ImageNet V1, 448 px, SGD, 25 epochs).
+    # Real face datasets: the FineFACE recipe (ResNet-50 ImageNet V1, 448 px, SGD, 25 epochs,
+    # the authors' transforms, fp32 as they trained).
     "paper": {
         "backbone": {"name": "resnet50", "pretrained": True},
-        "train": {"epochs": 25, "batch_size": 16, "lr": 0.002, "backbone_lr": 0.0002},
+        "train": {"epochs": 25, "batch_size": 16, "lr": 0.002, "backbone_lr": 0.0002,
+                  "transform": "paper", "amp": False},
     },
 }
 
@@ -195,7 +201,9 @@ def resolve(config: RunConfig) -> RunConfig:
     if cfg.train.eval_batch_size is None:
         cfg.train.eval_batch_size = max(cfg.train.batch_size, 64)
     if cfg.train.crop_padding is None:
-        cfg.train.crop_padding = max(1, cfg.data.image_size // 28)
+        from fairbench.pipeline import default_padding
+
+        cfg.train.crop_padding = default_padding(cfg.data.image_size, cfg.train.transform)
     if cfg.selection is None:
         cfg.selection = method_cls.default_selection
     hp = {**method_defaults.get("hparams", {}), **cfg.hparams}
@@ -220,6 +228,8 @@ def identity_dict(cfg: RunConfig) -> dict[str, Any]:
         data[section].pop(key, None)
     data["data"]["options"] = {k: v for k, v in data["data"]["options"].items()
                                if not k.endswith(LOCATION_OPTION_SUFFIXES)}
+    if data["train"].get("transform") in (None, "frame"):  # records made before train.transform keep their ids
+        data["train"].pop("transform", None)
     return data
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 from fairbench import registry
 from fairbench.datasets import vocab
 from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.pipeline import center_crop_view, decode_size
 
 
 @dataclass
@@ -101,7 +102,7 @@ def evaluate_run(
     ds = _dataset(dataset, data_root, options or {}, cache_dir)
     target = target_for(cfg.data.name, cfg.data.target, dataset, ds)
     task = Task(target, tuple(protected or type(ds).default_protected))
-    bundle = load_split(ds, task, cfg.data.image_size, split)
+    bundle = load_split(ds, task, decode_size(cfg.data.image_size, cfg.train.transform), split)
     if split not in bundle.splits:
         raise DatasetError(f"{dataset} has no {split!r} split")
     columns = vocab.class_mapping(run_classes, bundle.classes)
@@ -112,7 +113,8 @@ def evaluate_run(
     method, _, _ = load_trained_method(run_dir, device)
     dev = next(method.parameters()).device
     data = bundle.splits[split]
-    logits = predict_images(method, data.images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
+    images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
+    logits = predict_images(method, images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
     logits = logits[:, columns]  # the run's columns, reordered into this dataset's class order
     frame = predictions_frame(data, logits, task.protected, bundle.classes)
     report = report_for(frame, bundle.group_names)

@@ -86,10 +86,13 @@ def _method_name(method_key: str) -> str:
 def compute_maps(method, cfg, faces: Faces, device: torch.device, display: int, name: str | None = None,
                  classes: list[str] | None = None) -> RunMaps:
     """Attention maps (and predictions) of a loaded method for the faces, at ``display`` px."""
-    from fairbench.pipeline import to_float
+    from fairbench.pipeline import center_crop_view, decode_size, to_float
 
     size = cfg.data.image_size
-    x = to_float(torch.from_numpy(np.ascontiguousarray(faces.images)))
+    images = faces.images
+    if images.shape[1] == decode_size(size, cfg.train.transform) != size:
+        images = center_crop_view(images, size)  # the run's evaluation transform ("paper")
+    x = to_float(torch.from_numpy(np.ascontiguousarray(images)))
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     x = x.to(device)

@@ -94,6 +94,16 @@ def run_notes(record: RunRecord, split: str = "test") -> list[str]:
     return notes
 
 
+def run_precision(record: RunRecord, cfg: dict[str, Any]) -> str | None:
+    """"bf16" if the run trained under bf16 autocast (train.amp on a CUDA device), else "fp32";
+    None when its environment.json does not say where it ran."""
+    try:
+        device = str(record.environment().get("device", ""))
+    except (OSError, ValueError):
+        return None
+    return "bf16" if cfg.get("train", {}).get("amp") and device.startswith("cuda") else "fp32"
+
+
 def _task_label(cfg: dict[str, Any]) -> str:
     return f"{cfg['data']['target']} ~ {'+'.join(cfg['data']['protected'])}"
 
@@ -136,6 +146,7 @@ def collect_runs(runs_dir: Path, only: set[str] | None = None) -> tuple[pd.DataF
                "task": _task_label(cfg), "selection": cfg.get("selection"), "setting": _setting_key(cfg),
                "seed": cfg["train"]["seed"], "eval": cfg["data"]["name"], "data": cfg["data"].get("fingerprint")}
         row.update({key: test.get(key) for key, _ in HEADLINE})
+        row["precision"] = run_precision(record, cfg)
         rows.append(row)
         for folder in record.evaluations():  # cross-dataset evaluations appear as their own rows
             ev = json.loads((folder / "metrics.json").read_text())
@@ -152,6 +163,8 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return runs
     keys = ["method", "needs", "dataset", "task", "selection", "setting", "eval", "data"]
+    if "precision" in runs:  # a row per precision; the column is shown only when a run used bf16
+        keys.append("precision")
     out = []
     for key, grp in runs.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
@@ -165,7 +178,10 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     # the baseline first in each comparison (as in the paper's tables), then the methods by name
     order = table.assign(_not_baseline=table["method"] != "erm").sort_values(
         ["dataset", "task", "eval", "_not_baseline", "method", "setting"], na_position="first", kind="stable")
-    return order.drop(columns="_not_baseline").reset_index(drop=True)
+    order = order.drop(columns="_not_baseline").reset_index(drop=True)
+    if "precision" in order and not (order["precision"] == "bf16").any():
+        order = order.drop(columns="precision")
+    return order
 
 
 def format_compare(table: pd.DataFrame, fmt: str) -> str:
@@ -184,6 +200,8 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
     same = ["method", "dataset", "task", "selection", "eval"]
     if "data" in table and (table.groupby(same, dropna=False)["data"].nunique(dropna=False) > 1).any():
         display["data"] = table["data"].fillna("(not recorded)")
+    if "precision" in table:  # some run trained under bf16 autocast
+        display["precision"] = table["precision"].fillna("(not recorded)")
     for metric, title in HEADLINE:
         digits = 3 if metric == "max_min_ratio" else 2
         display[title] = [

@@ -24,7 +24,8 @@ from fairbench import registry
 from fairbench.config import RunConfig, identity_dict, run_id
 from fairbench.datasets.base import DatasetBundle, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
-from fairbench.pipeline import BatchStream, augment_uint8, epoch_batches, eval_batches, to_float
+from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
+                                eval_batches, to_float)
 from fairbench.run_lease import hold as hold_run
 from fairbench.run_store import RunRecord, RunWriter, environment, now, read_json
 
@@ -69,7 +70,9 @@ def load_bundle(cfg: RunConfig) -> DatasetBundle:
     dataset_cls = registry.datasets.get(cfg.data.name)
     options = dataset_cls.Options.model_validate(cfg.data.options)
     dataset = dataset_cls(cfg.data.root, options, cfg.data.cache_dir)
-    bundle = dataset.load(Task(cfg.data.target, tuple(cfg.data.protected)), cfg.data.image_size)
+    # decoded larger than the input for the "paper" transform (its Resize(460)); see fairbench.pipeline
+    bundle = dataset.load(Task(cfg.data.target, tuple(cfg.data.protected)),
+                          decode_size(cfg.data.image_size, cfg.train.transform))
     rng = np.random.default_rng(cfg.train.seed)
     limits = {"train": cfg.data.max_train_samples, "val": cfg.data.max_eval_samples, "test": cfg.data.max_eval_samples}
     for name, limit in limits.items():
@@ -81,6 +84,9 @@ def load_bundle(cfg: RunConfig) -> DatasetBundle:
         if name not in bundle.splits or len(bundle.splits[name]) == 0:
             raise ValueError(f"dataset {cfg.data.name!r} has an empty {name!r} split; check the data and the options")
     bundle.__post_init__()  # refresh the group vocabulary after subsampling
+    for name, split in bundle.splits.items():
+        if name != "train":  # evaluation sees the centre crop (a view); training crops at random
+            split.images = center_crop_view(split.images, cfg.data.image_size)
     return bundle
 
 
@@ -224,8 +230,8 @@ class _Trainer:
         self.method, self.bundle, self.cfg, self.device = method, bundle, cfg, device
 
     def predict_train(self) -> np.ndarray:
-        logits = predict_images(self.method, self.bundle.splits["train"].images, self.cfg.train.eval_batch_size,
-                                self.device, self.cfg.train.amp)
+        images = center_crop_view(self.bundle.splits["train"].images, self.cfg.data.image_size)  # the eval transform
+        logits = predict_images(self.method, images, self.cfg.train.eval_batch_size, self.device, self.cfg.train.amp)
         self.method.train()
         return logits
 
@@ -301,7 +307,7 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
                 bar.start_epoch(epoch)
                 for step, (idx, raw) in enumerate(stream(batches)):
                     idx_t = torch.from_numpy(idx)
-                    x = augment_uint8(raw, cfg.train.crop_padding, aug_gen)
+                    x = augment_uint8(raw, cfg.train.crop_padding, aug_gen, size=cfg.data.image_size)
                     batch = Batch(x=x, y=targets_t[idx_t].to(device), index=idx_t.to(device))
                     if method.uses_train_groups:
                         batch.group = groups_t[idx_t].to(device)

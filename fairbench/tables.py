@@ -165,6 +165,14 @@ class Record:
     def protected(self) -> tuple[str, ...]:
         return tuple(self.config["data"]["protected"])
 
+    @property
+    def precision(self) -> str | None:
+        """"bf16" (trained under bf16 autocast on a GPU), "fp32", or None if not recorded."""
+        from fairbench.reporting import run_precision
+        from fairbench.run_store import RunRecord
+
+        return run_precision(RunRecord(self.path), self.config)
+
     def metrics(self) -> dict[str, Any]:
         if self._metrics is None:
             self._metrics = json.loads((self.path / "metrics.json").read_text())
@@ -275,6 +283,7 @@ class PaperTable:
     by: str | None = None
     metric: str | None = None
     models: list[dict[str, Any]] = field(default_factory=list)
+    dob_ddof: int | None = None  # the standard deviation its DoB column uses (None: no DoB column)
 
     def evaluated_on(self) -> list[str]:
         ev = self.setting["evaluated_on"]
@@ -285,8 +294,32 @@ class PaperTable:
 def paper_tables() -> tuple[PaperTable, ...]:
     data = json.loads(resources.files("fairbench").joinpath("paper_results.json").read_text(encoding="utf-8"))
     return tuple(PaperTable(t["id"], t["title"], t["layout"], t["setting"], t.get("columns", []), t["rows"],
-                            t.get("notes", []), t.get("by"), t.get("metric"), t.get("models", []))
+                            t.get("notes", []), t.get("by"), t.get("metric"), t.get("models", []), t.get("dob_ddof"))
                  for t in data["tables"])
+
+
+def with_dob_ddof(report: dict[str, Any], ddof: int) -> dict[str, Any]:
+    """The report with its DoB recomputed with ``ddof`` from its group accuracies (the groups its
+    own DoB used: those not excluded by min_support); the report itself if it already uses it."""
+    if report.get("ddof", 0) == ddof or not isinstance(report.get("group_accuracy"), dict):
+        return report
+    from fairbench.metrics import dob_from_group_accuracies
+
+    excluded = set(report.get("excluded_groups") or [])
+    accs = [v for g, v in report["group_accuracy"].items() if g not in excluded]
+    dob = dob_from_group_accuracies(accs, ddof=ddof)  # NaN with too few groups
+    undefined = list(report.get("undefined") or [])
+    if not _finite(dob) and len(accs) >= 2:
+        undefined.append(f"DoB with ddof={ddof} needs more than {ddof} groups: undefined")
+    return {**report, "dob": dob, "ddof": ddof, "undefined": undefined}
+
+
+def comparison_ddof(papers: list[PaperTable]) -> int | None:
+    """The DoB convention of the paper tables shown beside ours (None: none has a DoB column)."""
+    found = {t.dob_ddof for t in papers if t.dob_ddof is not None}
+    if len(found) > 1:  # not the case for the published tables: tables shown together agree
+        raise ValueError(f"paper tables {', '.join(t.id for t in papers)} use different DoB conventions {found}")
+    return found.pop() if found else None
 
 
 def _norm(label: str) -> str:
@@ -453,6 +486,13 @@ def _label_settings(settings: list[Setting]) -> None:
     settings.sort(key=lambda s: (s.method != "erm", s.label))
 
 
+def precision_label(setting: Setting) -> str:
+    """", bf16" when any seed of the setting trained under bf16 autocast (fp32, the default, and
+    unrecorded precisions add nothing)."""
+    found = {ev.record.precision for evs in setting.seeds.values() for ev in evs}
+    return "" if "bf16" not in found else (", bf16" if found == {"bf16"} else ", bf16 + fp32 seeds")
+
+
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 24 else text[:21] + "..."
@@ -607,8 +647,11 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
     show = show_paper(ctx, papers, paper)
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
     notes_extra: list[str] = []
+    ddof = comparison_ddof(papers) if show else None
     for s in ctx.settings:
         per_seed[s.key], n = seed_reports(s, layout, by)
+        if ddof is not None:  # compare like with like: our DoB computed as the paper's table computes its own
+            per_seed[s.key] = {seed: with_dob_ddof(r, ddof) for seed, r in per_seed[s.key].items()}
         notes_extra += n
     all_reports = [r for reps in per_seed.values() for r in reps.values()]
 
@@ -642,7 +685,7 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
     ours_rows: dict[str, Row] = {}
     for s in ctx.settings:
         reps = per_seed[s.key]
-        source = f"ours, {len(reps)} seed{'s' if len(reps) != 1 else ''}"
+        source = f"ours, {len(reps)} seed{'s' if len(reps) != 1 else ''}" + precision_label(s)
         if layout == "attributes":
             source += f", {len(s.targets)} attribute{'s' if len(s.targets) != 1 else ''}"
         labels = {"method": s.label, "needs": method_needs(s.method, s.selection), "source": source}
@@ -651,6 +694,10 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
         notes_extra += chance_notes(s.label, reps)
 
     notes = _common_notes(layout, all_reports, show_needs)
+    if ddof is not None:
+        kind = "sample standard deviation" if ddof == 1 else "population standard deviation"
+        notes.append(f"DoB of every row computed with ddof {ddof} ({kind}), as paper table"
+                     f"{'s' if len(papers) > 1 else ''} {', '.join(t.id for t in papers)} computes its own")
     if not show:
         rows = [ours_rows[s.key] for s in ctx.settings]
         if papers and paper is None:
@@ -798,7 +845,7 @@ def _min_group_table(ctx: Context, paper: bool | None, show_needs: bool) -> Tabl
 
     def ours_column(s: Setting) -> Column:
         seeds = len(s.seeds)
-        col = Column(f"{s.label}|ours", s.label, digits, f"ours, {seeds} seed{'s' if seeds != 1 else ''}",
+        col = Column(f"{s.label}|ours", s.label, digits, f"ours, {seeds} seed{'s' if seeds != 1 else ''}" + precision_label(s),
                      method_needs(s.method, s.selection))
         for a in targets:
             reps = {seed: ev.report for seed, evs in s.seeds.items() for ev in evs if ev.record.target == a}

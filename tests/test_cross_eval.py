@@ -16,6 +16,7 @@ from fairbench.datasets.celeba import CelebA
 from fairbench.datasets.lfwa import LFWA
 from fairbench.datasets.manifest import Manifest
 from fairbench.datasets.utkface import UTKFace
+from fairbench.pipeline import center_crop_view
 from fairbench.runner import load_trained_method, predict_images
 
 from .fixtures_datasets import write_celeba, write_fairface, write_manifest, write_utkface
@@ -80,8 +81,9 @@ def test_logits_are_reordered_when_class_names_differ_in_order(fairface_run, tmp
     assert ev.metrics["logit_columns"] == [1, 0]
     # the same images through the run's own class order: the predicted names agree
     method, _, _ = load_trained_method(fairface_run, "cpu")
-    split = Manifest(tmp_path / "m", cache_dir=tmp_path / "c").load(Task("gender", ("race",)), 32).splits["test"]
-    raw = predict_images(method, split.images, 8, next(method.parameters()).device, False)
+    # the run's evaluation transform: the paper profile decodes at 33 px (32 * 460 / 448), centre crop 32
+    split = Manifest(tmp_path / "m", cache_dir=tmp_path / "c").load(Task("gender", ("race",)), 33).splits["test"]
+    raw = predict_images(method, center_crop_view(split.images, 32), 8, next(method.parameters()).device, False)
     run_names = [["Female", "Male"][k] for k in raw.argmax(1)]
     eval_names = [vocab.canonical_class(["man", "woman"][k]) for k in ev.predictions["pred"]]
     assert run_names == eval_names

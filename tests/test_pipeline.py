@@ -8,6 +8,7 @@ pixel for pixel with torchvision applied with those parameters.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -309,3 +310,95 @@ def test_augment_uint8_accelerator_path_matches():
         expected = random_crop_flip(to_float(raw.clone()), padding, torch.Generator().manual_seed(3))
         off, flip = _draws(len(raw), padding, torch.Generator().manual_seed(3))
         assert torch.equal(_crop_flip_gather(raw, off, flip, padding), expected)
+
+
+# -- the paper's transforms: Resize(460) -> RandomCrop(448, padding 8) + flip / CenterCrop(448) --------
+
+def test_paper_sizes_scale_with_the_input_size():
+    from fairbench.pipeline import decode_size, default_padding
+
+    # the authors' numbers at 448 px, and the issue's 224 -> 230 (460 / 448 exactly)
+    assert (decode_size(448, "paper"), default_padding(448, "paper")) == (460, 8)
+    assert (decode_size(224, "paper"), default_padding(224, "paper")) == (230, 4)
+    # the built-in benchmark's transform decodes at the input size, as before
+    assert (decode_size(64, "frame"), default_padding(64, "frame")) == (64, 2)
+    assert decode_size(448, None) == 448  # records made before train.transform
+
+
+@pytest.mark.parametrize("size", [112, 100])
+def test_paper_random_crop_equals_torchvision_with_the_same_parameters(size):
+    from fairbench.pipeline import augment_uint8, decode_size, default_padding
+
+    full, padding = decode_size(size, "paper"), default_padding(size, "paper")
+    assert full > size
+    raw = positional(64, full, full, seed=size)
+    out = random_crop_flip(to_float(raw), padding, torch.Generator().manual_seed(4), size=size)
+    assert out.shape == (64, 3, size, size) and out.is_contiguous(memory_format=torch.channels_last)
+    top, left, flipped = crop_params(out, padding)
+    span = full + 2 * padding - size  # torchvision: top in [0, h + 2p - th]
+    assert ((top >= 0) & (top <= span) & (left >= 0) & (left <= span)).all()
+    for i in range(len(raw)):
+        chw = TF.pad(raw[i].permute(2, 0, 1), [padding], fill=0)
+        chw = TF.crop(chw, int(top[i]), int(left[i]), size, size)
+        if flipped[i]:
+            chw = TF.hflip(chw)
+        assert torch.equal(out[i], TF.normalize(chw.float().div(255), [0.5] * 3, [0.5] * 3)), f"sample {i}"
+    # the fused CPU path and the accelerator gather path give the same batch
+    assert torch.equal(augment_uint8(raw, padding, torch.Generator().manual_seed(4), size=size), out)
+    from fairbench.pipeline import _crop_flip_gather, _draws
+
+    off, flip = _draws(len(raw), padding, torch.Generator().manual_seed(4), (span, span))
+    assert torch.equal(_crop_flip_gather(raw, off, flip, padding, (size, size)), out)
+
+
+def test_paper_random_crop_reaches_every_offset():
+    from fairbench.pipeline import decode_size, default_padding
+
+    size = 64
+    full, padding = decode_size(size, "paper"), default_padding(size, "paper")
+    out = random_crop_flip(to_float(positional(3000, full, full)), padding, torch.Generator().manual_seed(5), size=size)
+    top, left, _ = crop_params(out, padding)
+    span = full + 2 * padding - size
+    for offsets in (top, left):
+        assert set(offsets.tolist()) == set(range(span + 1))
+
+
+@pytest.mark.parametrize("full,size", [(460, 448), (230, 224), (45, 44), (66, 64)])
+def test_center_crop_view_is_torchvisions_center_crop_without_a_copy(full, size):
+    from fairbench.pipeline import center_crop_view
+
+    images = np.random.default_rng(full).integers(0, 256, (3, full, full, 3), dtype=np.uint8)
+    view = center_crop_view(images, size)
+    assert view.shape == (3, size, size, 3) and np.shares_memory(view, images)
+    for i in range(3):
+        expected = TF.center_crop(torch.from_numpy(images[i]).permute(2, 0, 1), [size, size])
+        assert torch.equal(torch.from_numpy(np.ascontiguousarray(view[i])).permute(2, 0, 1), expected)
+    assert center_crop_view(view, size) is view  # already the size: unchanged
+    with pytest.raises(ValueError, match="cannot be centre-cropped"):
+        center_crop_view(images, full + 1)
+
+
+def test_profiles_pick_their_transform_and_precision():
+    from tests.conftest import tiny_config
+
+    synth = tiny_config("erm")
+    assert (synth.train.transform, synth.train.amp, synth.train.crop_padding) == ("frame", True, 1)
+    from fairbench.config import build_config, resolve
+
+    paper = resolve(build_config(None, {"method": "fineface", "data.name": "fairface"}))
+    assert (paper.train.transform, paper.train.amp, paper.train.crop_padding) == ("paper", False, 8)
+    assert paper.data.image_size == 448
+
+
+def test_a_run_with_the_paper_transform_trains_on_crops_and_evaluates_on_the_centre(run_tiny, monkeypatch):
+    """Decoded at 33 px (32 * 460 / 448), the method sees 32 px inputs in training and evaluation."""
+    from fairbench.methods.erm import ERM
+
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    update, predict = ERM.update, ERM.predict
+    monkeypatch.setattr(ERM, "update", lambda self, b: seen.add(("train", tuple(b.x.shape[1:]))) or update(self, b))
+    monkeypatch.setattr(ERM, "predict", lambda self, x: seen.add(("eval", tuple(x.shape[1:]))) or predict(self, x))
+    path = run_tiny("erm", **{"train.transform": "paper"})
+    assert seen == {("train", (3, 32, 32)), ("eval", (3, 32, 32))}
+    dataset = json.loads((path / "dataset.json").read_text())
+    assert dataset["info"]["image_size"] == 33

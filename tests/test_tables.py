@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -228,3 +229,99 @@ def test_rows_at_chance_get_a_note():
     assert chance_notes("m", {0: {"accuracy": 34.0, "num_classes": 3}})
     # no class count (e.g. an attribute mean): say nothing rather than guess
     assert chance_notes("m", {0: {"accuracy": 50.0}}) == []
+
+
+# -- DoB: the convention of each published table ------------------------------------------------------
+
+def test_each_published_dob_convention_reproduces_the_printed_rows():
+    """Recompute every printed DoB from the printed group accuracies: the table's ddof gives it
+    (rounded as printed), the other ddof does not, for at least one row of every table."""
+    checked = 0
+    for t in paper_tables():
+        groups = [i for i, c in enumerate(t.columns) if "group" in c]
+        dob = [i for i, c in enumerate(t.columns) if c.get("metric") == "dob"]
+        if not dob:
+            assert t.dob_ddof is None, t.id
+            continue
+        assert t.dob_ddof in (0, 1), t.id
+        other_fails = False
+        for row in t.rows:
+            values = row["values"]
+            if any(values[i] is None for i in groups):
+                continue  # illegible group values (table 3's LFWA+ baseline)
+            accs = np.array([float(values[i]) for i in groups])
+            printed = values[dob[0]]
+            digits = len(printed.split(".")[1]) if "." in printed else 0
+            ours = round(float(np.std(accs, ddof=t.dob_ddof)), digits)
+            if (t.id, row["model"]) == ("5", "FineFACE"):
+                # 0.26 printed: neither convention (0.27 / 0.25) rounds to it; the table's note says so
+                assert any("FineFACE's printed 0.26 matches neither" in n for n in t.notes)
+                continue
+            assert ours == pytest.approx(float(printed)), (t.id, row["model"], ours, printed)
+            other_fails |= round(float(np.std(accs, ddof=1 - t.dob_ddof)), digits) != pytest.approx(float(printed))
+            checked += 1
+        assert other_fails, f"table {t.id}: both conventions reproduce it; its ddof is not determined"
+    assert checked == 11  # table 2: 2 rows, table 3: 3, table 4: 2, table 5: rows A-D
+
+
+def test_compare_with_the_paper_computes_our_dob_as_the_paper_does(capsys):
+    from fairbench.metrics import dob_from_group_accuracies
+
+    records, _ = load_records(GOLDEN_RUNS)
+    done, _ = finished(records)
+    fair = [r for r in done if r.dataset == "fairface"]
+    erm = [r for r in fair if r.method == "erm"]
+    per_seed = [r.metrics()["test"]["group_accuracy"] for r in erm]
+    want = {ddof: np.mean([dob_from_group_accuracies(g, ddof=ddof) for g in per_seed]) for ddof in (0, 1)}
+    assert want[0] != pytest.approx(want[1])
+    (with_paper,) = build_tables(fair, "groups", dataset="fairface", paper=True)
+    row = next(r for r in with_paper.rows if r.kind == "ours" and r.labels["method"] == "erm")
+    assert row.cells["metric:dob"].value == pytest.approx(want[1])  # table 2: ddof 1
+    assert any("DoB of every row computed with ddof 1 (sample standard deviation), as paper table 2" in n
+               for n in with_paper.notes)
+    (alone,) = build_tables(fair, "groups", dataset="fairface", paper=False)
+    row = next(r for r in alone.rows if r.labels["method"] == "erm")
+    assert row.cells["metric:dob"].value == pytest.approx(want[0])  # our own default, ddof 0
+    assert not any("DoB of every row computed" in n for n in alone.notes)
+    # table 4 (evaluated on CelebA) keeps ddof 0, and says so
+    (celeba,) = build_tables(fair, "groups", dataset="celeba", paper=True)
+    assert any("computed with ddof 0 (population standard deviation), as paper table 4" in n for n in celeba.notes)
+    # the command line says it too
+    assert main(["compare", "--runs-dir", str(GOLDEN_RUNS), "--layout", "groups", "--paper"]) == 0
+    assert "DoB of every row computed with ddof 1 (sample standard deviation), as paper table 2" in capsys.readouterr().out
+
+
+def test_a_report_recomputed_with_another_ddof_leaves_out_the_excluded_groups():
+    from fairbench.tables import with_dob_ddof
+
+    report = {"ddof": 0, "dob": 1.0, "group_accuracy": {"a": 90.0, "b": 94.0, "c": 10.0}, "excluded_groups": ["c"],
+              "undefined": []}
+    assert with_dob_ddof(report, 1)["dob"] == pytest.approx(float(np.std([90.0, 94.0], ddof=1)))
+    assert with_dob_ddof(report, 0) is report
+    one = with_dob_ddof({"ddof": 0, "dob": 0.0, "group_accuracy": {"a": 90.0}, "undefined": []}, 1)
+    assert np.isnan(one["dob"])
+
+
+def test_rows_trained_under_bf16_say_so(tmp_path, capsys):
+    """A GPU run with train.amp (bf16 autocast) is marked in the paper layouts and the summary;
+    fp32 runs and records without environment.json add nothing."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(GOLDEN_RUNS, runs)
+    records, _ = load_records(runs)
+    fair = [r for r in finished(records)[0] if r.dataset == "fairface" and r.method == "erm"]
+    for rec in fair:
+        (rec.path / "environment.json").write_text(json.dumps({"device": "cuda:0"}))
+        assert rec.config["train"]["amp"] is True  # the golden runs were made with the old default
+    (table,) = build_tables(fair, "groups", dataset="fairface", paper=False)
+    assert table.rows[0].labels["source"] == "ours, 3 seeds, bf16"
+    assert main(["compare", "--runs-dir", str(runs), "--layout", "summary"]) == 0
+    out = capsys.readouterr().out
+    assert "precision" in out and "bf16" in out
+    for rec in fair:
+        (rec.path / "environment.json").write_text(json.dumps({"device": "cpu"}))  # amp is ignored on a CPU
+    (table,) = build_tables(fair, "groups", dataset="fairface", paper=False)
+    assert table.rows[0].labels["source"] == "ours, 3 seeds"
+    assert main(["compare", "--runs-dir", str(runs), "--layout", "summary"]) == 0
+    assert "precision" not in capsys.readouterr().out
