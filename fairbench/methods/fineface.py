@@ -246,7 +246,8 @@ class FineFACE(Method):
     data_parallel = True
     profile_defaults = {
         # The paper's recipe (ResNet-50 ImageNet V1, 448 px, batch 16, lr 0.002 / backbone 0.0002,
-        # 25 epochs) is the "paper" profile itself; nothing differs.
+        # 25 epochs, the authors' crop boxes and full forwards) is the "paper" profile and the
+        # hyperparameters' defaults; nothing differs.
         "paper": {},
         # resnet_tiny at 64 px (~65 M multiply-adds per image): the code's fixed 512 / 1024
         # experts would add ~6.4 G (expert 1 alone: a 3x3 conv 512 -> 1024 at 32 x 32), ~100x

@@ -213,22 +213,26 @@ def _blend(a: Tensor, b: Tensor, wa: Tensor, wb: Tensor) -> Tensor:
 def _crop_exact(images: Tensor, boxes: Tensor, out_h: int, out_w: int) -> Tensor:
     """Batched slice + ``F.interpolate(bilinear, align_corners=True)``: the same source pixels,
     weights and order of operations as the per-sample call (see ``crop_and_resize`` for where
-    that is bit for bit). Separable: rows are gathered first, each gathered row is blended along x, then
-    the two rows are blended along y -- ATen's ``(x00 w0 + x01 w1) v0 + (x10 w0 + x11 w1) v1``."""
-    b, c, _, w = images.shape
+    that is bit for bit). Separable, as ATen evaluates it: ``(x00 w0 + x01 w1) v0 + (x10 w0 +
+    x11 w1) v1``. Every source row is blended along x once (a source row's blend does not depend
+    on the output row that reads it), then the two rows of each output row along y."""
+    b, c, h, w = images.shape
     y0, y1, x0, x1 = boxes.unbind(dim=1)
     dtype = images.dtype
     ry0, ry1, wy0, wy1 = _axis_taps(y0, y1, out_h, dtype)
     rx0, rx1, wx0, wx1 = _axis_taps(x0, x1, out_w, dtype)
-    col0 = rx0[:, None, None, :].expand(b, c, out_h, out_w)
-    col1 = rx1[:, None, None, :].expand(b, c, out_h, out_w)
-    wx0, wx1 = wx0[:, None, None, :], wx1[:, None, None, :]
+    rows = images.contiguous().view(b, c * h, w)
+    col0 = rx0[:, None, :].expand(b, c * h, out_w)
+    col1 = rx1[:, None, :].expand(b, c * h, out_w)
+    along_x = _blend(rows.gather(2, col0), rows.gather(2, col1), wx0[:, None, :], wx1[:, None, :])
+    flat = along_x.view(b * c * h, out_w)
+    base = (torch.arange(b, device=images.device)[:, None, None] * (c * h)
+            + torch.arange(c, device=images.device)[None, :, None] * h)  # B x C x 1: first row of each plane
 
-    def along_x(rows: Tensor) -> Tensor:
-        picked = images.gather(2, rows[:, None, :, None].expand(b, c, out_h, w))  # B x C x out_h x W
-        return _blend(picked.gather(3, col0), picked.gather(3, col1), wx0, wx1)
+    def pick(r: Tensor) -> Tensor:  # B x out_h source rows -> B x C x out_h x out_w
+        return flat.index_select(0, (base + r[:, None, :]).reshape(-1)).view(b, c, out_h, out_w)
 
-    return _blend(along_x(ry0), along_x(ry1), wy0[:, None, :, None], wy1[:, None, :, None])
+    return _blend(pick(ry0), pick(ry1), wy0[:, None, :, None], wy1[:, None, :, None])
 
 
 def _axis_grid(start: Tensor, end: Tensor, full: int, out: int) -> Tensor:
