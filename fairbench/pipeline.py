@@ -111,11 +111,15 @@ def _draws(b: int, padding: int, generator: torch.Generator | None,
 
 
 def augment_uint8(raw: torch.Tensor, padding: int, generator: torch.Generator | None = None,
-                  size: int | None = None) -> torch.Tensor:
+                  rows_of: tuple[slice, int] | None = None, size: int | None = None) -> torch.Tensor:
     """Exactly ``random_crop_flip(to_float(raw), padding, generator, size)``, but faster.
 
     ``size``: the crop's side (default: the decoded side, i.e. the "frame" transform); with the
     "paper" transform the decoded images are larger and this is ``RandomCrop(size, padding)``.
+
+    ``rows_of = (rows, n)``: ``raw`` is rows ``rows`` of a batch of ``n``; the draws are made for
+    all n and these rows' applied (a process of a data-parallel run augments its shard as one
+    process augments the whole batch).
 
     Cropping and flipping commute with the per-pixel normalisation, so they run on the uint8
     batch: on the CPU fused with the normalisation in one pass per image (a slice copy through
@@ -126,7 +130,9 @@ def augment_uint8(raw: torch.Tensor, padding: int, generator: torch.Generator | 
     if out_h > h + 2 * padding or out_w > w + 2 * padding:
         raise ValueError(f"cannot crop {out_h} x {out_w} px from {h} x {w} px images padded by {padding}")
     spans = (h + 2 * padding - out_h, w + 2 * padding - out_w)
-    off, flip = _draws(b, padding, generator, spans)
+    off, flip = _draws(b if rows_of is None else rows_of[1], padding, generator, spans)
+    if rows_of is not None:
+        off, flip = off[:, rows_of[0]], flip[rows_of[0]]
     if raw.device.type != "cpu":
         return _crop_flip_gather(raw, off, flip, padding, (out_h, out_w))
     src = raw.numpy()
