@@ -64,12 +64,25 @@ class TrainConfig(Strict):
     amp: bool | None = None  # bf16 autocast on CUDA (default: the profile's; paper: false = fp32); ignored on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N; not part of the run id
     workers: int = 2  # batch-assembly threads; not part of the run id
+    #: also save the resumable state every N training steps (batches) within an epoch; 0 = at epoch
+    #: ends only. Resuming is exact, so not part of the run id
+    checkpoint_every_steps: int = 0
+    #: with torchrun: BatchNorm statistics over the global batch instead of each process's shard;
+    #: recorded, not part of the run id (nor is the number of processes; environment.json has both)
+    sync_batchnorm: bool = False
 
     @field_validator("epochs", "batch_size", "eval_batch_size")
     @classmethod
     def _positive(cls, v):
         if v is not None and v <= 0:
             raise ValueError("must be positive")
+        return v
+
+    @field_validator("checkpoint_every_steps")
+    @classmethod
+    def _not_negative(cls, v):
+        if v < 0:
+            raise ValueError("must be 0 (epoch ends only) or a positive number of steps")
         return v
 
 
@@ -84,7 +97,8 @@ class RunConfig(Strict):
 
 
 # Fields that say where or how fast, not what: excluded from the run id.
-NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers")}
+NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers"),
+              ("train", "checkpoint_every_steps"), ("train", "sync_batchnorm")}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Built-in benchmark on a CPU: small network from scratch, small images.
