@@ -39,6 +39,9 @@ class DataConfig(Strict):
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     cache_dir: Path | None = None  # decoded-image cache; not part of the run id
+    #: what the data is, not where it is (label contents, image list and sizes, split; see
+    #: Dataset.fingerprint): filled in by the runner, part of the run id
+    fingerprint: str | None = None
 
 
 class BackboneConfig(Strict):
@@ -64,6 +67,8 @@ class TrainConfig(Strict):
     amp: bool | None = None  # bf16 autocast on CUDA (default: the profile's; paper: false = fp32); ignored on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N; not part of the run id
     workers: int = 2  # batch-assembly threads; not part of the run id
+    #: torch CPU threads (default: see fairbench.runner.default_threads); recorded, not part of the run id
+    threads: int | None = None
     #: also save the resumable state every N training steps (batches) within an epoch; 0 = at epoch
     #: ends only. Resuming is exact, so not part of the run id
     checkpoint_every_steps: int = 0
@@ -71,7 +76,7 @@ class TrainConfig(Strict):
     #: recorded, not part of the run id (nor is the number of processes; environment.json has both)
     sync_batchnorm: bool = False
 
-    @field_validator("epochs", "batch_size", "eval_batch_size")
+    @field_validator("epochs", "batch_size", "eval_batch_size", "threads")
     @classmethod
     def _positive(cls, v):
         if v is not None and v <= 0:
@@ -97,7 +102,7 @@ class RunConfig(Strict):
 
 
 # Fields that say where or how fast, not what: excluded from the run id.
-NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers"),
+NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers"), ("train", "threads"),
               ("train", "checkpoint_every_steps"), ("train", "sync_batchnorm")}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -242,7 +247,9 @@ def identity_dict(cfg: RunConfig) -> dict[str, Any]:
         data[section].pop(key, None)
     data["data"]["options"] = {k: v for k, v in data["data"]["options"].items()
                                if not k.endswith(LOCATION_OPTION_SUFFIXES)}
-    if data["train"].get("transform") in (None, "frame"):  # records made before train.transform keep their ids
+    if data["data"].get("fingerprint") is None:  # records made before fingerprints keep their ids
+        data["data"].pop("fingerprint", None)
+    if data["train"].get("transform") in (None, "frame"):  # so do records made before train.transform
         data["train"].pop("transform", None)
     return data
 
