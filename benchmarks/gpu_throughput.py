@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model and input in channels_last (default; the runner's input layout)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (warm-up then compiles)")
     p.add_argument("--fineface-hparams", default="{}", metavar="JSON",
-                   help='FineFACE hyperparameters, e.g. \'{"full_forward_for_shallow_experts": true}\'')
+                   help='FineFACE hyperparameters, e.g. \'{"full_forward_for_shallow_experts": false}\' (the faster variant)')
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
