@@ -59,11 +59,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = resolve(build_config(args.config, _overrides(args, args.method), args.sets))
     reporter = Reporter(quiet=args.quiet)
+    from fairbench.distributed import is_main_process
+
     try:
         path = execute(cfg, args.runs_dir, force=args.force, reporter=reporter)
     except RunAlreadyDone as done:
-        reporter.log(f"already done: {done.path}\n(same resolved configuration; pass --force to train it again)")
+        if is_main_process():
+            reporter.log(f"already done: {done.path}\n(same resolved configuration; pass --force to train it again)")
         path = done.path
+    if not is_main_process():  # torchrun: rank 0 reports
+        return 0
     metrics = RunRecord(path).metrics()
     from rich.console import Console
 

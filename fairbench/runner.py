@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairbench import registry
+from fairbench import checkpointing, distributed, registry
 from fairbench.config import RunConfig, identity_dict, run_id
 from fairbench.datasets.base import DatasetBundle, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
@@ -92,16 +92,23 @@ def load_bundle(cfg: RunConfig) -> DatasetBundle:
 
 def predict_images(method: Method, images: np.ndarray, batch_size: int, device: torch.device, amp: bool,
                    progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Logits N x K for uint8 images, in eval mode, without gradients."""
+    """Logits N x K for uint8 images, in eval mode, without gradients.
+
+    In a torchrun job every rank predicts a disjoint share of the batches and gets all the
+    logits back, in dataset order."""
     method.eval()
     stream = BatchStream(images, device)
-    out = []
+    batches = eval_batches(len(images), batch_size)
+    procs = distributed.current()
+    mine = range(procs.rank, len(batches), procs.world_size)
+    out: dict[int, np.ndarray] = {}
     with torch.inference_mode(), autocast(device, amp):
-        for _, raw in stream(eval_batches(len(images), batch_size)):
-            out.append(method.predict(to_float(raw.to(device))).float().cpu())
+        for k, (_, raw) in zip(mine, stream([batches[k] for k in mine])):
+            out[k] = method.predict(to_float(raw.to(device))).float().cpu().numpy()
             if progress:
                 progress(len(raw))
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    parts = distributed.gather_batches(out, len(batches)) if procs.active else [out[k] for k in range(len(batches))]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 def predictions_frame(split: DataSplit, logits: np.ndarray, protected: tuple[str, ...], classes: list[str]) -> pd.DataFrame:
@@ -250,21 +257,37 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
     reporter = reporter or Reporter(quiet=True)
     rid = run_id(cfg)
     path = Path(runs_dir) / rid
-    with hold_run(path):  # one live process per run folder, on any host (fairbench.run_lease): else RunBusy
-        return _execute_owned(cfg, rid, path, force, reporter)
+    procs = distributed.from_environment()  # a torchrun job: rank 0 owns the folder, the others follow
+    reporter = distributed.silent(reporter, procs)
+    with distributed.process_group(procs, cfg.train.device):
+        with hold_run(path) if procs.is_main else contextlib.nullcontext():  # else RunBusy (fairbench.run_lease)
+            return _execute_owned(cfg, rid, path, force, reporter, procs)
 
 
-def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: "Reporter") -> Path:
+def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: "Reporter",
+                   procs: distributed.Processes = distributed.Processes()) -> Path:
     record = RunRecord(path)
-    if path.exists():
-        state = record.status().get("state")
-        if state == "done" and not force:
-            raise RunAlreadyDone(path)
-        if force:
-            shutil.rmtree(path)
-    writer = RunWriter(path)
-    device = pick_device(cfg.train.device)
+    if procs.active:  # refused before anything is read or written
+        distributed.check_method(registry.methods.get(cfg.method), cfg.method)
+        distributed.shard_size(cfg.train.batch_size, procs.world_size)
+
+    def clear_or_refuse() -> None:
+        if path.exists():
+            state = record.status().get("state")
+            if state == "done" and not force:
+                raise RunAlreadyDone(path)
+            if force:
+                shutil.rmtree(path)
+
+    distributed.on_main(clear_or_refuse, procs)
+    writer = RunWriter(path) if procs.is_main else distributed.DiscardWrites()
+    device = distributed.device_for(cfg.train.device, procs) if procs.active else pick_device(cfg.train.device)
     env = environment(str(device))
+    if procs.active:
+        env["distributed"] = {"world_size": procs.world_size, "backend": torch.distributed.get_backend(),
+                              "global_batch_size": cfg.train.batch_size,
+                              "batch_size_per_process": cfg.train.batch_size // procs.world_size,
+                              "sync_batchnorm": cfg.train.sync_batchnorm}
     writer.write_json("config.json", {**cfg.model_dump(mode="json"), "run_id": rid})
     writer.write_json("environment.json", env)
     writer.set_status("running", epoch=None, started=env["started"])
@@ -287,38 +310,73 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
         groups_t = torch.from_numpy(bundle.group_codes("train"))
         attrs_t = {k: torch.from_numpy(v) for k, v in bundle.attribute_codes("train").items()}
         targets_t = torch.from_numpy(train.targets)
-        stream = BatchStream(train.images, device, prefetch=cfg.train.workers)
-        history: list[dict[str, Any]] = []
-        best = {"score": float("-inf"), "epoch": None, "report": None}
-        start_epoch = 0
         resume = path / "last.pt"
-        if resume.is_file():
-            start_epoch, history, best = _resume(resume, method, sampler_rng, aug_gen)
-            reporter.log(f"resuming from epoch {start_epoch} ({resume})")
+        resume_state = distributed.on_main(
+            lambda: checkpointing.load_training_state(resume) if resume.is_file() else None, procs)
+        stream = BatchStream(train.images, device, prefetch=cfg.train.workers)
+        position = checkpointing.Position()
+        if resume_state is not None:
+            position = checkpointing.restore(resume_state, method, sampler_rng, aug_gen)
+            reporter.log(f"resuming at epoch {position.epoch + 1}, step {position.step} ({path / 'last.pt'})")
+        resume_mid_epoch = position.batches is not None
+        history, best = position.history, position.best
+        # each rank trains on its rows of every global batch (augmented with the global batch's draws)
+        rows = distributed.shard_rows(cfg.train.batch_size, procs) if procs.active else None
+        averager = distributed.GradientAverager() if procs.active else None
+        every = cfg.train.checkpoint_every_steps
+
+        def agree_on_batchnorm() -> None:  # before evaluations and checkpoints: the ranks' mean statistics
+            if procs.active and not cfg.train.sync_batchnorm:
+                distributed.average_batchnorm_statistics(method)
+
+        def save_last(at: checkpointing.Position) -> None:
+            agree_on_batchnorm()
+            writer.save_checkpoint("last.pt", checkpointing.training_state(method, at, sampler_rng, aug_gen))
+
         val = bundle.splits["val"]
         with reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
-            for epoch in range(start_epoch, cfg.train.epochs):
+            for epoch in range(position.epoch, cfg.train.epochs):
                 writer.set_status("running", epoch=epoch, started=env["started"])
                 method.train()
                 weights = method.begin_epoch(epoch, trainer)
                 method.train()
-                batches = epoch_batches(len(train), cfg.train.batch_size, sampler_rng, weights)
-                sums: dict[str, torch.Tensor] = {}
+                if procs.active:
+                    if cfg.train.sync_batchnorm:
+                        distributed.convert_batchnorm(method)  # again: a method may have built new layers
+                    distributed.broadcast_state(method)
+                if resume_mid_epoch:  # begin_epoch replayed; the checkpoint wins over whatever it changed
+                    position = checkpointing.restore(resume_state, method, sampler_rng, aug_gen)
+                    batches, first, sums = position.batches, position.step, position.sums
+                    resume_mid_epoch = False
+                else:
+                    batches = epoch_batches(len(train), cfg.train.batch_size, sampler_rng, weights)
+                    first, sums = 0, {}
                 bar.start_epoch(epoch)
-                for step, (idx, raw) in enumerate(stream(batches)):
+                shards = batches[first:] if rows is None else [b[rows] for b in batches[first:]]
+                for step, (idx, raw) in enumerate(stream(shards), start=first):
                     idx_t = torch.from_numpy(idx)
-                    x = augment_uint8(raw, cfg.train.crop_padding, aug_gen, size=cfg.data.image_size)
+                    x = augment_uint8(raw, cfg.train.crop_padding, aug_gen,
+                                      None if rows is None else (rows, cfg.train.batch_size), size=cfg.data.image_size)
                     batch = Batch(x=x, y=targets_t[idx_t].to(device), index=idx_t.to(device))
                     if method.uses_train_groups:
                         batch.group = groups_t[idx_t].to(device)
                         batch.attributes = {k: v[idx_t].to(device) for k, v in attrs_t.items()}
+                    if averager:
+                        averager.attach(method.optimizers)  # gradients averaged over the ranks before each step
                     with autocast(device, cfg.train.amp):
                         logs = method.update(batch)
                     for k, v in logs.items():
                         v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
                         sums[k] = sums.get(k, 0) + v
                     bar.advance_batch(step + 1, sums)  # syncs only when it redraws
+                    if every and (step + 1) % every == 0 and step + 1 < len(batches):
+                        if procs.active:  # every rank continues from what the checkpoint holds
+                            sums = distributed.average_logs(sums)
+                        save_last(checkpointing.Position(epoch, step + 1, batches, sums, history, best))
+                if procs.active:
+                    sums = distributed.average_logs(sums)
                 train_logs = {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
+                agree_on_batchnorm()
                 val_frame = predictions_frame(val, predict_images(method, val.images, cfg.train.eval_batch_size, device,
                                                                   cfg.train.amp, bar.advance_eval),
                                               bundle.task.protected, bundle.classes)
@@ -333,23 +391,22 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
                     writer.save_checkpoint("checkpoint.pt", {"model": method.state_dict(), "epoch": epoch})
                     writer.write_predictions("val", val_frame)
                 writer.write_json("history.json", history)
-                writer.save_checkpoint("last.pt", {
-                    "model": method.state_dict(), "optimizers": method.optimizer_state(), "epoch": epoch,
-                    "history": history, "best": {"score": best["score"], "epoch": best["epoch"]},
-                    "sampler_rng": sampler_rng.bit_generator.state, "aug_gen": aug_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                })
+                save_last(checkpointing.Position(epoch, history=history, best=best))
                 bar.end_epoch(epoch, train_logs, val_report, best["epoch"] == epoch)
         if best["epoch"] is None:
             raise RuntimeError("no epoch was selectable; check the method's phases and --epochs")
         # The selected checkpoint, evaluated once on test.
-        state = torch.load(path / "checkpoint.pt", map_location=device, weights_only=True)
-        method.load_state_dict(state["model"])
+        if procs.is_main:
+            state = torch.load(path / "checkpoint.pt", map_location=device, weights_only=True)
+            method.load_state_dict(state["model"])
+        if procs.active:
+            distributed.broadcast_state(method)
         test = bundle.splits["test"]
         test_frame = predictions_frame(test, predict_images(method, test.images, cfg.train.eval_batch_size, device,
                                                             cfg.train.amp), bundle.task.protected, bundle.classes)
         writer.write_predictions("test", test_frame)
-        val_report = best["report"] if best["report"] is not None else report_for(record.predictions("val"), bundle.group_names)
+        val_report = best["report"] if best["report"] is not None else distributed.on_main(  # an older last.pt
+            lambda: report_for(record.predictions("val"), bundle.group_names), procs)
         metrics = {
             "selection": {"rule": cfg.selection, "epoch": best["epoch"], "score": best["score"]},
             "val": val_report,
@@ -358,7 +415,8 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
             "wall_time_s": time.time() - t0,
         }
         writer.write_json("metrics.json", metrics)
-        (path / "last.pt").unlink(missing_ok=True)
+        if procs.is_main:
+            (path / "last.pt").unlink(missing_ok=True)
         writer.write_json("environment.json", {**env, "ended": now(), "wall_time_s": time.time() - t0})
         writer.set_status("done", started=env["started"], ended=now(), wall_time_s=time.time() - t0)
         return path
@@ -367,13 +425,3 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
         writer.set_status("failed", error=reason, traceback=traceback.format_exc(), started=env["started"], ended=now())
         raise
 
-
-def _resume(path: Path, method: Method, sampler_rng: np.random.Generator, aug_gen: torch.Generator):
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    method.load_state_dict(state["model"])
-    method.load_optimizer_state(state["optimizers"])
-    sampler_rng.bit_generator.state = state["sampler_rng"]
-    aug_gen.set_state(state["aug_gen"])
-    torch.set_rng_state(state["torch_rng"])
-    best = {**state["best"], "report": None}
-    return state["epoch"] + 1, state["history"], best
