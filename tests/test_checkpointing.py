@@ -106,6 +106,8 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(tmp
     rng = np.random.default_rng(2026)
     kills = 0
     for _ in range(3):
+        if list(runs.glob("*/metrics.json")):  # finished before the last kill (a very fast machine)
+            break
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(runs), method, json.dumps(SETS)], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wanted, seen = int(rng.integers(1, 5)), set()
@@ -119,6 +121,6 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(tmp
             kills += 1
         proc.wait()
         assert proc.returncode in (-signal.SIGKILL, 0), proc.stderr.read().decode()[-2000:]
-    assert kills >= 2, "the run finished before it could be killed"
-    assert list(runs.glob("*/last.pt")), "no checkpoint to resume from"
-    _same_results(reference, execute(tiny_config(method, epochs=2, sets=SETS), runs))
+    assert kills >= 2, "the run finished before it could be killed twice"
+    finished = next(runs.glob("*/metrics.json"), None)
+    _same_results(reference, finished.parent if finished else execute(tiny_config(method, epochs=2, sets=SETS), runs))
