@@ -79,9 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from fairbench.reporting import compare
+    from fairbench.suite import Suite
 
+    suite = Suite.load(args.suite) if args.suite else None
     text, skipped = compare(args.runs_dir, layouts=[args.layout] if args.layout else None, fmt=args.format,
-                            suite_file=args.suite, paper=args.paper, needs=args.needs, by=args.by, dataset=args.dataset)
+                            suite=suite, paper=args.paper, needs=args.needs, by=args.by, dataset=args.dataset)
     for run, reason in skipped:
         print(f"skipped {run}: {reason}", file=sys.stderr)
     if not text:
@@ -110,7 +112,8 @@ def _data_roots(pairs: list[str]) -> dict[str, Path]:
 
 
 def cmd_suite_run(args: argparse.Namespace) -> int:
-    from fairbench.suite import Suite, run_suite
+    from fairbench.launchers.suite_run import run_suite
+    from fairbench.suite import Suite
 
     suite = Suite.load(args.file)
     result = run_suite(suite, args.runs_dir, jobs=args.jobs, dry_run=args.dry_run, data_roots=_data_roots(args.data_root),
@@ -158,15 +161,11 @@ def cmd_suite_status(args: argparse.Namespace) -> int:
 
 def cmd_plot_pareto(args: argparse.Namespace) -> int:
     from fairbench.plots import plot_pareto
-    from fairbench.tables import finished, load_records, select_suite
+    from fairbench.reporting import load_selected
+    from fairbench.suite import Suite
 
-    records, problems = load_records(args.runs_dir)
-    if args.suite:
-        from fairbench.suite import Suite
-
-        records, problems = select_suite(records, problems, Suite.load(args.suite))
-    done, skipped = finished(records)
-    for run, reason in skipped + problems:
+    done, skipped = load_selected(args.runs_dir, Suite.load(args.suite) if args.suite else None)
+    for run, reason in skipped:
         print(f"skipped {run}: {reason}", file=sys.stderr)
     drawn = plot_pareto(done, args.x, args.y, args.output, dataset=args.dataset, facet=args.facet, by=args.by,
                         paper=args.paper)

@@ -2,19 +2,24 @@
 
 ``compare`` prints the ``summary`` layout below (one row per method, setting and evaluated
 dataset, headline metrics) or one of the paper's layouts of :mod:`fairbench.tables`
-(``--layout groups | methods | attributes | min-group``), for every run or for a suite's.
+(``--layout groups | methods | attributes | min-group``), for every run or for a suite's;
+``write_suite_report`` writes a loaded suite's report (tables and pareto plots) next to its runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fairbench.run_store import RunRecord, clean_nan, iter_runs
+from fairbench.plots import PlotError, plot_pareto
+from fairbench.records import Record, finished, load_records
+from fairbench.run_store import RunRecord, atomic_write_bytes, clean_nan
+from fairbench.tables import CHANCE_MARGIN_PP, at_chance, build_tables, method_needs, render
 
 #: headline metrics of comparison tables: (report key, column title)
 HEADLINE = [
@@ -66,8 +71,6 @@ def run_summary(metrics: dict[str, Any], split: str = "test"):
 def run_notes(record: RunRecord, split: str = "test") -> list[str]:
     """Warnings under the end-of-run table: a model at chance, or one that predicts a single class
     for every image (of some group), has small fairness gaps because it has no skill."""
-    from fairbench.tables import CHANCE_MARGIN_PP, at_chance
-
     report = record.metrics()[split]
     notes = []
     guess = at_chance([report])
@@ -94,66 +97,30 @@ def run_notes(record: RunRecord, split: str = "test") -> list[str]:
     return notes
 
 
-def run_precision(record: RunRecord, cfg: dict[str, Any]) -> str | None:
-    """"bf16" if the run trained under bf16 autocast (train.amp on a CUDA device), else "fp32";
-    None when its environment.json does not say where it ran."""
-    try:
-        device = str(record.environment().get("device", ""))
-    except (OSError, ValueError):
-        return None
-    return "bf16" if cfg.get("train", {}).get("amp") and device.startswith("cuda") else "fp32"
+def summary_frame(done: list[Record]) -> pd.DataFrame:
+    """One row per finished run and evaluated dataset (its own test split, then each cross-dataset
+    evaluation): the headline metrics of the ``summary`` layout."""
+    rows = []
+    for record in sorted(done, key=lambda r: r.run_id):
+        row = {"run_id": record.run_id, "method": record.method, "needs": method_needs(record.method, record.selection),
+               "dataset": record.dataset, "task": record.task, "selection": record.selection,
+               "setting": record.setting_key, "seed": record.seed, "eval": record.dataset, "data": record.data_fingerprint}
+        for i, ev in enumerate(record.evaluations()):
+            values = {key: ev.report.get(key) for key, _ in HEADLINE}
+            if i == 0:  # the run's own test split
+                row.update(values)
+                row["precision"] = record.precision
+                rows.append(row)
+            else:  # cross-dataset evaluations appear as their own rows
+                rows.append({**row, "eval": ev.dataset, **values})
+    return pd.DataFrame(rows)
 
 
-def _task_label(cfg: dict[str, Any]) -> str:
-    return f"{cfg['data']['target']} ~ {'+'.join(cfg['data']['protected'])}"
-
-
-def _setting_key(cfg: dict[str, Any]) -> str:
-    """Everything but the seed: runs that differ only in seed are one row."""
-    from fairbench.config import RunConfig, identity_dict
-    import hashlib
-
-    ident = identity_dict(RunConfig.model_validate({k: v for k, v in cfg.items() if k != "run_id"}))
-    ident["train"].pop("seed", None)
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def collect_runs(runs_dir: Path, only: set[str] | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """One row per finished run (test metrics); and (run, reason) for every run skipped.
-    ``only``: the run ids to consider (a suite's), default all."""
-    from fairbench import registry
-    from fairbench.methods.base import needs_label
-
-    rows, skipped = [], []
-    for record in iter_runs(runs_dir):
-        if only is not None and record.run_id not in only:
-            continue
-        status = record.status()
-        if status.get("state") != "done":
-            skipped.append((record.run_id, f"{status.get('state')}: {status.get('reason') or status.get('error') or ''}".strip()))
-            continue
-        try:
-            cfg, metrics = record.config(), record.metrics()
-        except (OSError, ValueError) as exc:
-            skipped.append((record.run_id, f"unreadable record: {exc}"))
-            continue
-        try:
-            needs = needs_label(registry.methods.get(cfg["method"]), cfg.get("selection"))
-        except registry.RegistryError:
-            needs = "?"
-        test = metrics["test"]
-        row = {"run_id": record.run_id, "method": cfg["method"], "needs": needs, "dataset": cfg["data"]["name"],
-               "task": _task_label(cfg), "selection": cfg.get("selection"), "setting": _setting_key(cfg),
-               "seed": cfg["train"]["seed"], "eval": cfg["data"]["name"], "data": cfg["data"].get("fingerprint")}
-        row.update({key: test.get(key) for key, _ in HEADLINE})
-        row["precision"] = run_precision(record, cfg)
-        rows.append(row)
-        for folder in record.evaluations():  # cross-dataset evaluations appear as their own rows
-            ev = json.loads((folder / "metrics.json").read_text())
-            name = ev.get("dataset", folder.name)
-            name += " [evaluation]" if name == row["dataset"] else ""  # not the run's own test split
-            rows.append({**row, "eval": name, **{k: ev["report"].get(k) for k, _ in HEADLINE}})
-    return pd.DataFrame(rows), skipped
+def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The summary rows of every finished run under ``runs_dir``; and (run, reason) for every run left out."""
+    records, problems = load_records(runs_dir)
+    done, skipped = finished(records)
+    return summary_frame(done), skipped + problems
 
 
 def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -216,34 +183,41 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
     return tabulate(display, headers="keys", tablefmt="github" if fmt == "markdown" else "simple", showindex=False)
 
 
-def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "table", suite_file: Path | None = None,
+def load_selected(runs_dir: Path, suite=None) -> tuple[list[Record], list[tuple[str, str]]]:
+    """The finished records under ``runs_dir`` (of ``suite``, a loaded :class:`fairbench.suite.Suite`,
+    if given), and (run, reason) for every run left out."""
+    records, problems = load_records(runs_dir)
+    if suite is not None:
+        records, problems = suite.select(records, problems)
+    done, skipped = finished(records)
+    return done, skipped + problems
+
+
+def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "table", suite=None,
             paper: bool | None = None, needs: bool | None = None, by: str | None = None,
             dataset: str | None = None) -> tuple[str, list[tuple[str, str]]]:
     """The text of ``fairbench compare``, and (run, reason) for every run left out.
 
-    ``layouts`` default: the suite's ``[report] layouts`` with ``suite_file``, else ``summary``.
-    Several layouts are printed one after the other (table, markdown, latex formats only)."""
-    from fairbench.tables import build_tables, finished, load_records, render, select_suite
-
-    records, problems = load_records(runs_dir)
-    suite = None
-    if suite_file is not None:
-        from fairbench.suite import Suite
-
-        suite = Suite.load(suite_file)
-        records, problems = select_suite(records, problems, suite)
-    done, skipped = finished(records)
-    skipped += problems
+    ``suite`` (a loaded :class:`fairbench.suite.Suite`): only its runs, and its ``[report]
+    layouts`` by default; else every run and the ``summary`` layout."""
+    done, skipped = load_selected(runs_dir, suite)
     layouts = layouts or (list(suite.report.layouts) if suite else ["summary"])
+    return compare_records(done, skipped, layouts, fmt, paper=paper, needs=needs, by=by, dataset=dataset), skipped
+
+
+def compare_records(done: list[Record], skipped: list[tuple[str, str]], layouts: list[str], fmt: str, *,
+                    paper: bool | None = None, needs: bool | None = None, by: str | None = None,
+                    dataset: str | None = None) -> str:
+    """The tables of ``layouts`` over finished records, one after the other (table, markdown and
+    latex formats only when there are several); "" without records."""
     if len(layouts) > 1 and fmt in ("csv", "json"):
         raise ValueError(f"--format {fmt} holds one layout; pick one with --layout ({', '.join(layouts)})")
     if not done:
-        return "", skipped
+        return ""
     parts = []
     for layout in layouts:
         if layout == "summary":
-            runs, _ = collect_runs(runs_dir, only={r.run_id for r in done})
-            text = format_compare(compare_table(runs), fmt)
+            text = format_compare(compare_table(summary_frame(done)), fmt)
         else:
             text = render(build_tables(done, layout, paper=paper, needs=needs, by=by, dataset=dataset), fmt,
                           skipped=skipped)
@@ -251,4 +225,33 @@ def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "tab
             heading = {"markdown": f"## Layout: {layout}\n\n", "latex": f"% layout: {layout}\n"}.get(fmt, f"== {layout} ==\n\n")
             text = heading + text
         parts.append(text.rstrip("\n") + "\n")
-    return "\n".join(parts), skipped
+    return "\n".join(parts)
+
+
+def write_suite_report(suite, runs_dir: Path, out=None) -> list[Path]:
+    """``<runs-dir>/suite-<name>/table.md`` (every layout of the loaded ``suite``'s [report]) and
+    its pareto plots (``pareto.png``, then ``pareto-<x>-<y>.png``)."""
+    out = out or sys.stderr
+    folder = Path(runs_dir) / suite.report_dir_name
+    done, skipped = load_selected(runs_dir, suite)
+    text = compare_records(done, skipped, list(suite.report.layouts), "markdown")
+    if not text:
+        print(f"no finished run of suite {suite.name} under {runs_dir}: no report written", file=out)
+        return []
+    parts = [f"# Suite {suite.name}\n\n", suite.description.strip() + "\n\n" if suite.description else "",
+             f"{len(done)} finished runs of {len(suite.jobs())} jobs ({suite.path}).\n\n", text]
+    if skipped:
+        parts.append("\n## Runs not in the tables\n\n" + "".join(f"- `{rid}`: {why}\n" for rid, why in skipped))
+    written = [folder / "table.md"]
+    atomic_write_bytes(written[0], "".join(parts).encode())
+    for i, spec in enumerate(suite.report.pareto):
+        target = folder / ("pareto.png" if i == 0 else f"pareto-{spec.x}-{spec.y}.png")
+        try:
+            plot_pareto(done, spec.x, spec.y, target, by=spec.by)
+        except PlotError as exc:
+            print(f"pareto plot {spec.y} vs {spec.x} not drawn: {exc}", file=out)
+            continue
+        written.append(target)
+    for path in written:
+        print(f"wrote {path}", file=out)
+    return written

@@ -15,7 +15,8 @@ from fairbench.cli import main
 from fairbench.config import ConfigError
 from fairbench.launchers.base import Launcher, make_launcher
 from fairbench.launchers.local import LocalLauncher, usable_cores
-from fairbench.suite import Suite, run_suite
+from fairbench.launchers.suite_run import run_suite
+from fairbench.suite import Suite
 from tests.test_suite import write_suite
 
 

@@ -105,9 +105,9 @@ def report_outputs(runs: Path, work: Path) -> dict[str, bytes]:
 
 
 def _write_reports(suite, runs: Path) -> None:
-    from fairbench.suite import write_reports
+    from fairbench.reporting import write_suite_report
 
-    write_reports(suite, runs)
+    write_suite_report(suite, runs)
 
 
 def _matplotlib_stamp() -> str:

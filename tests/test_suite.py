@@ -17,7 +17,9 @@ from fairbench.config import ConfigError, run_id
 from fairbench.launchers.base import mark_queued
 from fairbench.run_lease import hold
 from fairbench.run_store import RunRecord
-from fairbench.suite import Suite, job_state, run_suite
+from fairbench.launchers.base import job_state
+from fairbench.launchers.suite_run import run_suite
+from fairbench.suite import Suite
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

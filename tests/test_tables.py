@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 
 from fairbench.cli import main
+from fairbench.records import finished, load_records
 from fairbench.reporting import compare
-from fairbench.tables import build_tables, finished, load_records, paper_tables, render
+from fairbench.suite import Suite
+from fairbench.tables import build_tables, paper_tables, render
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -90,8 +92,8 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("fmt", list(EXT))
 @pytest.mark.parametrize("layout", list(CASES))
 def test_layout_golden(layout, fmt):
-    suite = ROOT / "benchmarks" / CASES[layout] if CASES[layout] else None
-    text, skipped = compare(GOLDEN_RUNS, layouts=[layout], fmt=fmt, suite_file=suite)
+    suite = Suite.load(ROOT / "benchmarks" / CASES[layout]) if CASES[layout] else None
+    text, skipped = compare(GOLDEN_RUNS, layouts=[layout], fmt=fmt, suite=suite)
     assert text
     if suite is None:  # the failed and the incomplete record, each with its reason
         assert sorted((r.split("-")[0], why) for r, why in skipped) == [

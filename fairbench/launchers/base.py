@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from fairbench.suite import Job, Suite, SuiteProgress, SuiteResult
+    from fairbench.launchers.progress import SuiteProgress
+    from fairbench.suite import Job, Suite
 
 QUEUE_FOLDER = ".queue"
 
@@ -56,6 +57,32 @@ class Launcher:
         and the suite's evaluations and report wait for a later ``suite run``); record each finished
         job with :func:`record_outcome`."""
         raise NotImplementedError
+
+
+@dataclass
+class SuiteResult:
+    jobs: list["Job"]
+    before: dict[int, "JobState"]
+    ran: list[int] = field(default_factory=list)  # job indices trained in this invocation
+    failed: dict[int, str] = field(default_factory=dict)
+    evaluated: list[tuple[int, str]] = field(default_factory=list)
+    evaluation_errors: list[tuple[int, str, str]] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+    busy: dict[int, str] = field(default_factory=dict)  # found running in another process: left to it
+    submitted: list[int] = field(default_factory=list)  # handed to a batch scheduler, not finished yet
+
+    def summary(self) -> str:
+        skipped = sum(1 for s in self.before.values() if s.state == "done")
+        others = sum(1 for s in self.before.values() if s.state in ("running", "invalid"))
+        others += len(self.busy)
+        text = (f"{len(self.jobs)} jobs: {len(self.ran)} trained now, {skipped} already done, {len(self.failed)} failed"
+                + (f", {len(self.submitted)} submitted" if self.submitted else "")
+                + (f", {others} left alone (running elsewhere or invalid)" if others else "")
+                + (f"; {len(self.evaluated)} evaluations run" if self.evaluated else ""))
+        if self.outputs:
+            text += f"\nreport: {self.outputs[0].parent}/ ({', '.join(p.name for p in self.outputs)})"
+        return text
 
 
 @dataclass
@@ -192,3 +219,37 @@ def make_launcher(name: str | None, table: dict[str, Any], overrides: dict[str, 
         raise explain_validation_error(exc, cls.Options, f"the {name} launcher's options ([launcher.{name}] "
                                                          f"in {where} and the command line)") from None
     return cls(parsed)
+
+
+# -- job states -----------------------------------------------------------------------------------
+
+@dataclass
+class JobState:
+    state: str  # done | running | queued | failed | incomplete | pending | invalid
+    detail: str = ""
+
+
+def job_state(job: "Job", runs_dir: Path) -> JobState:
+    """Where a job stands, read from the run store (and the queue records of a scheduler)."""
+    from fairbench.run_store import RunRecord
+
+    if job.error:
+        return JobState("invalid", job.error.splitlines()[0])
+    path = Path(runs_dir) / job.run_id
+    submitted = queued(runs_dir, job.run_id)  # a scheduler holds it and it has not started (since)
+    if not path.is_dir():
+        return JobState("queued", submitted.get("detail", "")) if submitted else JobState("pending")
+    status = RunRecord(path).status()
+    state = status.get("state", "incomplete")
+    if submitted and state in ("failed", "incomplete"):
+        return JobState("queued", submitted.get("detail", ""))
+    if state == "done":
+        missing = [e.folder for e in job.evaluations if not (path / "evaluations" / e.folder / "metrics.json").is_file()]
+        return JobState("done", f"evaluations missing: {', '.join(missing)}" if missing else "")
+    if state == "running":
+        epoch = status.get("epoch")
+        where = f"pid {status.get('pid')} on {status.get('host')}"
+        return JobState("running", f"epoch {epoch + 1}/{job.config.train.epochs}, {where}" if epoch is not None else where)
+    if state == "failed":
+        return JobState("failed", (status.get("error") or "").splitlines()[0] if status.get("error") else "")
+    return JobState(state, status.get("reason", ""))

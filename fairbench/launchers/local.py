@@ -76,12 +76,12 @@ class LocalLauncher(Launcher):
 
 def _run_here(todo, ctx: LaunchContext) -> None:
     """One job after the other in this process (progress bars per epoch)."""
-    from fairbench.suite import _suite_reporter
+    from fairbench.launchers.progress import suite_reporter
 
     for job in todo:
         ctx.progress.begin(job)
         t0 = time.time()
-        outcome = train_job(job.config.model_dump(mode="json"), ctx.runs_dir, _suite_reporter(ctx.progress, job))
+        outcome = train_job(job.config.model_dump(mode="json"), ctx.runs_dir, suite_reporter(ctx.progress, job))
         record_outcome(ctx, job, outcome, time.time() - t0)
 
 

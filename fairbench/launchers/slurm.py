@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fairbench.launchers.base import JobOutcome, LaunchContext, Launcher, mark_queued, train_job
+from fairbench.launchers.base import JobOutcome, LaunchContext, Launcher, job_state, mark_queued, train_job
 from fairbench.registry import register_launcher
 
 
@@ -178,8 +178,6 @@ class SlurmLauncher(Launcher):
         """Until every task has ended, as the run store says. The scheduler is asked only whether a
         task is still in its queue, so that a task cancelled before it wrote anything, or killed
         without a word, does not hang the wait."""
-        from fairbench.suite import job_state
-
         tasks = {job.index: f"{array_id}_{k}" if len(todo) > 1 else array_id for k, job in enumerate(todo)}
         open_jobs = {job.index: job for job in todo}
         started = time.time()

@@ -1,0 +1,158 @@
+"""Running a suite: train every job not yet done through a launcher, run its cross-dataset
+evaluations, write its report; and list its jobs with their states (``fairbench suite run |
+status``). The suite itself (schema, jobs) is :mod:`fairbench.suite`; where jobs train is the
+launcher's (:mod:`fairbench.launchers.base`); the report is :mod:`fairbench.reporting`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fairbench.config import ConfigError
+from fairbench.launchers.base import JobState, LaunchContext, SuiteResult, job_state, make_launcher
+from fairbench.launchers.progress import SuiteProgress
+from fairbench.reporting import write_suite_report
+from fairbench.suite import Job, Suite, short
+
+
+def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run: bool = False,
+              data_roots: dict[str, Path] | None = None, device: str | None = None,
+              skip_invalid: bool = False, quiet: bool = False, out=None, launcher: str | None = None,
+              launcher_options: dict[str, Any] | None = None) -> SuiteResult:
+    """Train every job not yet done, run the listed evaluations, write the reports.
+
+    Finished jobs are skipped; failed and incomplete ones run again (the runner resumes from
+    their last checkpoint when there is one); jobs another live process owns (its lease, see
+    fairbench.run_lease) are left to it, so several ``suite run``s of one suite share the work.
+    ``launcher`` (default: the suite's ``[launcher] default``, else ``local``) decides where the
+    jobs run; ``launcher_options`` override its ``[launcher.NAME]`` table; ``jobs`` is the local
+    launcher's worker count. A launcher that only submits (Slurm without ``wait``) leaves the
+    evaluations and reports to a later ``suite run``."""
+    out = out or sys.stdout
+    runs_dir = Path(runs_dir)
+    options = dict(launcher_options or {})
+    if jobs is not None:
+        options["jobs"] = jobs
+    chosen = make_launcher(launcher, suite.launcher, options, str(suite.path))
+    all_jobs = suite.resolve(data_roots, device)
+    invalid = [j for j in all_jobs if j.error]
+    if invalid and not (skip_invalid or dry_run):
+        lines = "\n".join(f"  job {j.index} ({j.describe()}): {j.error}" for j in invalid)
+        raise ConfigError(f"{len(invalid)} of {len(all_jobs)} jobs of {suite.path} do not resolve "
+                          f"(nothing was run; pass --skip-invalid to run the others):\n{lines}")
+    before = {j.index: job_state(j, runs_dir) for j in all_jobs}
+    result = SuiteResult(all_jobs, before)
+    todo = [j for j in all_jobs if before[j.index].state in ("pending", "failed", "incomplete")]
+    if dry_run:
+        print_jobs(all_jobs, before, out, dry_run=True)
+        print(f"\n{len(todo)} of {len(all_jobs)} jobs would run through {chosen.describe(len(todo))}"
+              + f"; runs under {runs_dir}/, reports in {runs_dir / suite.report_dir_name}/", file=out)
+        return result
+    done_before = sum(1 for s in before.values() if s.state in ("done", "running", "queued", "invalid"))
+    with SuiteProgress(len(all_jobs), done_before, quiet=quiet) as progress:
+        skipped = [j for j in all_jobs if before[j.index].state == "done"]
+        if skipped:
+            progress.log(f"{len(skipped)} of {len(all_jobs)} jobs already done: skipped")
+        for job in all_jobs:
+            if before[job.index].state in ("running", "queued", "invalid"):
+                progress.log(f"skip {job.run_id or 'job ' + str(job.index)}: {before[job.index].state} "
+                             f"({before[job.index].detail})")
+        ctx = LaunchContext(suite, runs_dir, progress, result, data_roots=dict(data_roots or {}))
+        try:
+            if todo:
+                chosen.launch(todo, ctx)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            progress.log("interrupted: run the same command again to resume")
+            raise
+        result.busy = ctx.busy
+        if result.submitted:  # a batch scheduler has them: evaluations and reports in a later `suite run`
+            progress.log(f"{len(result.submitted)} jobs submitted; `fairbench suite status {suite.path}` follows them; "
+                         "run this command again once they are done for the evaluations and the report")
+            return result
+        _run_evaluations(all_jobs, runs_dir, progress, result, data_roots or {})
+    result.outputs = write_suite_report(suite, runs_dir, out=sys.stderr)
+    return result
+
+
+def _run_evaluations(all_jobs: list[Job], runs_dir: Path, progress: SuiteProgress, result: SuiteResult,
+                     data_roots: dict[str, Path]) -> None:
+    from fairbench.run_store import RunRecord
+
+    wanted = []
+    for job in all_jobs:
+        if not job.evaluations or job.error:
+            continue
+        path = runs_dir / job.run_id
+        if not path.is_dir() or RunRecord(path).status().get("state") != "done":
+            continue
+        wanted += [(job, e) for e in job.evaluations if not (path / "evaluations" / e.folder / "metrics.json").is_file()]
+    if not wanted:
+        return
+    try:
+        from fairbench.cross_eval import evaluate_run
+    except ImportError as exc:
+        progress.log(f"cross-dataset evaluations skipped ({len(wanted)} listed in the suite): fairbench.cross_eval "
+                     f"is not available ({exc}); run the suite again once it is installed")
+        return
+    for job, spec in wanted:
+        root = data_roots.get(spec.dataset)
+        progress.log(f"evaluate {job.run_id} on {spec.dataset} {spec.split}")
+        try:
+            evaluate_run(runs_dir / job.run_id, spec.dataset, data_root=root, split=spec.split, options=dict(spec.options))
+        except Exception as exc:  # one missing dataset must not stop the others
+            result.evaluation_errors.append((job.index, spec.folder, f"{type(exc).__name__}: {exc}"))
+            progress.log(f"  evaluation failed: {type(exc).__name__}: {exc}")
+            continue
+        result.evaluated.append((job.index, spec.folder))
+
+
+def print_jobs(jobs: list[Job], states: dict[int, JobState], out=None, dry_run: bool = False) -> None:
+    from tabulate import tabulate
+
+    out = out or sys.stdout
+    rows = []
+    for job in jobs:
+        st = states[job.index]
+        action = ""
+        if dry_run:
+            action = {"pending": "run", "failed": "retry", "incomplete": "resume", "done": "skip (done)",
+                      "running": "skip (running)", "queued": "skip (queued)", "invalid": "cannot run"}[st.state]
+        spec = {k: v for k, v in job.spec.items() if k not in ("method", "train.seed")}
+        varying = _varying_keys(jobs)
+        row = [job.index, job.run_id or "—", job.method, job.seed,
+               ", ".join(f"{k}={short(spec[k])}" for k in varying if k in spec) or "—", st.state,
+               st.detail or "—"]
+        if dry_run:
+            row.insert(6, action)
+        rows.append(row)
+    headers = ["#", "run id", "method", "seed", "varies", "state", "detail"]
+    if dry_run:
+        headers.insert(6, "action")
+    print(tabulate(rows, headers=headers, tablefmt="simple"), file=out)
+
+
+def _varying_keys(jobs: list[Job]) -> list[str]:
+    keys: list[str] = []
+    for job in jobs:
+        for k in job.spec:
+            if k not in keys and k not in ("method", "train.seed"):
+                keys.append(k)
+    return [k for k in keys if len({json.dumps(j.spec.get(k), sort_keys=True) for j in jobs}) > 1]
+
+
+def suite_status(suite: Suite, runs_dir: Path, out=None) -> dict[str, int]:
+    out = out or sys.stdout
+    jobs = suite.resolve()
+    states = {j.index: job_state(j, runs_dir) for j in jobs}
+    print(f"suite {suite.name} ({suite.path}): {len(jobs)} jobs, runs under {runs_dir}/", file=out)
+    print_jobs(jobs, states, out)
+    counts: dict[str, int] = {}
+    for st in states.values():
+        counts[st.state] = counts.get(st.state, 0) + 1
+    order = ["done", "running", "queued", "failed", "incomplete", "pending", "invalid"]
+    print("\n" + ", ".join(f"{counts[s]} {s}" for s in order if s in counts), file=out)
+    return counts
