@@ -21,8 +21,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--selection", choices=["accuracy", "worst_group_accuracy", "last"],
-                   help="checkpoint selection rule on validation (default: the method's)")
+    p.add_argument("--selection", metavar="RULE",
+                   help="checkpoint selection rule on validation: accuracy, worst_group_accuracy (+V), last, or a "
+                        "plugin's (`fairbench list selection`; default: the method's)")
     p.add_argument("--max-train-samples", type=int, metavar="N", help="subsample the training split (smoke runs)")
     p.add_argument("--max-eval-samples", type=int, metavar="N", help="subsample val and test (smoke runs)")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML run configuration")
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("list", help="list registered methods, datasets, backbones or metrics")
-    p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "launchers"])
+    p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "selection", "launchers"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="one method in full: hyperparameters, defaults, search space, needs")

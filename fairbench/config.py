@@ -97,8 +97,9 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     train: TrainConfig = TrainConfig()
-    #: checkpoint selection on validation: accuracy | worst_group_accuracy | last (default: the method's)
-    selection: Literal["accuracy", "worst_group_accuracy", "last"] | None = None
+    #: checkpoint selection rule on validation (fairbench.selection): accuracy | worst_group_accuracy | last
+    #: (default: the method's)
+    selection: str | None = None
 
 
 # Fields that say where or how fast, not what: excluded from the run id.
@@ -120,6 +121,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                   "transform": "paper", "amp": False},
     },
 }
+
+
+def _check_selection_rule(name: str) -> None:
+    from fairbench.registry import RegistryError
+    from fairbench.selection import checkpoint_rules, get_rule
+
+    try:
+        rule = get_rule(name)
+    except RegistryError:
+        raise ConfigError(f"selection: unknown rule {name!r}; valid: {', '.join(checkpoint_rules())}") from None
+    if rule.is_oracle:
+        raise ConfigError(f"selection: {name!r} reads test labels, so a run cannot select its checkpoint with it; "
+                          f"it exists only for upper-bound rows of suite reports. Valid: {', '.join(checkpoint_rules())}")
 
 
 def parse_value(text: str) -> Any:
@@ -225,6 +239,7 @@ def resolve(config: RunConfig) -> RunConfig:
         cfg.train.crop_padding = default_padding(cfg.data.image_size, cfg.train.transform)
     if cfg.selection is None:
         cfg.selection = method_cls.default_selection
+    _check_selection_rule(cfg.selection)
     hp = {**method_defaults.get("hparams", {}), **cfg.hparams}
     try:
         cfg.hparams = method_cls.Hparams.model_validate(hp).model_dump(mode="json")

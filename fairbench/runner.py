@@ -28,6 +28,7 @@ from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, de
                                 eval_batches, to_float)
 from fairbench.run_lease import hold as hold_run
 from fairbench.run_store import RunRecord, RunWriter, environment, now, read_json
+from fairbench.selection import get_rule
 
 
 class RunAlreadyDone(Exception):
@@ -243,13 +244,6 @@ class _Trainer:
         return logits
 
 
-def selection_score(rule: str, report: dict[str, Any], epoch: int) -> float:
-    if rule == "last":
-        return float(epoch)
-    value = report.get(rule)
-    return float("-inf") if value is None or np.isnan(value) else float(value)
-
-
 def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "Reporter | None" = None) -> Path:
     """Train, select on validation, test once; returns the run folder."""
     from fairbench.progress import Reporter
@@ -385,7 +379,7 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
                          "val": {k: val_report.get(k) for k in ("accuracy", "worst_group_accuracy", "dob", "max_min_ratio")},
                          "selectable": method.is_selectable_epoch(epoch), "time": now()}
                 history.append(entry)
-                score = selection_score(cfg.selection, val_report, epoch)
+                score = get_rule(cfg.selection).score(val_report, epoch)
                 if entry["selectable"] and (score > best["score"] or best["epoch"] is None):
                     best = {"score": score, "epoch": epoch, "report": val_report}
                     writer.save_checkpoint("checkpoint.pt", {"model": method.state_dict(), "epoch": epoch})

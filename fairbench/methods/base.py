@@ -23,11 +23,6 @@ from torch import nn
 
 from fairbench.backbones.base import FeatureBackbone
 
-#: selection rules a run may use; those reading group labels on validation add "+V" to a method's needs
-SELECTION_RULES = ("accuracy", "worst_group_accuracy", "last")
-GROUP_SELECTION_RULES = ("worst_group_accuracy",)
-
-
 class NoHparams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -193,7 +188,9 @@ def needs_label(method: type[Method], selection: str | None = None) -> str:
     """The paper's legend: "T" (target only) or "T+A"; "+V" when selection reads val groups."""
     label = "T+A" if method.uses_train_groups else "T"
     rule = selection or method.default_selection
-    if rule in GROUP_SELECTION_RULES and not method.uses_train_groups:
+    from fairbench.selection import get_rule
+
+    if get_rule(rule).reads_val_groups and not method.uses_train_groups:
         label += ", +V"
     return label
 
