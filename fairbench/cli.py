@@ -21,6 +21,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: OMP_NUM_THREADS if set, else the cores this process may use "
+                        "less those other processes keep busy; never more than the cores)")
     p.add_argument("--selection", metavar="RULE",
                    help="checkpoint selection rule on validation: accuracy, worst_group_accuracy (+V), last, or a "
                         "plugin's (`fairbench list selection`; default: the method's)")
@@ -47,6 +50,7 @@ def _overrides(args: argparse.Namespace, method: str | None) -> dict:
         "train.batch_size": args.batch_size,
         "train.seed": args.seed,
         "train.device": args.device,
+        "train.threads": args.threads,
         "selection": args.selection,
     }
 
@@ -56,9 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairbench.progress import Reporter
     from fairbench.reporting import run_summary
     from fairbench.run_store import RunRecord
-    from fairbench.runner import RunAlreadyDone, execute
+    from fairbench.runner import RunAlreadyDone, default_threads, execute
 
     cfg = resolve(build_config(args.config, _overrides(args, args.method), args.sets))
+    if cfg.train.threads is None:
+        import torch
+
+        torch.set_num_threads(default_threads())
     reporter = Reporter(quiet=args.quiet)
     from fairbench.distributed import is_main_process
 
@@ -66,14 +74,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         path = execute(cfg, args.runs_dir, force=args.force, reporter=reporter)
     except RunAlreadyDone as done:
         if is_main_process():
-            reporter.log(f"already done: {done.path}\n(same resolved configuration; pass --force to train it again)")
+            reporter.log(f"already done: {done.path}\n(same resolved configuration and data; pass --force to train it "
+                         "again: the finished run is kept until the new one is done)")
         path = done.path
     if not is_main_process():  # torchrun: rank 0 reports
         return 0
-    metrics = RunRecord(path).metrics()
+    record = RunRecord(path)
+    metrics = record.metrics()
     from rich.console import Console
 
+    from fairbench.reporting import run_notes
+
     Console().print(run_summary(metrics))
+    for note in run_notes(record):
+        print(f"note: {note}")
     print(f"run folder: {path}")
     return 0
 
@@ -154,7 +168,8 @@ LAUNCHER_FLAGS = ("jobs_per_gpu", "threads", "partition", "time", "gpus_per_job"
 
 
 def cmd_suite_status(args: argparse.Namespace) -> int:
-    from fairbench.suite import Suite, suite_status
+    from fairbench.launchers.suite_run import suite_status
+    from fairbench.suite import Suite
 
     suite_status(Suite.load(args.file), args.runs_dir)
     return 0

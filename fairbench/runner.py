@@ -8,6 +8,9 @@ split is predicted once, at the end, with the selected checkpoint.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import math
+import os
 import random
 import shutil
 import time
@@ -22,12 +25,13 @@ import torch
 
 from fairbench import checkpointing, distributed, registry
 from fairbench.config import RunConfig, identity_dict, run_id
-from fairbench.datasets.base import DatasetBundle, DataSplit, Task
+from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
                                 eval_batches, to_float)
 from fairbench.run_lease import hold as hold_run
-from fairbench.run_store import RunRecord, RunWriter, environment, now, read_json
+from fairbench.run_store import (STORAGE_ERRNOS, RunRecord, RunStoreError, RunWriter, check_writable, environment, now,
+                                 read_json, storage_error)
 from fairbench.selection import get_rule
 
 
@@ -35,6 +39,38 @@ class RunAlreadyDone(Exception):
     def __init__(self, path: Path):
         super().__init__(f"this configuration already ran to completion: {path} (use --force to run it again)")
         self.path = path
+
+
+class RunRefused(ValueError):
+    """The run folder is in a state this run must not touch (in use, unreadable, foreign checkpoint)."""
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+def default_threads() -> int:
+    """torch CPU threads when neither ``--threads`` nor ``train.threads`` says: what
+    ``OMP_NUM_THREADS`` says if set, else one per core this process may use (its affinity mask),
+    less the cores other processes keep busy right now, at least one. torch's own default takes
+    every core; beside one busy process on a shared 2-core machine its threads wait for each
+    other and a run is many times slower (README, "Threads")."""
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores - _busy_cores(cores))
+
+
+def _busy_cores(cores: int) -> int:
+    """Cores other processes keep busy: the one-minute load average (before this run adds to it)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - no load average on this platform
+        return 0
+    return min(cores, int(load + 0.5))
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -67,10 +103,32 @@ def autocast(device: torch.device, enabled: bool):
 
 # -- data -------------------------------------------------------------------------------------
 
-def load_bundle(cfg: RunConfig) -> DatasetBundle:
+def _dataset(cfg: RunConfig):
     dataset_cls = registry.datasets.get(cfg.data.name)
     options = dataset_cls.Options.model_validate(cfg.data.options)
-    dataset = dataset_cls(cfg.data.root, options, cfg.data.cache_dir)
+    return dataset_cls(cfg.data.root, options, cfg.data.cache_dir)
+
+
+def data_fingerprint(cfg: RunConfig) -> dict[str, Any]:
+    """The dataset's fingerprint for this configuration (see ``Dataset.fingerprint``): checks the
+    label files, decodes nothing."""
+    return _dataset(cfg).fingerprint(Task(cfg.data.target, tuple(cfg.data.protected)))
+
+
+def with_fingerprint(cfg: RunConfig, fingerprint: dict[str, Any] | None = None) -> RunConfig:
+    """``cfg`` with ``data.fingerprint`` filled from the data as it is now; an error if it was
+    filled before (a suite's job) and the data has changed since."""
+    fingerprint = fingerprint or data_fingerprint(cfg)
+    if cfg.data.fingerprint is not None and cfg.data.fingerprint != fingerprint["digest"]:
+        raise DatasetError(f"{cfg.data.name}: the data changed since this run was configured (fingerprint "
+                           f"{cfg.data.fingerprint}, now {fingerprint['digest']}); start the command again")
+    out = cfg.model_copy(deep=True)
+    out.data.fingerprint = fingerprint["digest"]
+    return out
+
+
+def load_bundle(cfg: RunConfig) -> DatasetBundle:
+    dataset = _dataset(cfg)
     # decoded larger than the input for the "paper" transform (its Resize(460)); see fairbench.pipeline
     bundle = dataset.load(Task(cfg.data.target, tuple(cfg.data.protected)),
                           decode_size(cfg.data.image_size, cfg.train.transform))
@@ -85,6 +143,14 @@ def load_bundle(cfg: RunConfig) -> DatasetBundle:
         if name not in bundle.splits or len(bundle.splits[name]) == 0:
             raise ValueError(f"dataset {cfg.data.name!r} has an empty {name!r} split; check the data and the options")
     bundle.__post_init__()  # refresh the group vocabulary after subsampling
+    protected = tuple(cfg.data.protected)
+    untested = sorted(set(bundle.splits["train"].group_labels(protected)) - set(bundle.splits["test"].group_labels(protected)))
+    if untested:  # its accuracy, and every gap that involves it, could not be measured
+        hint = (f"raise --max-eval-samples (now {cfg.data.max_eval_samples})" if "test" in bundle.info.get("subsampled", {})
+                else "add test images of it, or leave its training images out")
+        raise DatasetError(f"{cfg.data.name}: group {untested[0]!r} has training images but none in the test split"
+                           f"{f' (and {len(untested) - 1} more group(s))' if len(untested) > 1 else ''}; its accuracy "
+                           f"cannot be measured: {hint}")
     for name, split in bundle.splits.items():
         if name != "train":  # evaluation sees the centre crop (a view); training crops at random
             split.images = center_crop_view(split.images, cfg.data.image_size)
@@ -179,7 +245,8 @@ def load_trained_method(run_dir: Path, device: str = "auto") -> tuple[Method, Ru
     build_cfg = cfg.model_copy(deep=True)
     build_cfg.backbone.pretrained = False
     method = build_method(build_cfg, bundle_stub, dev, steps_per_epoch=1)  # type: ignore[arg-type]
-    state = torch.load(record.path / "checkpoint.pt", map_location=dev, weights_only=True)
+    state = load_checkpoint(record.path / "checkpoint.pt", dev, "refusing to load",
+                            "train the run again (its command with --force)")
     method.load_state_dict(state["model"])
     method.eval()
     return method, cfg, None
@@ -244,69 +311,169 @@ class _Trainer:
         return logits
 
 
+def _existing_state(path: Path, force: bool) -> str | None:
+    """State of an existing run folder, or an error if this run must leave it alone."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        raise RunRefused(f"{path} exists and is not a run folder; move it away")
+    status = RunRecord(path).status()
+    state = status.get("state")
+    if state == "running":
+        raise RunRefused(f"{path} is being trained right now by process {status.get('pid')} on {status.get('host')}; "
+                         "wait for it to finish (or stop it) before running this configuration")
+    if state == "done" and not force:
+        raise RunAlreadyDone(path)
+    if (path / "status.json").is_file() and "unreadable status.json" in str(status.get("reason", "")) and not force:
+        raise RunRefused(f"{path / 'status.json'} is unreadable, so whether the run finished is unknown; "
+                         "fix or remove that file, or pass --force to train it again (the folder is kept until "
+                         "the new run has finished)")
+    return state
+
+
+def load_checkpoint(path: Path, map_location: Any, refusal: str, remedy: str) -> Any:
+    """``torch.load(weights_only=True)``, with one clear error for a file it refuses or cannot read."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunRefused(f"{refusal} {path}: it holds Python objects other than tensors and plain values, which "
+                         f"torch.load(weights_only=True) does not run (they could execute code); {remedy}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunRefused(f"{refusal} {path}: not a readable checkpoint ({first}); {remedy}") from None
+
+
+def _load_resume_state(path: Path, rid: str, method: Method) -> dict[str, Any] | None:
+    """``last.pt`` of an interrupted run, checked against this run's model; None if there is none."""
+    resume = path / "last.pt"
+    if not resume.is_file():
+        return None
+    state = load_checkpoint(resume, "cpu", "refusing to resume from", "delete it to train from the start")
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise RunRefused(f"refusing to resume from {resume}: not a fairbench checkpoint; delete it to train from the start")
+    if state.get("run_id", rid) != rid:
+        raise RunRefused(f"refusing to resume from {resume}: it belongs to run {state['run_id']}, not {rid}; "
+                         "delete it to train from the start")
+    try:
+        method.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RunRefused(f"refusing to resume from {resume}: its weights do not fit this configuration's model "
+                         f"({first}); it comes from another configuration: delete it to train from the start") from None
+    return state
+
+
+@contextlib.contextmanager
+def _storage_errors(final: Path):
+    """A full or read-only disk met outside RunWriter (taking the run's lease): one clear error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(Path(exc.filename) if exc.filename else final.parent, exc) from None
+        raise
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Put the finished run ``new`` where ``final`` is: one atomic exchange of the two folders
+    (Linux renameat2), else rename the old one aside first; then delete the old one."""
+    backup = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        exchanged = libc.renameat2(-100, os.fsencode(new), -100, os.fsencode(final), 2) == 0  # AT_FDCWD, RENAME_EXCHANGE
+    except (OSError, AttributeError):
+        exchanged = False
+    if exchanged:
+        os.replace(new, backup)  # ``new`` now holds the old run
+    else:
+        os.replace(final, backup)
+        os.replace(new, final)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
 def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "Reporter | None" = None) -> Path:
-    """Train, select on validation, test once; returns the run folder."""
+    """Train, select on validation, test once; returns the run folder.
+
+    Everything that can be checked is checked before the run folder is touched: the data (its
+    fingerprint is part of the run id), the runs folder's permissions, the images, the model's
+    weights and any checkpoint to resume from. With ``force``, a finished (or failed) run is
+    trained again beside the old one, in a hidden folder, and swapped in only when it is done."""
     from fairbench.progress import Reporter
 
     reporter = reporter or Reporter(quiet=True)
+    runs_dir = Path(runs_dir)
+    fingerprint = data_fingerprint(cfg)
+    cfg = with_fingerprint(cfg, fingerprint)
     rid = run_id(cfg)
-    path = Path(runs_dir) / rid
+    final = runs_dir / rid
     procs = distributed.from_environment()  # a torchrun job: rank 0 owns the folder, the others follow
     reporter = distributed.silent(reporter, procs)
     with distributed.process_group(procs, cfg.train.device):
-        with hold_run(path) if procs.is_main else contextlib.nullcontext():  # else RunBusy (fairbench.run_lease)
-            return _execute_owned(cfg, rid, path, force, reporter, procs)
+        if procs.is_main:
+            check_writable(runs_dir)
+        with contextlib.ExitStack() as held:
+            if procs.is_main:
+                with _storage_errors(final):  # a full disk can fail the lease's marker file
+                    held.enter_context(hold_run(final))  # else RunBusy (fairbench.run_lease)
+            return _execute_owned(cfg, rid, final, fingerprint, force, reporter, procs)
 
 
-def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: "Reporter",
-                   procs: distributed.Processes = distributed.Processes()) -> Path:
-    record = RunRecord(path)
+def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str, Any], force: bool,
+                   reporter: "Reporter", procs: distributed.Processes = distributed.Processes()) -> Path:
+    runs_dir = final.parent
     if procs.active:  # refused before anything is read or written
         distributed.check_method(registry.methods.get(cfg.method), cfg.method)
         distributed.shard_size(cfg.train.batch_size, procs.world_size)
-
-    def clear_or_refuse() -> None:
-        if path.exists():
-            state = record.status().get("state")
-            if state == "done" and not force:
-                raise RunAlreadyDone(path)
-            if force:
-                shutil.rmtree(path)
-
-    distributed.on_main(clear_or_refuse, procs)
-    writer = RunWriter(path) if procs.is_main else distributed.DiscardWrites()
+    state = distributed.on_main(lambda: _existing_state(final, force), procs)
+    aside = force and state is not None
+    path = runs_dir / f".{rid}.force-{os.getpid()}" if aside else final
     device = distributed.device_for(cfg.train.device, procs) if procs.active else pick_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seeds = seed_everything(cfg.train.seed, cfg.train.deterministic)
+    reporter.log(f"run {rid}: {cfg.method} on {cfg.data.name} ({cfg.data.target} ~ {'+'.join(cfg.data.protected)}), "
+                 f"{cfg.backbone.name}, {cfg.data.image_size}px, device {device}, {torch.get_num_threads()} CPU thread(s)")
+    bundle = load_bundle(cfg)
+    train = bundle.splits["train"]
+    n_batches = len(train) // cfg.train.batch_size
+    if n_batches == 0:
+        raise ValueError(f"the training split has {len(train)} samples, fewer than one batch of {cfg.train.batch_size}; "
+                         "lower --set train.batch_size")
+    method = build_method(cfg, bundle, device, n_batches)
+    resume_state = None if aside else distributed.on_main(lambda: _load_resume_state(path, rid, method), procs)
+    # Every check has passed: only now is the runs folder written to.
+    if procs.is_main:  # we hold the run's lease: hidden folders of earlier --force runs of it are leftovers
+        for stale in runs_dir.glob(f".{rid}.*"):
+            if stale.is_dir() and stale != path:
+                shutil.rmtree(stale, ignore_errors=True)
+    created = not path.exists()
     env = environment(str(device))
     if procs.active:
         env["distributed"] = {"world_size": procs.world_size, "backend": torch.distributed.get_backend(),
                               "global_batch_size": cfg.train.batch_size,
                               "batch_size_per_process": cfg.train.batch_size // procs.world_size,
                               "sync_batchnorm": cfg.train.sync_batchnorm}
-    writer.write_json("config.json", {**cfg.model_dump(mode="json"), "run_id": rid})
-    writer.write_json("environment.json", env)
-    writer.set_status("running", epoch=None, started=env["started"])
-    t0 = time.time()
     try:
-        seeds = seed_everything(cfg.train.seed, cfg.train.deterministic)
-        reporter.log(f"run {rid}: {cfg.method} on {cfg.data.name} ({cfg.data.target} ~ {'+'.join(cfg.data.protected)}), "
-                     f"{cfg.backbone.name}, {cfg.data.image_size}px, device {device}")
-        bundle = load_bundle(cfg)
-        writer.write_json("dataset.json", dataset_meta(bundle))
-        train = bundle.splits["train"]
-        n_batches = len(train) // cfg.train.batch_size
-        if n_batches == 0:
-            raise ValueError(f"the training split has {len(train)} samples, fewer than one batch of {cfg.train.batch_size}; "
-                             "lower --set train.batch_size")
-        method = build_method(cfg, bundle, device, n_batches)
+        writer = RunWriter(path) if procs.is_main else distributed.DiscardWrites()
+        writer.write_json("config.json", {**cfg.model_dump(mode="json"), "run_id": rid})
+        writer.write_json("environment.json", env)
+        writer.set_status("running", epoch=None, started=env["started"])
+        writer.write_json("dataset.json", {**dataset_meta(bundle), "fingerprint": fingerprint})
+    except RunStoreError:
+        if created or aside:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    t0 = time.time()
+    epoch = None
+    try:
         trainer = _Trainer(method, bundle, cfg, device)
         sampler_rng = np.random.default_rng(cfg.train.seed)
         aug_gen = torch.Generator().manual_seed(cfg.train.seed)
         groups_t = torch.from_numpy(bundle.group_codes("train"))
         attrs_t = {k: torch.from_numpy(v) for k, v in bundle.attribute_codes("train").items()}
         targets_t = torch.from_numpy(train.targets)
-        resume = path / "last.pt"
-        resume_state = distributed.on_main(
-            lambda: checkpointing.load_training_state(resume) if resume.is_file() else None, procs)
         stream = BatchStream(train.images, device, prefetch=cfg.train.workers)
         position = checkpointing.Position()
         if resume_state is not None:
@@ -325,7 +492,8 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
 
         def save_last(at: checkpointing.Position) -> None:
             agree_on_batchnorm()
-            writer.save_checkpoint("last.pt", checkpointing.training_state(method, at, sampler_rng, aug_gen))
+            writer.save_checkpoint("last.pt", {**checkpointing.training_state(method, at, sampler_rng, aug_gen),
+                                               "run_id": rid})
 
         val = bundle.splits["val"]
         with reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
@@ -370,6 +538,12 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
                 if procs.active:
                     sums = distributed.average_logs(sums)
                 train_logs = {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
+                diverged = [k for k, v in train_logs.items() if not math.isfinite(v)]
+                if diverged:
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {epoch + 1}/{cfg.train.epochs}: {diverged[0]} is "
+                        f"{train_logs[diverged[0]]} (learning rate {cfg.train.lr}); lower it, e.g. "
+                        f"--set train.lr={cfg.train.lr / 10:g}")
                 agree_on_batchnorm()
                 val_frame = predictions_frame(val, predict_images(method, val.images, cfg.train.eval_batch_size, device,
                                                                   cfg.train.amp, bar.advance_eval),
@@ -387,6 +561,7 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
                 writer.write_json("history.json", history)
                 save_last(checkpointing.Position(epoch, history=history, best=best))
                 bar.end_epoch(epoch, train_logs, val_report, best["epoch"] == epoch)
+        epoch = None
         if best["epoch"] is None:
             raise RuntimeError("no epoch was selectable; check the method's phases and --epochs")
         # The selected checkpoint, evaluated once on test.
@@ -400,7 +575,7 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
                                                             cfg.train.amp), bundle.task.protected, bundle.classes)
         writer.write_predictions("test", test_frame)
         val_report = best["report"] if best["report"] is not None else distributed.on_main(  # an older last.pt
-            lambda: report_for(record.predictions("val"), bundle.group_names), procs)
+            lambda: report_for(RunRecord(path).predictions("val"), bundle.group_names), procs)
         metrics = {
             "selection": {"rule": cfg.selection, "epoch": best["epoch"], "score": best["score"]},
             "val": val_report,
@@ -413,9 +588,31 @@ def _execute_owned(cfg: RunConfig, rid: str, path: Path, force: bool, reporter: 
             (path / "last.pt").unlink(missing_ok=True)
         writer.write_json("environment.json", {**env, "ended": now(), "wall_time_s": time.time() - t0})
         writer.set_status("done", started=env["started"], ended=now(), wall_time_s=time.time() - t0)
-        return path
+        if aside and procs.is_main:
+            _swap_in(path, final)
+            reporter.log(f"replaced the earlier run in {final}")
+        return final
     except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        writer.set_status("failed", error=reason, traceback=traceback.format_exc(), started=env["started"], ended=now())
+        during = f" during epoch {epoch + 1}/{cfg.train.epochs}" if epoch is not None else ""
+        if aside:  # the earlier run was never touched: keep it, drop the half-made replacement
+            if procs.is_main:
+                shutil.rmtree(path, ignore_errors=True)
+            reporter.log(f"the earlier run in {final} is unchanged")
+            raise
+        try:
+            if isinstance(exc, KeyboardInterrupt):
+                writer.set_status("incomplete", reason=f"interrupted{during}; run the same command again to resume",
+                                  epoch=epoch, started=env["started"], ended=now())
+                reporter.log(f"interrupted{during}: {path} is incomplete; run the same command again to resume it")
+            elif isinstance(exc, RunStoreError):
+                if created and not (path / "last.pt").is_file():  # nothing to resume: leave no half-made record
+                    shutil.rmtree(path, ignore_errors=True)
+                    raise
+                writer.set_status("incomplete", reason=f"{exc}{during}", epoch=epoch, started=env["started"], ended=now())
+            else:
+                writer.set_status("failed", error=f"{type(exc).__name__}: {exc}", epoch=epoch,
+                                  traceback=traceback.format_exc(), started=env["started"], ended=now())
+        except RunStoreError:  # the disk is full or gone: the status stays "running", read as incomplete
+            pass
         raise
 

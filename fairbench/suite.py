@@ -266,8 +266,11 @@ class Suite:
     def resolve(self, data_roots: dict[str, Path] | None = None, device: str | None = None) -> list[Job]:
         """Resolve every job's configuration (imports the methods and datasets it names)."""
         from fairbench.config import resolve, run_id
+        from fairbench.datasets.base import DatasetError
+        from fairbench.runner import data_fingerprint, with_fingerprint
 
         ids: dict[str, Job] = {}
+        fingerprints: dict[str, dict[str, Any]] = {}  # jobs on the same data fingerprint it once
         for job in self.jobs():
             job.config = job.run_id = job.error = None
             try:
@@ -278,6 +281,15 @@ class Suite:
                 if device:
                     cfg.train.device = device
                 job.config = resolve(cfg)
+                data = cfg.data.model_dump(mode="json", include={"name", "root", "options", "cache_dir", "target", "protected"})
+                key = json.dumps(data, sort_keys=True, default=str)
+                if key not in fingerprints:
+                    try:
+                        fingerprints[key] = data_fingerprint(job.config)
+                    except DatasetError as exc:  # data not here (yet): the job fails with this when it runs
+                        fingerprints[key] = {"error": str(exc)}
+                if "digest" in fingerprints[key]:
+                    job.config = with_fingerprint(job.config, fingerprints[key])  # the data is part of the run id
                 job.run_id = run_id(job.config)
             except ConfigError as exc:
                 job.error = str(exc)
@@ -334,7 +346,8 @@ def _product(base: dict[str, Any], axes: dict[str, list[Any]]) -> Iterable[dict[
 
 
 def _check_metric(key: str, path: Path) -> None:
-    from fairbench.tables import METRICS
+    from fairbench.metrics.specs import metric_specs
 
-    if key not in METRICS:
-        raise ConfigError(f"{path}: [report] pareto: unknown metric {key!r}; valid: {', '.join(METRICS)}")
+    specs = metric_specs()
+    if key not in specs:
+        raise ConfigError(f"{path}: [report] pareto: unknown metric {key!r}; valid: {', '.join(specs)}")

@@ -77,14 +77,16 @@ def test_benchmark_suites_expand(file, jobs, methods):
 
 
 def test_job_ids_are_the_run_ids_of_fairbench_run(tmp_path):
-    """The same configuration built the way `fairbench run` builds it gets the same id."""
+    """The same configuration built the way `fairbench run` builds it (its data fingerprinted) gets the same id."""
+    from fairbench.runner import with_fingerprint
+
     suite = Suite.load(write_suite(tmp_path, '[grid]\n"hparams.label_smoothing" = [0.0, 0.1]\n'))
     jobs = suite.resolve()
     assert len(jobs) == 4
     for job in jobs:
         cfg = tiny_config("erm", sets=[f"train.seed={job.seed}", "data.options={n_train = 128, n_val = 64, n_test = 64}"],
                           hparams={"label_smoothing": job.spec["hparams.label_smoothing"]})
-        assert job.run_id == run_id(cfg)
+        assert job.run_id == run_id(with_fingerprint(cfg))
 
 
 def test_per_method_keys_and_sweeps(tmp_path):
@@ -184,7 +186,7 @@ def tiny_suite(tmp_path_factory):
 
 def test_interrupted_suite_resumes_only_what_is_missing(tiny_suite):
     first, second = tiny_suite["ids"]
-    assert tiny_suite["after_interrupt"] == {first: "done", second: "failed"}
+    assert tiny_suite["after_interrupt"] == {first: "done", second: "incomplete"}  # Ctrl-C: resumable
     assert tiny_suite["executed_resume"] == [second]
     result = tiny_suite["resume"]
     assert result.ran == [2] and not result.failed
