@@ -34,9 +34,12 @@ from tests.conftest import tiny_config
 REPO = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 32
 UPDATES = 2
-#: FineFACE's crop boxes threshold its attention maps: float noise at a pixel on the threshold moves
-#: a box edge, and the updates part (reordering one process's batch alone changes its BatchNorm
-#: statistics by up to 40 %). With threshold 0 every box is the whole image; all N + 2 steps still run.
+#: FineFACE thresholds its attention maps into crop boxes and max-pools its experts' maps: float
+#: noise on a threshold or a tie moves a box edge or a gradient, and reordering one process's batch
+#: alone changes its weights by up to 0.8 after two updates. Threshold 0 (every box the whole
+#: image) and average pooling remove those; all N + 2 steps still run. The remaining noise is
+#: still large (0.3; see benchmarks/results/torchrun-and-checkpoints-cpu.md), so this check is weak
+#: for FineFACE.
 STABLE_HPARAMS = {"fineface": {"threshold": 0.0, "pooling": "avg"}}
 
 
@@ -106,24 +109,28 @@ def _error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def test_every_parallel_method_updates_as_one_process_on_the_global_batch(tmp_path):
     """Two gloo ranks, each on half of every global batch, against one process on the whole batch.
 
-    The yardstick is the same process's own float noise: the difference that merely reordering the
-    samples of the global batch makes (two orders; float addition is not associative). A split
-    over ranks must stay within 3x of it; a broken split (each rank stepping on its own
-    gradients) is far outside, which shows that the yardstick can fail."""
+    The yardstick is the same process's own float noise: the largest difference that merely
+    reordering the samples of the global batch makes (four orders; float addition is not
+    associative; it varies ~3x between orders). A split over ranks also adds the ranks' BatchNorm
+    sums in float64 and averages two half-batch gradients, another order again (measured: 0.5x to
+    1.0x the yardstick over the methods): it must stay within 4x. A broken split (each rank stepping on
+    its own gradients) is far outside, which shows that the yardstick can fail."""
     methods = _parallel_methods()
     assert {"erm", "fineface", "groupdro", "jtt", "adversarial", "gap_regularizer"} <= set(methods)
     mp.spawn(_rank_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path), methods), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    orders = [torch.randperm(GLOBAL_BATCH, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    orders = [torch.randperm(GLOBAL_BATCH, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3, 4)]
     for name in methods:
         single = _updated_state(name, slice(None))
         noise = max(_error(single, _updated_state(name, order)) for order in orders)
         for r in range(2):
-            assert _error(single, ranks[r][name]) <= 3 * noise, f"{name} on rank {r}: reordering noise {noise:.2e}"
+            error = _error(single, ranks[r][name])
+            assert error <= 4 * noise, f"{name} on rank {r}: {error:.2e}, reordering noise {noise:.2e}"
         # the ranks hold the same model (every rank gets the same all-reduced sums)
         assert _error(ranks[0][name], ranks[1][name]) == 0.0, name
         if name == "erm":
-            assert _error(single, ranks[0]["erm, not averaged"]) > 30 * noise
+            broken = _error(single, ranks[0]["erm, not averaged"])
+            assert broken > 30 * noise, f"the broken split is only {broken:.2e} away (noise {noise:.2e})"
 
 
 @pytest.mark.parametrize("name", _refused_methods())
