@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fairbench.metrics.specs import MetricSpec, metric_specs
 from fairbench.tables import (
-    METRICS,
     Context,
     PaperTable,
     Record,
@@ -52,10 +52,15 @@ class Panel:
     num_classes: int | None = None  # of the evaluated task, when every run agrees (the random-guess line)
 
 
+def _spec(metric: str) -> MetricSpec:
+    specs = metric_specs()
+    if metric not in specs:
+        raise PlotError(f"unknown metric {metric!r}; valid: {', '.join(specs)}")
+    return specs[metric]
+
+
 def _better(metric: str) -> str:
-    if metric not in METRICS:
-        raise PlotError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-    return METRICS[metric].better
+    return _spec(metric).better
 
 
 def pareto_front(points: list[Point], x: str, y: str) -> list[Point]:
@@ -160,7 +165,7 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
         _draw_panel(ax, panel, x, y, colors)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"{METRICS[y].title} vs {METRICS[x].title}: mean ± 95% t-interval over seeds", fontsize=12)
+    fig.suptitle(f"{_spec(y).title} vs {_spec(x).title}: mean ± 95% t-interval over seeds", fontsize=12)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
     fig.savefig(tmp, dpi=130)
@@ -207,8 +212,8 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
                 linestyle="none", zorder=2, label=p.label)
         labels.append((p.x, p.y, p.label.split(" (paper")[0] + " (paper)",
                        {"fontsize": 8, "color": "0.3", "style": "italic"}))
-    ax.set_xlabel(METRICS[x].axis_label)
-    ax.set_ylabel(METRICS[y].axis_label)
+    ax.set_xlabel(_spec(x).axis_label)
+    ax.set_ylabel(_spec(y).axis_label)
     ax.set_title(panel.title, fontsize=9.5)
     ax.grid(True, alpha=0.3)
     ax.margins(0.18)
@@ -216,8 +221,8 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
     _clip_to_domain(ax.get_ylim, ax.set_ylim, y)
     _place_labels(ax, labels)
     # the "better" corner: a short arrow pointing into it, in the corner the axes directions give
-    cx = 0.98 if METRICS[x].better == "higher" else 0.02
-    cy = 0.98 if METRICS[y].better == "higher" else 0.02
+    cx = 0.98 if _spec(x).better == "higher" else 0.02
+    cy = 0.98 if _spec(y).better == "higher" else 0.02
     tx = cx - 0.1 if cx > 0.5 else cx + 0.1
     ty = cy - 0.1 if cy > 0.5 else cy + 0.1
     ax.annotate("better", xy=(cx, cy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
@@ -263,15 +268,15 @@ _DOMAIN = {"%": (-0.5, 100.5), "pp": (-0.2, None), "ratio": (0.995, None)}
 def _clip_to_domain(get, set_, metric: str) -> None:
     """Keep the axis inside the values a metric can take (wide intervals of few seeds spill over)."""
     low, high = get()
-    lo, hi = _DOMAIN.get(METRICS[metric].unit, (None, None))
+    lo, hi = _DOMAIN.get(_spec(metric).unit, (None, None))
     set_(max(low, lo) if lo is not None else low, min(high, hi) if hi is not None else high)
 
 
 def _staircase(front: list[Point], x: str, y: str) -> tuple[list[float], list[float]]:
     """The front as a step line: between two neighbours it passes through the corner that both
     just attain (the worse x and the worse y of the two), the edge of the region they dominate."""
-    worse_x = min if METRICS[x].better == "higher" else max
-    worse_y = min if METRICS[y].better == "higher" else max
+    worse_x = min if _spec(x).better == "higher" else max
+    worse_y = min if _spec(y).better == "higher" else max
     xs, ys = [front[0].x], [front[0].y]
     for a, b in zip(front, front[1:]):
         xs += [worse_x(a.x, b.x), b.x]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from fairbench.metrics.specs import get_spec, metric_specs
 from fairbench.plots import PlotError, plot_pareto
 from fairbench.records import Record, finished, load_records
 from fairbench.run_store import RunRecord, atomic_write_bytes, clean_nan
@@ -30,6 +31,13 @@ HEADLINE = [
     ("deo", "DEO"),
     ("deodds", "DEOdds"),
 ]
+
+
+def headline() -> list[tuple[str, str]]:
+    """The summary's metric columns: the headline, then every metric a plugin declares."""
+    known = {key for key, _ in HEADLINE}
+    return HEADLINE + [(name, spec.title) for name, spec in metric_specs().items()
+                       if not spec.reported and name not in known]
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -60,11 +68,12 @@ def run_summary(metrics: dict[str, Any], split: str = "test"):
     table.add_section()
     extra = ["", ""] if tpr else []
     table.add_row("overall (pooled)", str(report["n"]), _num(report["accuracy"]), *extra)
-    for key, title in [("max_group_accuracy", "max group"), ("min_group_accuracy", "min group"),
-                       ("max_min_ratio", "Max/Min ratio"), ("dob", "DoB (std, pp)"), ("deo", "DEO"),
-                       ("deodds", "DEOdds (sum)"), ("dp_difference", "DP difference")]:
+    rows = [("max_group_accuracy", "max group"), ("min_group_accuracy", "min group"), ("max_min_ratio", "Max/Min ratio"),
+            ("dob", "DoB (std, pp)"), ("deo", "DEO"), ("deodds", "DEOdds (sum)"), ("dp_difference", "DP difference")]
+    rows += [(name, spec.title) for name, spec in metric_specs().items() if not spec.reported]
+    for key, title in rows:
         if key in report:
-            table.add_row(title, "", _num(report[key], 3 if key == "max_min_ratio" else 2), *extra)
+            table.add_row(title, "", _num(report[key], get_spec(key).digits), *extra)
     return table
 
 
@@ -100,13 +109,13 @@ def run_notes(record: RunRecord, split: str = "test") -> list[str]:
 def summary_frame(done: list[Record]) -> pd.DataFrame:
     """One row per finished run and evaluated dataset (its own test split, then each cross-dataset
     evaluation): the headline metrics of the ``summary`` layout."""
-    rows = []
+    rows, columns = [], headline()
     for record in sorted(done, key=lambda r: r.run_id):
         row = {"run_id": record.run_id, "method": record.method, "needs": method_needs(record.method, record.selection),
                "dataset": record.dataset, "task": record.task, "selection": record.selection,
                "setting": record.setting_key, "seed": record.seed, "eval": record.dataset, "data": record.data_fingerprint}
         for i, ev in enumerate(record.evaluations()):
-            values = {key: ev.report.get(key) for key, _ in HEADLINE}
+            values = {key: ev.report.get(key) for key, _ in columns}
             if i == 0:  # the run's own test split
                 row.update(values)
                 row["precision"] = record.precision
@@ -136,7 +145,7 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     for key, grp in runs.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
         row["seeds"] = len(grp)
-        for metric, _ in HEADLINE:
+        for metric, _ in headline():
             mean, half, _n = mean_t_interval(grp[metric].astype(float).to_numpy())
             row[metric] = mean
             row[f"{metric}_ci95"] = half
@@ -169,8 +178,8 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
         display["data"] = table["data"].fillna("(not recorded)")
     if "precision" in table:  # some run trained under bf16 autocast
         display["precision"] = table["precision"].fillna("(not recorded)")
-    for metric, title in HEADLINE:
-        digits = 3 if metric == "max_min_ratio" else 2
+    for metric, title in headline():
+        digits = get_spec(metric).digits
         display[title] = [
             "n/a: undefined in every seed" if m is None or (isinstance(m, float) and math.isnan(m)) else
             _num(m, digits) + ("" if h is None or (isinstance(h, float) and math.isnan(h)) else f" ± {_num(h, digits)}")

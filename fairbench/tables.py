@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterable
 
+from fairbench.metrics.specs import get_spec
 from fairbench.records import Evaluated, Record, finished, load_records  # noqa: F401 (the last two: for scripts)
 
 NAN = float("nan")
@@ -40,38 +41,6 @@ PAPER_RECIPE = {"backbone.name": "resnet50", "data.image_size": 448}
 
 
 # -- the metric vocabulary ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MetricInfo:
-    title: str
-    unit: str  # "%", "pp" or "ratio"
-    better: str  # "higher" or "lower"
-    digits: int = 2
-
-    @property
-    def axis_label(self) -> str:
-        arrow = "higher is better →" if self.better == "higher" else "← lower is better"
-        return f"{self.title} ({self.unit}), {arrow}"
-
-
-METRICS: dict[str, MetricInfo] = {
-    "accuracy": MetricInfo("Accuracy", "%", "higher"),
-    "worst_group_accuracy": MetricInfo("Worst-group accuracy", "%", "higher"),
-    "min_group_accuracy": MetricInfo("Min group accuracy", "%", "higher"),
-    "max_group_accuracy": MetricInfo("Max group accuracy", "%", "higher"),
-    "max_min_ratio": MetricInfo("Max/Min", "ratio", "lower", 3),
-    "dob": MetricInfo("DoB", "pp", "lower"),
-    "tpr": MetricInfo("TPR", "%", "higher"),
-    "max_group_tpr": MetricInfo("Max group TPR", "%", "higher"),
-    "min_group_tpr": MetricInfo("Min group TPR", "%", "higher"),
-    "deo": MetricInfo("DEO", "pp", "lower"),
-    "deodds": MetricInfo("DEOdds", "pp", "lower"),
-    "deodds_max": MetricInfo("DEOdds (max)", "pp", "lower"),
-    "deodds_mean": MetricInfo("DEOdds (mean)", "pp", "lower"),
-    "dp_difference": MetricInfo("DP difference", "pp", "lower"),
-    "ece": MetricInfo("ECE", "%", "lower"),
-    "max_group_ece": MetricInfo("Max group ECE", "%", "lower"),
-}
 
 LAYOUT_METRICS = {
     "groups": ["max_min_ratio", "accuracy", "dob"],  # the paper's order (tables 2-4)
@@ -514,7 +483,7 @@ def _row_table(ctx: Context, layout: str, paper: bool | None, show_needs: bool, 
         ordered += [g for g in ours_groups if g not in ordered]
         columns += [Column(f"group:{g}", g) for g in ordered]
     for m in LAYOUT_METRICS[layout]:
-        columns.append(Column(f"metric:{m}", PAPER_TITLES.get((layout, m), METRICS[m].title), METRICS[m].digits))
+        columns.append(Column(f"metric:{m}", PAPER_TITLES.get((layout, m), get_spec(m).title), get_spec(m).digits))
 
     label_titles = ["method"] + (["needs"] if show_needs else []) + ["source"]
     rows: list[Row] = []
@@ -670,7 +639,7 @@ def _min_group_table(ctx: Context, paper: bool | None, show_needs: bool) -> Tabl
     show = show_paper(ctx, papers, paper)
     t = papers[0] if show else None
     metric = "min_group_accuracy"
-    digits = METRICS[metric].digits
+    digits = get_spec(metric).digits
     targets: list[str] = [r["attribute"] for r in t.rows] if t else []
     targets += sorted({x for s in ctx.settings for x in s.targets} - set(targets))
     columns: list[Column] = []

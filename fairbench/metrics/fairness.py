@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairbench.registry import register_metric
+from fairbench.metrics.specs import declare, metric, metric_specs
 
 __all__ = [
     "accuracy",
@@ -242,7 +242,7 @@ def _values_of(group_accuracies: Mapping[Any, float] | Sequence[float] | np.ndar
     return np.asarray(group_accuracies, dtype=np.float64).reshape(-1)
 
 
-@register_metric("accuracy")
+@metric("accuracy", title="Accuracy", unit="%", better="higher", reported=True)
 def accuracy(y_true: Any, y_pred: Any, groups: Any = None) -> float:
     """Pooled accuracy over all samples, in % (groups are ignored)."""
     d = _prepare(y_true, y_pred, None)
@@ -251,7 +251,7 @@ def accuracy(y_true: Any, y_pred: Any, groups: Any = None) -> float:
     return float(np.mean(d.y_true == d.y_pred) * 100.0)
 
 
-@register_metric("group_accuracy")
+@metric("group_accuracy", title="Group accuracy", unit="%", better="higher", per_group=True, reported=True)
 def group_accuracies(y_true: Any, y_pred: Any, groups: Any) -> dict[Any, float]:
     """Accuracy of every group, in %, as {group: accuracy}."""
     d = _prepare(y_true, y_pred, groups)
@@ -272,7 +272,7 @@ def dob_from_group_accuracies(
     return _dob_from_accs(_values_of(group_accuracies), ddof)
 
 
-@register_metric("max_min_ratio")
+@metric("max_min_ratio", title="Max/Min", unit="ratio", better="lower", digits=3, reported=True)
 def max_min_ratio(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
     """Max/Min ratio of group accuracies (>= 1, closer to 1 is fairer)."""
     d = _prepare(y_true, y_pred, groups)
@@ -280,7 +280,7 @@ def max_min_ratio(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0
     return _ratio_from_accs(accs)
 
 
-@register_metric("dob")
+@metric("dob", title="DoB", unit="pp", better="lower", reported=True)
 def degree_of_bias(
     y_true: Any, y_pred: Any, groups: Any, *, ddof: int = 0, min_support: int = 0
 ) -> float:
@@ -290,7 +290,7 @@ def degree_of_bias(
     return _dob_from_accs(accs, ddof)
 
 
-@register_metric("worst_group_accuracy")
+@metric("worst_group_accuracy", title="Worst-group accuracy", unit="%", better="higher", reported=True)
 def worst_group_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
     """Worst-group accuracy: the minimum group accuracy, in %."""
     d = _prepare(y_true, y_pred, groups)
@@ -409,7 +409,7 @@ def group_rates(
     }
 
 
-@register_metric("deo")
+@metric("deo", title="DEO", unit="pp", better="lower", reported=True)
 def deo(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -417,7 +417,7 @@ def deo(
     return _rate_scalar(y_true, y_pred, groups, "deo", positive_label, min_support)
 
 
-@register_metric("deodds")
+@metric("deodds", title="DEOdds", unit="pp", better="lower", reported=True)
 def deodds(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -425,7 +425,7 @@ def deodds(
     return _rate_scalar(y_true, y_pred, groups, "deodds", positive_label, min_support)
 
 
-@register_metric("dp_difference")
+@metric("dp_difference", title="DP difference", unit="pp", better="lower", reported=True)
 def demographic_parity_difference(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -433,7 +433,7 @@ def demographic_parity_difference(
     return _rate_scalar(y_true, y_pred, groups, "dp_difference", positive_label, min_support)
 
 
-@register_metric("eo_difference")
+@metric("eo_difference", title="EO difference", unit="pp", better="lower", reported=True)
 def equal_opportunity_difference(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -444,7 +444,7 @@ def equal_opportunity_difference(
 _EODDS_AGG = {"max": "deodds_max", "worst_case": "deodds_max", "mean": "deodds_mean", "sum": "deodds"}
 
 
-@register_metric("eodds_difference")
+@metric("eodds_difference", title="EOdds difference", unit="pp", better="lower", reported=True)
 def equalized_odds_difference(
     y_true: Any,
     y_pred: Any,
@@ -505,7 +505,7 @@ def _ece_parts(
     return _pct(np.abs(gap).reshape(num_groups, n_bins).sum(axis=1), n_g)
 
 
-@register_metric("ece")
+@metric("ece", title="ECE", unit="%", better="lower", needs=("y_true", "y_pred", "scores"), reported=True)
 def expected_calibration_error(
     y_true: Any, y_pred: Any, groups: Any = None, *, scores: Any, n_bins: int = 15
 ) -> float:
@@ -640,4 +640,22 @@ def evaluate_predictions(
 
     report["excluded_groups"] = excluded
     report["undefined"] = undefined
+    for spec in metric_specs().values():  # metrics declared by plugins: computed from the same columns
+        if not spec.reported and spec.name not in report:
+            report[spec.name] = float(spec.value(y_true, y_pred, groups, scores))
     return report
+
+
+# report keys without a stand-alone function: declared here, computed in evaluate_predictions
+for _name, _title, _unit, _better in [
+    ("min_group_accuracy", "Min group accuracy", "%", "higher"),
+    ("max_group_accuracy", "Max group accuracy", "%", "higher"),
+    ("tpr", "TPR", "%", "higher"),
+    ("max_group_tpr", "Max group TPR", "%", "higher"),
+    ("min_group_tpr", "Min group TPR", "%", "higher"),
+    ("deodds_max", "DEOdds (max)", "pp", "lower"),
+    ("deodds_mean", "DEOdds (mean)", "pp", "lower"),
+    ("max_group_ece", "Max group ECE", "%", "lower"),
+]:
+    declare(_name, __name__, title=_title, unit=_unit, better=_better,
+            needs=("y_true", "y_pred", "groups", "scores") if "ece" in _name else ("y_true", "y_pred", "groups"))

@@ -256,7 +256,10 @@ def mean_over_attributes(
     """
     items = list(reports.values()) if isinstance(reports, Mapping) else list(reports)
     if keys is None:
-        keys = [k for k in DEFAULT_ATTRIBUTE_KEYS if any(k in r for r in items)]
+        from fairbench.metrics.specs import metric_specs
+
+        declared = [k for k in metric_specs() if k not in DEFAULT_ATTRIBUTE_KEYS]  # plugins' metrics
+        keys = [k for k in (*DEFAULT_ATTRIBUTE_KEYS, *declared) if any(k in r for r in items)]
     out: dict[str, Any] = {"num_reports": len(items)}
     for key in keys:
         vals = np.array([_number(r.get(key), key) for r in items], dtype=np.float64)

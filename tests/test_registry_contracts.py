@@ -1,0 +1,129 @@
+"""Contracts over whole registries (methods: tests/test_contracts.py): every registered dataset
+loads its fixture; every metric spec is computed on a fixture and shown in a table and a plot.
+
+A dataset or metric registered later is covered the moment it is registered: a dataset without
+a fixture here fails until one is added (tests/fixtures_datasets.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fairbench import registry
+from fairbench.datasets.base import SPLITS, Task
+from fairbench.metrics import evaluate_predictions
+from fairbench.metrics.specs import MetricSpec, metric, metric_specs
+from tests import fixtures_datasets as fx
+
+DATASETS = sorted(registry.datasets.names())
+#: name -> (writes the fixture under a root and returns the options; the task to load)
+FIXTURES = {
+    "fairface": (lambda root: (fx.write_fairface(root), {})[1], None),
+    "utkface": (lambda root: (fx.write_utkface(root), {})[1], None),
+    "celeba": (lambda root: (fx.write_celeba(root), {})[1], None),
+    "lfwa": (lambda root: (fx.write_lfwa(root), {})[1], None),
+    "manifest": (lambda root: (fx.write_manifest(root), {})[1], Task("smiling", ("gender",))),
+}
+SMALL = {"n_train": 64, "n_val": 32, "n_test": 32}  # the built-in generated benchmarks
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_dataset_loads_its_fixture(name, tmp_path):
+    cls = registry.datasets.get(name)
+    if cls.needs_root:
+        assert name in FIXTURES, f"dataset {name!r} has no fixture in tests/test_registry_contracts.py"
+        write, task = FIXTURES[name]
+        root, options = tmp_path / "data", write(tmp_path / "data")
+    else:
+        root, task = None, None
+        options = {k: v for k, v in SMALL.items() if k in cls.Options.model_fields}
+    task = task or Task(cls.default_target, tuple(cls.default_protected))
+    bundle = cls(root, cls.Options(**options), tmp_path / "cache").load(task, 32)
+    assert set(bundle.splits) == set(SPLITS)
+    assert bundle.classes and bundle.group_names
+    for split in bundle.splits.values():
+        n = len(split.targets)
+        assert n > 0 and split.images.shape[0] == n and split.images.dtype == np.uint8
+        assert split.targets.min() >= 0 and split.targets.max() < len(bundle.classes)
+        assert list(split.attributes.columns) >= list(task.protected) or set(task.protected) <= set(split.attributes.columns)
+        assert len(set(split.sample_ids)) == n  # ids tell samples apart (predictions are keyed by them)
+
+
+# -- metric specs ------------------------------------------------------------------------------
+
+def _fixture_predictions(seed: int = 0):
+    """Binary predictions of 3 groups with scores: every built-in metric is defined on them."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.array(["a", "b", "c"]), 40)
+    y = rng.integers(0, 2, len(groups))
+    p = np.where(rng.random(len(groups)) < 0.8, y, 1 - y)
+    p1 = np.clip(np.where(p == 1, 0.7, 0.3) + rng.normal(0, 0.1, len(groups)), 0.01, 0.99)
+    return y, p, groups, np.stack([1 - p1, p1], axis=1)
+
+
+@pytest.mark.parametrize("name", sorted(metric_specs()))
+def test_every_metric_spec_is_computed_and_described(name):
+    spec = metric_specs()[name]
+    y, p, g, s = _fixture_predictions()
+    report = evaluate_predictions(y, p, g, scores=s)
+    assert name in report and math.isfinite(report[name]), f"{name} is not computed by evaluate_predictions"
+    if spec.compute is not None:  # its stand-alone function agrees with the report
+        assert spec.value(y, p, g, s) == pytest.approx(report[name])
+    assert spec.title and spec.better in ("higher", "lower") and spec.unit in ("%", "pp", "ratio")
+    assert spec.title in spec.axis_label
+    assert registry.summary_of(registry.metrics.get(name))
+
+
+@pytest.fixture
+def plugin_metric():
+    """A metric declared the way a plugin declares it (one decorated function)."""
+
+    @metric("test_gap_sq", title="Squared gap", unit="pp", better="lower", digits=1)
+    def gap_sq(y_true, y_pred, groups):
+        """Squared accuracy gap between the best and worst group (a test plugin)."""
+        accs = [np.mean(np.asarray(y_true)[np.asarray(groups) == k] == np.asarray(y_pred)[np.asarray(groups) == k])
+                for k in sorted(set(groups))]
+        return float((max(accs) - min(accs)) * 100) ** 2 / 100
+
+    yield gap_sq
+    registry.metrics._entries.pop("test_gap_sq", None)
+
+
+def test_a_plugin_metric_is_computed_stored_and_shown_like_a_built_in(plugin_metric, tmp_path, capsys):
+    from fairbench.cli import main
+    from fairbench.runner import execute
+    from tests.conftest import tiny_config
+
+    y, p, g, _ = _fixture_predictions()
+    assert evaluate_predictions(y, p, g)["test_gap_sq"] == pytest.approx(plugin_metric(y, p, g))
+    spec = metric_specs()["test_gap_sq"]
+    assert isinstance(spec, MetricSpec) and not spec.reported
+
+    run = execute(tiny_config("erm", epochs=1), tmp_path / "runs")
+    stored = json.loads((run / "metrics.json").read_text())
+    assert math.isfinite(stored["test"]["test_gap_sq"])  # written with the built-ins
+    assert main(["compare", "--runs-dir", str(tmp_path / "runs")]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "Worst grp" in line)
+    assert "Squared gap" in header  # a column of the summary table
+    assert main(["compare", "--runs-dir", str(tmp_path / "runs"), "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["test_gap_sq"] == pytest.approx(stored["test"]["test_gap_sq"])
+    out = tmp_path / "pareto.png"
+    assert main(["plot", "pareto", "--runs-dir", str(tmp_path / "runs"), "--x", "test_gap_sq", "--y", "accuracy",
+                 "--output", str(out)]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_a_metric_declaration_is_checked():
+    with pytest.raises(ValueError, match="unit"):
+        MetricSpec("x", "X", "percent", "higher", compute=len)
+    with pytest.raises(ValueError, match="better"):
+        MetricSpec("x", "X", "%", "up", compute=len)
+    with pytest.raises(ValueError, match="needs"):
+        MetricSpec("x", "X", "%", "higher", needs=("y_true", "weights"), compute=len)
+    with pytest.raises(ValueError, match="function"):
+        MetricSpec("x", "X", "%", "higher")
