@@ -19,6 +19,7 @@ from fairbench.registry import register_method
 class ConstantPredictor(Method):
     summary = "Control: predicts the training split's majority class for every image (no learning)"
     Hparams = NoHparams
+    data_parallel = True  # learns nothing: any split of the batch is the same
 
     def __init__(self, ctx: MethodContext, hparams: NoHparams):
         super().__init__(ctx, hparams)
