@@ -230,20 +230,30 @@ class _AllReduceSum(torch.autograd.Function):
         return _AllReduceSum.apply(grad)
 
 
-def _flat_all_reduce_(tensors: Sequence[torch.Tensor], divide: int | None = None) -> None:
-    """All-reduce (sum, or mean with ``divide``) tensors in place through one flat buffer per dtype."""
+def _flat_collective_(tensors: Sequence[torch.Tensor], collective: Callable[[torch.Tensor], None]) -> None:
+    """``collective`` on the tensors in place, through one flat buffer per dtype and device (one
+    call instead of one per tensor; any memory layout)."""
     by_dtype: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for t in tensors:
         by_dtype.setdefault((t.dtype, t.device), []).append(t)
     for group in by_dtype.values():
         flat = torch.cat([t.reshape(-1) for t in group])
-        dist.all_reduce(flat)
-        if divide:
-            flat.div_(divide)
+        collective(flat)
         offset = 0
         for t in group:
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
+
+
+def _flat_all_reduce_(tensors: Sequence[torch.Tensor], divide: int | None = None) -> None:
+    """All-reduce (sum, or mean with ``divide``) tensors in place."""
+
+    def reduce(flat: torch.Tensor) -> None:
+        dist.all_reduce(flat)
+        if divide:
+            flat.div_(divide)
+
+    _flat_collective_(tensors, reduce)
 
 
 def average_gradients_(grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
@@ -306,9 +316,7 @@ def is_distributed() -> bool:
 
 def broadcast_state(module: nn.Module) -> None:
     """Every parameter and buffer from rank 0 (as DDP does when it wraps a model)."""
-    for t in module.state_dict().values():
-        if torch.is_tensor(t):
-            dist.broadcast(t, 0)
+    _flat_collective_([t for t in module.state_dict().values() if torch.is_tensor(t)], lambda flat: dist.broadcast(flat, 0))
 
 
 def average_batchnorm_statistics(module: nn.Module) -> None:
