@@ -324,9 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--format", choices=["table", "markdown", "csv", "latex", "json"], default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of standard output")
-    p.add_argument("--layout", choices=["summary", "groups", "methods", "attributes", "min-group"],
+    p.add_argument("--layout", metavar="NAME",
                    help="summary (default); the paper's: groups (tables 2-4), methods (5), attributes (6-7), "
-                        "min-group (8); default with --suite: the suite's [report] layouts")
+                        "min-group (8); or a plugin's (`fairbench list layouts`); default with --suite: the suite's "
+                        "[report] layouts")
     p.add_argument("--suite", type=Path, metavar="FILE", help="only the runs of this suite (benchmarks/*.toml)")
     p.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
                    help="show the paper's published rows (default: when the runs use the paper's setting)")
@@ -349,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("list", help="list registered methods, datasets, backbones or metrics")
-    p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "selection", "launchers"])
+    p = sub.add_parser("list", help="list registered methods, datasets, backbones, metrics, selection rules, "
+                                     "launchers or layouts")
+    p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "selection", "launchers", "layouts"])
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="one method in full: hyperparameters, defaults, search space, needs")

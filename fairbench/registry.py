@@ -209,9 +209,11 @@ metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics")
 launchers: Registry = Registry("launcher", "fairbench.launchers", "fairbench.launchers")
 #: checkpoint and trial selection rules (fairbench.selection)
 selection_rules: Registry = Registry("selection rule", "fairbench.selection_rules", "fairbench.selection")
+#: table layouts of compare and suite reports (fairbench.layouts.base)
+layouts: Registry = Registry("layout", "fairbench.layouts", "fairbench.layouts")
 
 REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics,
-              "selection": selection_rules, "launchers": launchers}
+              "selection": selection_rules, "launchers": launchers, "layouts": layouts}
 
 
 def register_method(name: str) -> Callable[[T], T]:
@@ -228,6 +230,10 @@ def register_backbone(name: str, summary: str | None = None) -> Callable[[T], T]
 
 def register_launcher(name: str) -> Callable[[T], T]:
     return launchers.decorator(name)
+
+
+def register_layout(name: str) -> Callable[[T], T]:
+    return layouts.decorator(name)
 
 
 def register_metric(name: str, summary: str | None = None) -> Callable[[T], T]:

@@ -1,49 +1,24 @@
-"""Tables from run records: the end-of-run summary and ``fairbench compare``.
-
-``compare`` prints the ``summary`` layout below (one row per method, setting and evaluated
-dataset, headline metrics) or one of the paper's layouts of :mod:`fairbench.tables`
-(``--layout groups | methods | attributes | min-group``), for every run or for a suite's;
-``write_suite_report`` writes a loaded suite's report (tables and pareto plots) next to its runs.
+"""What users read about finished runs: the end-of-run table and its notes, ``fairbench compare``
+(any registered layout of :mod:`fairbench.layouts`, for every run or a suite's) and a loaded
+suite's report (``write_suite_report``: its layouts and pareto plots, next to its runs).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fairbench.layouts.base import LayoutOptions, get_layout
+from fairbench.layouts.summary import number_text, summary_frame
 from fairbench.metrics.specs import get_spec, metric_specs
 from fairbench.plots import PlotError, plot_pareto
 from fairbench.records import Record, finished, load_records
-from fairbench.run_store import RunRecord, atomic_write_bytes, clean_nan
-from fairbench.tables import CHANCE_MARGIN_PP, at_chance, build_tables, method_needs, render
-
-#: headline metrics of comparison tables: (report key, column title)
-HEADLINE = [
-    ("accuracy", "Acc"),
-    ("worst_group_accuracy", "Worst grp"),
-    ("max_min_ratio", "Max/Min"),
-    ("dob", "DoB"),
-    ("deo", "DEO"),
-    ("deodds", "DEOdds"),
-]
-
-
-def headline() -> list[tuple[str, str]]:
-    """The summary's metric columns: the headline, then every metric a plugin declares."""
-    known = {key for key, _ in HEADLINE}
-    return HEADLINE + [(name, spec.title) for name, spec in metric_specs().items()
-                       if not spec.reported and name not in known]
-
-
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
+from fairbench.run_store import RunRecord, atomic_write_bytes
+from fairbench.tables import CHANCE_MARGIN_PP, at_chance
 
 
 def run_summary(metrics: dict[str, Any], split: str = "test"):
@@ -61,19 +36,19 @@ def run_summary(metrics: dict[str, Any], split: str = "test"):
         table.add_column("TPR %", justify="right")
         table.add_column("FPR %", justify="right")
     for group, acc in report["group_accuracy"].items():
-        row = [group, str(report["group_support"][group]["n"]), _num(acc)]
+        row = [group, str(report["group_support"][group]["n"]), number_text(acc)]
         if tpr:
-            row += [_num(tpr.get(group)), _num((report.get("group_fpr") or {}).get(group))]
+            row += [number_text(tpr.get(group)), number_text((report.get("group_fpr") or {}).get(group))]
         table.add_row(*row)
     table.add_section()
     extra = ["", ""] if tpr else []
-    table.add_row("overall (pooled)", str(report["n"]), _num(report["accuracy"]), *extra)
+    table.add_row("overall (pooled)", str(report["n"]), number_text(report["accuracy"]), *extra)
     rows = [("max_group_accuracy", "max group"), ("min_group_accuracy", "min group"), ("max_min_ratio", "Max/Min ratio"),
             ("dob", "DoB (std, pp)"), ("deo", "DEO"), ("deodds", "DEOdds (sum)"), ("dp_difference", "DP difference")]
     rows += [(name, spec.title) for name, spec in metric_specs().items() if not spec.reported]
     for key, title in rows:
         if key in report:
-            table.add_row(title, "", _num(report[key], get_spec(key).digits), *extra)
+            table.add_row(title, "", number_text(report[key], get_spec(key).digits), *extra)
     return table
 
 
@@ -106,90 +81,11 @@ def run_notes(record: RunRecord, split: str = "test") -> list[str]:
     return notes
 
 
-def summary_frame(done: list[Record]) -> pd.DataFrame:
-    """One row per finished run and evaluated dataset (its own test split, then each cross-dataset
-    evaluation): the headline metrics of the ``summary`` layout."""
-    rows, columns = [], headline()
-    for record in sorted(done, key=lambda r: r.run_id):
-        row = {"run_id": record.run_id, "method": record.method, "needs": method_needs(record.method, record.selection),
-               "dataset": record.dataset, "task": record.task, "selection": record.selection,
-               "setting": record.setting_key, "seed": record.seed, "eval": record.dataset, "data": record.data_fingerprint}
-        for i, ev in enumerate(record.evaluations()):
-            values = {key: ev.report.get(key) for key, _ in columns}
-            if i == 0:  # the run's own test split
-                row.update(values)
-                row["precision"] = record.precision
-                rows.append(row)
-            else:  # cross-dataset evaluations appear as their own rows
-                rows.append({**row, "eval": ev.dataset, **values})
-    return pd.DataFrame(rows)
-
-
 def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The summary rows of every finished run under ``runs_dir``; and (run, reason) for every run left out."""
     records, problems = load_records(runs_dir)
     done, skipped = finished(records)
     return summary_frame(done), skipped + problems
-
-
-def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% t-interval half-width over seeds per (method, dataset, task, setting, eval)."""
-    from fairbench.metrics import mean_t_interval
-
-    if runs.empty:
-        return runs
-    keys = ["method", "needs", "dataset", "task", "selection", "setting", "eval", "data"]
-    if "precision" in runs:  # a row per precision; the column is shown only when a run used bf16
-        keys.append("precision")
-    out = []
-    for key, grp in runs.groupby(keys, sort=True, dropna=False):
-        row = dict(zip(keys, key))
-        row["seeds"] = len(grp)
-        for metric, _ in headline():
-            mean, half, _n = mean_t_interval(grp[metric].astype(float).to_numpy())
-            row[metric] = mean
-            row[f"{metric}_ci95"] = half
-        out.append(row)
-    table = pd.DataFrame(out)
-    # the baseline first in each comparison (as in the paper's tables), then the methods by name
-    order = table.assign(_not_baseline=table["method"] != "erm").sort_values(
-        ["dataset", "task", "eval", "_not_baseline", "method", "setting"], na_position="first", kind="stable")
-    order = order.drop(columns="_not_baseline").reset_index(drop=True)
-    if "precision" in order and not (order["precision"] == "bf16").any():
-        order = order.drop(columns="precision")
-    return order
-
-
-def format_compare(table: pd.DataFrame, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(clean_nan(table.to_dict(orient="records")), indent=2)
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    display = pd.DataFrame({
-        "method": table["method"], "needs": table["needs"], "trained on": table["dataset"],
-        "evaluated on": table["eval"], "task": table["task"], "selection": table["selection"],
-        "seeds": table["seeds"],
-    })
-    if table["setting"].nunique() > table[["method", "dataset", "task"]].drop_duplicates().shape[0]:
-        display["setting"] = table["setting"]
-    # runs on different copies of a dataset are different settings: say which data each row used
-    same = ["method", "dataset", "task", "selection", "eval"]
-    if "data" in table and (table.groupby(same, dropna=False)["data"].nunique(dropna=False) > 1).any():
-        display["data"] = table["data"].fillna("(not recorded)")
-    if "precision" in table:  # some run trained under bf16 autocast
-        display["precision"] = table["precision"].fillna("(not recorded)")
-    for metric, title in headline():
-        digits = get_spec(metric).digits
-        display[title] = [
-            "n/a: undefined in every seed" if m is None or (isinstance(m, float) and math.isnan(m)) else
-            _num(m, digits) + ("" if h is None or (isinstance(h, float) and math.isnan(h)) else f" ± {_num(h, digits)}")
-            for m, h in zip(table[metric], table[f"{metric}_ci95"])
-        ]
-    if fmt == "latex":
-        return display.to_latex(index=False, escape=True)
-    from tabulate import tabulate
-
-    return tabulate(display, headers="keys", tablefmt="github" if fmt == "markdown" else "simple", showindex=False)
 
 
 def load_selected(runs_dir: Path, suite=None) -> tuple[list[Record], list[tuple[str, str]]]:
@@ -221,17 +117,15 @@ def compare_records(done: list[Record], skipped: list[tuple[str, str]], layouts:
     latex formats only when there are several); "" without records."""
     if len(layouts) > 1 and fmt in ("csv", "json"):
         raise ValueError(f"--format {fmt} holds one layout; pick one with --layout ({', '.join(layouts)})")
+    chosen = [(name, get_layout(name)) for name in layouts]  # an unknown name fails before any work
     if not done:
         return ""
+    options = LayoutOptions(paper=paper, needs=needs, by=by, dataset=dataset)
     parts = []
-    for layout in layouts:
-        if layout == "summary":
-            text = format_compare(compare_table(summary_frame(done)), fmt)
-        else:
-            text = render(build_tables(done, layout, paper=paper, needs=needs, by=by, dataset=dataset), fmt,
-                          skipped=skipped)
+    for name, layout in chosen:
+        text = layout.text(done, skipped, fmt, options)
         if len(layouts) > 1:
-            heading = {"markdown": f"## Layout: {layout}\n\n", "latex": f"% layout: {layout}\n"}.get(fmt, f"== {layout} ==\n\n")
+            heading = {"markdown": f"## Layout: {name}\n\n", "latex": f"% layout: {name}\n"}.get(fmt, f"== {name} ==\n\n")
             text = heading + text
         parts.append(text.rstrip("\n") + "\n")
     return "\n".join(parts)

@@ -67,7 +67,6 @@ _NOT_MATCHED = {".".join(k) for k in NOT_HASHED}
 
 def _locates(key: str) -> bool:
     return key in _NOT_MATCHED or (key.startswith("data.options.") and key.endswith(LOCATION_OPTION_SUFFIXES))
-LAYOUTS = ("summary", "groups", "methods", "attributes", "min-group")
 
 
 # -- the schema -------------------------------------------------------------------------------
@@ -115,9 +114,11 @@ class ReportSpec(_Strict):
     @field_validator("layouts")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        bad = [x for x in v if x not in LAYOUTS]
+        from fairbench.layouts.base import layout_names
+
+        bad = [x for x in v if x not in layout_names()]
         if bad:
-            raise ValueError(f"unknown layout(s) {bad}; valid: {', '.join(LAYOUTS)}")
+            raise ValueError(f"unknown layout(s) {bad}; valid: {', '.join(layout_names())}")
         return v
 
 

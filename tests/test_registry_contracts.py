@@ -127,3 +127,52 @@ def test_a_metric_declaration_is_checked():
         MetricSpec("x", "X", "%", "higher", needs=("y_true", "weights"), compute=len)
     with pytest.raises(ValueError, match="function"):
         MetricSpec("x", "X", "%", "higher")
+
+
+# -- layouts -----------------------------------------------------------------------------------------
+
+GOLDEN_RUNS = Path(__file__).resolve().parent / "data" / "golden_runs"
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "latex", "csv", "json"])
+@pytest.mark.parametrize("name", sorted(registry.layouts.names()))
+def test_every_layout_renders_every_format(name, fmt):
+    from fairbench.reporting import compare
+
+    text, _ = compare(GOLDEN_RUNS, layouts=[name], fmt=fmt)
+    assert text.strip()
+    if fmt == "json":
+        json.loads(text)
+
+
+def test_a_plugin_layout_is_one_registered_class(tmp_path, capsys):
+    """Registered, it is listed, accepted by compare and by a suite's [report] layouts."""
+    from fairbench.cli import main
+    from fairbench.layouts.base import Layout
+    from fairbench.registry import register_layout
+    from fairbench.suite import Suite
+
+    @register_layout("run-count")
+    class RunCount(Layout):
+        summary = "how many finished runs each method has (a test plugin)"
+
+        def text(self, done, skipped, fmt, options):
+            counts = {}
+            for r in done:
+                counts[r.method] = counts.get(r.method, 0) + 1
+            return "".join(f"{m}: {n}\n" for m, n in sorted(counts.items()))
+
+    try:
+        assert main(["list", "layouts"]) == 0 and "run-count" in capsys.readouterr().out
+        assert main(["compare", "--runs-dir", str(GOLDEN_RUNS), "--layout", "run-count"]) == 0
+        from fairbench.records import finished, load_records
+
+        expected = sum(r.method == "fineface" for r in finished(load_records(GOLDEN_RUNS)[0])[0])
+        assert expected > 0 and f"fineface: {expected}\n" in capsys.readouterr().out
+        file = tmp_path / "s.toml"
+        file.write_text('[suite]\nname = "s"\nseeds = [0]\n[report]\nlayouts = ["run-count", "summary"]\n')
+        assert Suite.load(file).report.layouts == ["run-count", "summary"]
+    finally:
+        registry.layouts._entries.pop("run-count", None)
+    assert main(["compare", "--runs-dir", str(GOLDEN_RUNS), "--layout", "run-count"]) == 2
+    assert "unknown layout 'run-count'" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""The ``summary`` layout: one row per (method, setting, training task, evaluated dataset), the
+headline metrics (and every metric a plugin declares) as mean ± 95% t-interval half-width over
+seeds. Its CSV and JSON are the rows themselves (one object per row), not the long format of
+the paper's layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from fairbench.layouts.base import Layout, LayoutOptions
+from fairbench.metrics.specs import get_spec, metric_specs
+from fairbench.records import Record
+from fairbench.registry import register_layout
+from fairbench.run_store import clean_nan
+from fairbench.tables import method_needs
+
+#: headline metrics of comparison tables: (report key, column title)
+HEADLINE = [
+    ("accuracy", "Acc"),
+    ("worst_group_accuracy", "Worst grp"),
+    ("max_min_ratio", "Max/Min"),
+    ("dob", "DoB"),
+    ("deo", "DEO"),
+    ("deodds", "DEOdds"),
+]
+
+
+def headline() -> list[tuple[str, str]]:
+    """The summary's metric columns: the headline, then every metric a plugin declares."""
+    known = {key for key, _ in HEADLINE}
+    return HEADLINE + [(name, spec.title) for name, spec in metric_specs().items()
+                       if not spec.reported and name not in known]
+
+
+def number_text(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def summary_frame(done: list[Record]) -> pd.DataFrame:
+    """One row per finished run and evaluated dataset (its own test split, then each cross-dataset
+    evaluation): the headline metrics of the ``summary`` layout."""
+    rows, columns = [], headline()
+    for record in sorted(done, key=lambda r: r.run_id):
+        row = {"run_id": record.run_id, "method": record.method, "needs": method_needs(record.method, record.selection),
+               "dataset": record.dataset, "task": record.task, "selection": record.selection,
+               "setting": record.setting_key, "seed": record.seed, "eval": record.dataset, "data": record.data_fingerprint}
+        for i, ev in enumerate(record.evaluations()):
+            values = {key: ev.report.get(key) for key, _ in columns}
+            if i == 0:  # the run's own test split
+                row.update(values)
+                row["precision"] = record.precision
+                rows.append(row)
+            else:  # cross-dataset evaluations appear as their own rows
+                rows.append({**row, "eval": ev.dataset, **values})
+    return pd.DataFrame(rows)
+
+
+def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t-interval half-width over seeds per (method, dataset, task, setting, eval)."""
+    from fairbench.metrics import mean_t_interval
+
+    if runs.empty:
+        return runs
+    keys = ["method", "needs", "dataset", "task", "selection", "setting", "eval", "data"]
+    if "precision" in runs:  # a row per precision; the column is shown only when a run used bf16
+        keys.append("precision")
+    out = []
+    for key, grp in runs.groupby(keys, sort=True, dropna=False):
+        row = dict(zip(keys, key))
+        row["seeds"] = len(grp)
+        for metric, _ in headline():
+            mean, half, _n = mean_t_interval(grp[metric].astype(float).to_numpy())
+            row[metric] = mean
+            row[f"{metric}_ci95"] = half
+        out.append(row)
+    table = pd.DataFrame(out)
+    # the baseline first in each comparison (as in the paper's tables), then the methods by name
+    order = table.assign(_not_baseline=table["method"] != "erm").sort_values(
+        ["dataset", "task", "eval", "_not_baseline", "method", "setting"], na_position="first", kind="stable")
+    order = order.drop(columns="_not_baseline").reset_index(drop=True)
+    if "precision" in order and not (order["precision"] == "bf16").any():
+        order = order.drop(columns="precision")
+    return order
+
+
+def format_compare(table: pd.DataFrame, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(clean_nan(table.to_dict(orient="records")), indent=2)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    display = pd.DataFrame({
+        "method": table["method"], "needs": table["needs"], "trained on": table["dataset"],
+        "evaluated on": table["eval"], "task": table["task"], "selection": table["selection"],
+        "seeds": table["seeds"],
+    })
+    if table["setting"].nunique() > table[["method", "dataset", "task"]].drop_duplicates().shape[0]:
+        display["setting"] = table["setting"]
+    # runs on different copies of a dataset are different settings: say which data each row used
+    same = ["method", "dataset", "task", "selection", "eval"]
+    if "data" in table and (table.groupby(same, dropna=False)["data"].nunique(dropna=False) > 1).any():
+        display["data"] = table["data"].fillna("(not recorded)")
+    if "precision" in table:  # some run trained under bf16 autocast
+        display["precision"] = table["precision"].fillna("(not recorded)")
+    for metric, title in headline():
+        digits = get_spec(metric).digits
+        display[title] = [
+            "n/a: undefined in every seed" if m is None or (isinstance(m, float) and math.isnan(m)) else
+            number_text(m, digits) + ("" if h is None or (isinstance(h, float) and math.isnan(h)) else f" ± {number_text(h, digits)}")
+            for m, h in zip(table[metric], table[f"{metric}_ci95"])
+        ]
+    if fmt == "latex":
+        return display.to_latex(index=False, escape=True)
+    from tabulate import tabulate
+
+    return tabulate(display, headers="keys", tablefmt="github" if fmt == "markdown" else "simple", showindex=False)
+
+
+@register_layout("summary")
+class Summary(Layout):
+    summary = "one row per method, setting and evaluated dataset: headline metrics over seeds"
+
+    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+        return format_compare(compare_table(summary_frame(done)), fmt)
