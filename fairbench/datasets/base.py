@@ -6,11 +6,13 @@ the runner, so a dataset never deals with tensors, devices or transforms.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -159,8 +161,6 @@ class Dataset:
         :func:`fairbench.datasets.image_table.build_bundle` get it from their label table (rows,
         splits, image sizes) without decoding; any other loader is loaded once at a small size
         and its decoded content hashed (override this to do better)."""
-        from fairbench.datasets.image_table import fingerprint_only
-
         with fingerprint_only() as box:
             bundle = self.load(task, 32)
         if box:
@@ -175,3 +175,26 @@ class Dataset:
             digest.update("\n".join(map(str, split.sample_ids)).encode())
         return {"digest": digest.hexdigest()[:16], "split_sizes": {k: len(v) for k, v in sorted(bundle.splits.items())},
                 "how": "decoded content at 32 px"}
+
+
+#: set by :func:`fingerprint_only`: image_table.build_bundle then fingerprints its table instead of decoding
+_FINGERPRINT_ONLY: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("fingerprint_only", default=None)
+
+
+@contextlib.contextmanager
+def fingerprint_only() -> Iterator[dict[str, Any]]:
+    """Inside this block a loader's ``load`` checks its label files as usual, but
+    :func:`fairbench.datasets.image_table.build_bundle` decodes nothing: it fills the yielded dict
+    with its table's fingerprint and returns a bundle without splits. The labels' errors come out;
+    the images' do not."""
+    box: dict[str, Any] = {}
+    token = _FINGERPRINT_ONLY.set(box)
+    try:
+        yield box
+    finally:
+        _FINGERPRINT_ONLY.reset(token)
+
+
+def fingerprint_box() -> dict[str, Any] | None:
+    """The dict to fill inside :func:`fingerprint_only`; None outside it (decode as usual)."""
+    return _FINGERPRINT_ONLY.get()

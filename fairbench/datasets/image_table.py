@@ -15,17 +15,15 @@ what it skipped.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from fairbench.datasets.base import SPLITS, DataSplit, DatasetBundle, DatasetError, Task
+from fairbench.datasets.base import SPLITS, DataSplit, DatasetBundle, DatasetError, Task, fingerprint_box
 from fairbench.image_cache import OnBadImage, Progress, decode_images
 
 
@@ -62,23 +60,6 @@ def check_links(name: str, table: pd.DataFrame, image_root: Path) -> None:
             if os.path.commonpath([target, base]) != base:
                 raise DatasetError(f"{name}: {rel} ({source}) is a symbolic link to {target}, outside the data root "
                                    f"{image_root}; copy the file into the root (linked folders are fine)")
-
-
-#: set by :func:`fingerprint_only`: build_bundle then fingerprints its table instead of decoding
-_FINGERPRINT_ONLY: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("fingerprint_only", default=None)
-
-
-@contextlib.contextmanager
-def fingerprint_only() -> Iterator[dict[str, Any]]:
-    """Inside this block a loader's ``load`` checks its label files as usual, but
-    :func:`build_bundle` decodes nothing: it fills the yielded dict with :func:`table_fingerprint`
-    and returns a bundle without splits. The labels' errors come out; the images' do not."""
-    box: dict[str, Any] = {}
-    token = _FINGERPRINT_ONLY.set(box)
-    try:
-        yield box
-    finally:
-        _FINGERPRINT_ONLY.reset(token)
 
 
 def table_fingerprint(table: pd.DataFrame, image_root: Path, classes: Sequence[str]) -> dict[str, Any]:
@@ -133,7 +114,7 @@ def build_bundle(
             raise DatasetError(f"{name}: the {split!r} split is empty (no rows of the label files fall into it); "
                                "check the files and the dataset options")
     check_links(name, table[table["split"].isin(list(splits))], image_root)
-    box = _FINGERPRINT_ONLY.get()
+    box = fingerprint_box()
     if box is not None:
         box.update(table_fingerprint(table[table["split"].isin(list(splits))], image_root, classes))
         return DatasetBundle(name, task, list(classes), {}, info, value_order=dict(value_order or {}))
