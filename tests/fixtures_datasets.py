@@ -1,7 +1,7 @@
 """Miniature copies of the real face datasets, written in their exact official layouts.
 
 Every builder writes into a folder the test owns (``tmp_path``), with the official file
-names, label files and formats of ``shared/specs/datasets.md``; the images are small
+names, label files and formats of docs/specs-notes.md, "Datasets"; the images are small
 synthetic faces (SynthFace renderings) saved as JPEGs at each dataset's native size.
 """
 

@@ -1,7 +1,7 @@
 """FineFACE: network shapes, the N + 2 training steps (order, inputs, truncated forwards),
 fusion modes, group-blindness end to end, and the GPU benchmark script's CPU smoke mode.
 
-The spec is ``shared/specs/fineface.md``; the batched CAM / crop code has its own oracle
+What FineFACE must do: docs/specs-notes.md, "FineFACE"; the batched CAM / crop code has its own oracle
 tests in ``test_fineface_attention.py`` and is used here as a trusted building block.
 """
 

@@ -1,6 +1,6 @@
 """FineFACE with the paper profile's defaults against a per-sample reference written from the
-specification (``shared/specs/fineface.md``, sections "Class activation map and attention crop"
-and "One training iteration"), not from either implementation.
+description of the method (docs/specs-notes.md, "FineFACE": the class activation map, the attention
+crop and one training iteration), not from either implementation.
 
 The reference does everything one sample at a time with Python numbers, as the spec words it:
 the CAM ``W2[k] @ W1 @ F``, the upsampled min-max normalised map, the mask's first and last

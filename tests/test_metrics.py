@@ -34,7 +34,7 @@ from fairbench.metrics import (
 )
 
 # --------------------------------------------------------------------------------------
-# paper table 2 (shared/specs/paper-results.md): FairFace gender, race x gender groups
+# paper table 2 (tests/data/paper-results.md): FairFace gender, race x gender groups
 # --------------------------------------------------------------------------------------
 TABLE2_GROUPS = [
     f"{race}|{gender}"

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GOLDEN_RUNS = HERE / "data" / "golden_runs"
 GOLDEN_TABLES = HERE / "data" / "golden_tables"
-#: a copy of the project's spec (shared/specs/paper-results.md), kept in the repository so the check always runs
+#: the transcription of the paper's tables that paper_results.json came from (docs/specs-notes.md), kept here so the check always runs
 SPEC = HERE / "data" / "paper-results.md"
 REGEN = os.environ.get("FAIRBENCH_REGEN_GOLDEN") == "1"
 

@@ -1,4 +1,4 @@
-"""Adversarial debiasing (Zhang, Lemoine & Mitchell, AIES 2018), spec ``shared/specs/methods.md``.
+"""Adversarial debiasing (Zhang, Lemoine & Mitchell, AIES 2018), see docs/specs-notes.md, "Baselines".
 
 An adversary tries to predict the (intersectional) group from the classifier's class
 logits; the classifier is trained to predict the target while defeating the adversary.

@@ -1,7 +1,7 @@
 """FineFACE (Manzoor & Rattani, ICPR 2024): experts on the last N backbone stages, attention
 crops and multi-step mutual learning. Trains without demographic labels ("T").
 
-Spec: ``shared/specs/fineface.md``. Where the paper and the authors' script (a near copy of
+What it reproduces: docs/specs-notes.md, "FineFACE". Where the paper and the authors' script (a near copy of
 CMAL-Net, Liu et al. 2023) disagree, the script's behaviour is the default.
 
 Network (:class:`FineFACENet`)

@@ -1,6 +1,6 @@
 """Batched class-activation maps and attention crops for FineFACE.
 
-Spec: ``shared/specs/fineface.md``, section "Class activation map and attention crop".
+What it reproduces: docs/specs-notes.md, "FineFACE" (the class activation map and the attention crop).
 The authors (and CMAL-Net) do this with a Python loop over the batch, ``.item()`` calls
 and one ``F.interpolate`` per sample. Everything here is batched: no per-sample Python
 loop and no host synchronisation (no ``.item()``, ``.tolist()``, ``.cpu()``,

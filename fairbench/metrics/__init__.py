@@ -1,6 +1,6 @@
 """Metrics: group-disaggregated fairness metrics, their uncertainty, and scoring of
 prediction files. Plain numpy functions of stored per-sample predictions (see
-``shared/specs/metrics.md``); fairlearn is only a test oracle."""
+docs/specs-notes.md, "Metrics"); fairlearn is only a test oracle."""
 
 from fairbench.metrics.fairness import (
     accuracy,

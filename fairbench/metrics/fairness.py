@@ -2,8 +2,8 @@
 
 Everything here is a plain numpy function of ``(y_true, y_pred, groups)`` (class
 indices, class indices, one group label per sample), so any table can be recomputed
-from stored predictions without retraining. Definitions follow
-``shared/specs/metrics.md``:
+from stored predictions without retraining. Definitions (docs/specs-notes.md,
+"Metrics"):
 
 * accuracies and rates are in percent (0-100), as the paper reports them; the Max/Min
   ratio is a plain ratio;
