@@ -149,16 +149,14 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
 
 def _launcher_options(args: argparse.Namespace) -> dict:
     """The launcher flags given on the command line (the launcher checks that it knows them)."""
-    from fairbench.config import ConfigError, parse_value
+    from fairbench.config import parse_set
 
     options = {key: getattr(args, key) for key in LAUNCHER_FLAGS if getattr(args, key) not in (None, [])}
     if args.gpus is not None:
         options["gpus"] = [] if args.gpus.strip().lower() in ("none", "") else args.gpus.split(",")
     for pair in args.launcher_option:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--launcher-option expects KEY=VALUE, got {pair!r}")
-        options[key.strip().replace("-", "_")] = parse_value(text.strip())
+        key, value = parse_set(pair, "--launcher-option")
+        options[key.replace("-", "_")] = value
     return options
 
 
@@ -209,7 +207,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     frame = read_predictions(args.file)
     report = score_frame(frame, target=args.target, pred=args.pred, groups=args.groups.split(","),
                          scores=args.scores.split(",") if args.scores else None,
-                         min_support=args.min_support, ddof=args.ddof, positive=args.positive)
+                         min_support=args.min_support, ddof=args.ddof, positive=args.positive,
+                         bootstrap=args.bootstrap)
     if args.json:
         print(json.dumps(clean_nan(report), indent=2))
         return 0
@@ -220,22 +219,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     Console().print(run_summary({"test": report, "selection": {"epoch": -1, "rule": "n/a"}}, "test"))
     for line in report.get("undefined", []):
         print(f"undefined: {line}")
+    for name, ci in (report.get("bootstrap") or {}).items():
+        print(f"{name}: {ci['confidence']:.0%} bootstrap interval over test samples [{ci['low']:.3f}, {ci['high']:.3f}] "
+              f"({ci['n_resamples']} resamples, seed {ci['seed']}" + (f", {ci['n_dropped']} undefined" if ci["n_dropped"] else "")
+              + ")")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fairbench.config import ConfigError, parse_value
+    from fairbench.config import ConfigError, parse_set
     from fairbench.cross_eval import evaluate_run, summary_table
     from fairbench.run_store import RunRecord
 
     options, cache_dir = {}, None
     for pair in args.sets:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if sep and key.startswith("data.options.") and len(key) > len("data.options."):
-            options[key[len("data.options."):]] = parse_value(text.strip())
-        elif sep and key == "data.cache_dir":
-            cache_dir = Path(text.strip())
+        key, value = parse_set(pair)
+        if key.startswith("data.options.") and len(key) > len("data.options."):
+            options[key[len("data.options."):]] = value
+        elif key == "data.cache_dir":
+            cache_dir = Path(str(value))
         else:
             raise ConfigError(f"fairbench eval --set accepts data.options.NAME=VALUE and data.cache_dir=PATH, got {pair!r}")
     evaluation = evaluate_run(args.run_dir, args.dataset, data_root=args.data_root, split=args.split, options=options,
@@ -348,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-support", type=int, default=0, help="exclude groups smaller than this from max/min")
     p.add_argument("--ddof", type=int, default=0, help="DoB standard deviation ddof (0: population, the paper's)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="add 95%% percentile bootstrap intervals over the samples (N resamples, seed 0) of every metric")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("list", help="list registered methods, datasets, backbones, metrics, selection rules, "

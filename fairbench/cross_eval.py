@@ -50,15 +50,20 @@ def _dataset(name: str, root: Path | None, options: dict[str, Any], cache_dir: P
 def target_for(run_dataset: str, run_target: str, eval_name: str, eval_dataset: Dataset) -> str:
     """The evaluated dataset's target that means the run's, or an error listing the targets that map."""
     eval_targets = eval_dataset.targets()
-    target = vocab.mapped_target(run_dataset, run_target, eval_name, eval_targets)
+    try:
+        run_cls = registry.datasets.get(run_dataset)
+        run_concepts = run_cls.target_concepts
+    except registry.RegistryError:  # trained on a dataset not installed here: match by target name only
+        run_cls, run_concepts = None, {}
+    target = vocab.mapped_target(run_concepts, run_target, eval_dataset.target_concepts, eval_targets)
     if target is not None:
         return target
     try:
-        run_targets = registry.datasets.get(run_dataset)(None).targets()
+        run_targets = run_cls(None).targets()
     except Exception:  # a plugin dataset that cannot list targets without its files
         run_targets = [run_target]
     pairs = [f"{t} -> {m}" for t in run_targets
-             if (m := vocab.mapped_target(run_dataset, t, eval_name, eval_targets)) is not None]
+             if (m := vocab.mapped_target(run_concepts, t, eval_dataset.target_concepts, eval_targets)) is not None]
     raise DatasetError(
         f"the run's target {run_target!r} ({run_dataset}) has no counterpart in {eval_name} "
         f"(targets: {', '.join(eval_targets)}). Targets of {run_dataset} that map onto {eval_name}: "
@@ -110,7 +115,7 @@ def evaluate_run(
         raise DatasetError(f"the classes of {dataset} {target!r} {bundle.classes} do not map one-to-one onto the "
                            f"run's classes {run_classes} ({cfg.data.name} {cfg.data.target!r})")
 
-    method, _, _ = load_trained_method(run_dir, device)
+    method, _ = load_trained_method(run_dir, device)
     dev = next(method.parameters()).device
     data = bundle.splits[split]
     images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform

@@ -184,7 +184,7 @@ def explain_run(run_dir: Path, output: Path, *, images: int = 6, image_files: li
     if images < 1 and not image_files:
         raise ValueError("--images must be at least 1")
     dev = pick_device(device)
-    method, cfg, _ = load_trained_method(runs[0], device=str(dev))
+    method, cfg = load_trained_method(runs[0], device=str(dev))
     display = cfg.data.image_size
     if image_files:
         faces = load_files(list(image_files), display)
@@ -196,7 +196,7 @@ def explain_run(run_dir: Path, output: Path, *, images: int = 6, image_files: li
     classes = read_json(runs[0] / "dataset.json")["classes"]
     results = [compute_maps(method, cfg, faces, dev, display, classes=classes)]
     if baseline is not None:
-        base, base_cfg, _ = load_trained_method(runs[1], device=str(dev))
+        base, base_cfg = load_trained_method(runs[1], device=str(dev))
         base_classes = read_json(runs[1] / "dataset.json")["classes"]
         name = _method_name(base_cfg.method)
         if name == results[0].name:

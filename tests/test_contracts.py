@@ -80,7 +80,7 @@ def test_group_labels_reach_only_methods_that_declare_them(method, trained):
 @pytest.mark.parametrize("method", METHODS)
 def test_rebuilds_from_its_record_and_predicts_what_it_stored(method, trained):
     cls, path, _ = _train(method, trained)
-    rebuilt, cfg, _ = load_trained_method(path, "cpu")
+    rebuilt, cfg = load_trained_method(path, "cpu")
     assert type(rebuilt) is cls
     test = load_bundle(cfg).splits["test"]
     logits = predict_images(rebuilt, test.images, cfg.train.eval_batch_size, torch.device("cpu"), amp=False)

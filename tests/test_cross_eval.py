@@ -80,7 +80,7 @@ def test_logits_are_reordered_when_class_names_differ_in_order(fairface_run, tmp
     assert ev.metrics["classes"] == ["man", "woman"] and ev.metrics["run_classes"] == ["Female", "Male"]
     assert ev.metrics["logit_columns"] == [1, 0]
     # the same images through the run's own class order: the predicted names agree
-    method, _, _ = load_trained_method(fairface_run, "cpu")
+    method, _ = load_trained_method(fairface_run, "cpu")
     # the run's evaluation transform: the paper profile decodes at 33 px (32 * 460 / 448), centre crop 32
     split = Manifest(tmp_path / "m", cache_dir=tmp_path / "c").load(Task("gender", ("race",)), 33).splits["test"]
     raw = predict_images(method, center_crop_view(split.images, 32), 8, next(method.parameters()).device, False)

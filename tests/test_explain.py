@@ -44,7 +44,7 @@ def test_explain_fineface_with_erm_baseline(runs, tmp_path, capsys):
 
 def test_panels_are_maps_in_unit_range_with_boxes(runs):
     fineface, erm = runs
-    method, cfg, _ = load_trained_method(fineface, device="cpu")
+    method, cfg = load_trained_method(fineface, device="cpu")
     faces = sample_split(load_bundle(cfg), "test", 4)
     result = compute_maps(method, cfg, faces, torch.device("cpu"), cfg.data.image_size, classes=["a", "b"])
     assert [p.title for p in result.panels] == ["expert 1 (layer2)", "expert 2 (layer3)", "expert 3 (layer4)", "overall"]
@@ -53,14 +53,14 @@ def test_panels_are_maps_in_unit_range_with_boxes(runs):
         assert panel.boxes.shape == (4, 4)
         y0, y1, x0, x1 = panel.boxes.T
         assert ((0 <= y0) & (y0 < y1) & (y1 <= 32) & (0 <= x0) & (x0 < x1) & (x1 <= 32)).all()
-    erm_method, erm_cfg, _ = load_trained_method(erm, device="cpu")
+    erm_method, erm_cfg = load_trained_method(erm, device="cpu")
     base = compute_maps(erm_method, erm_cfg, faces, torch.device("cpu"), 32)
     assert [p.title for p in base.panels] == ["CAM"] and base.panels[0].boxes is None
 
 
 def test_sample_split_takes_groups_in_turn_deterministically(runs):
     _, erm = runs
-    _, cfg, _ = load_trained_method(erm, device="cpu")
+    _, cfg = load_trained_method(erm, device="cpu")
     bundle = load_bundle(cfg)
     a = sample_split(bundle, "test", 8)
     b = sample_split(bundle, "test", 8)

@@ -58,6 +58,6 @@ def test_method_trains_and_writes_valid_predictions(name, run_tiny, monkeypatch)
         assert [h["selectable"] for h in history] == [False, True]
         assert metrics["selection"]["epoch"] == 1
 
-    method, _, _ = load_trained_method(path, "cpu")  # the selected checkpoint rebuilds from the record
+    method, _ = load_trained_method(path, "cpu")  # the selected checkpoint rebuilds from the record
     assert type(method) is cls
 

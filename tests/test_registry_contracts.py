@@ -176,3 +176,17 @@ def test_a_plugin_layout_is_one_registered_class(tmp_path, capsys):
         registry.layouts._entries.pop("run-count", None)
     assert main(["compare", "--runs-dir", str(GOLDEN_RUNS), "--layout", "run-count"]) == 2
     assert "unknown layout 'run-count'" in capsys.readouterr().err
+
+
+def test_datasets_declare_their_target_concepts():
+    """Cross-dataset evaluation maps a target through the concepts each dataset class declares,
+    so a plugin dataset joins it by declaring its own."""
+    from fairbench.datasets import vocab
+
+    fairface, celeba = registry.datasets.get("fairface"), registry.datasets.get("celeba")
+    assert vocab.mapped_target(fairface.target_concepts, "gender", celeba.target_concepts, ["Smiling", "Male"]) == "Male"
+    assert vocab.mapped_target(celeba.target_concepts, "Male", fairface.target_concepts, ["gender", "race"]) == "gender"
+    plugin = {"gender": "sex"}  # a plugin dataset's declaration
+    assert vocab.mapped_target(plugin, "sex", fairface.target_concepts, ["gender"]) == "gender"
+    assert vocab.mapped_target(fairface.target_concepts, "gender", plugin, ["sex", "age"]) == "sex"
+    assert vocab.mapped_target(plugin, "age", fairface.target_concepts, ["gender"]) is None

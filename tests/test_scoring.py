@@ -156,3 +156,36 @@ def test_bad_values_errors():
         score_frame(ok, target="t", pred="p", groups=["g"], scores=["s"])
     r = score_frame(ok, target="t", pred="p", groups=["g"])
     assert r["accuracy"] == 100.0 and math.isnan(r["deo"])  # group b has no positives
+
+
+def test_bootstrap_intervals_of_every_metric_with_a_function():
+    """`fairbench score --bootstrap N`: a percentile interval over samples per metric, reproducible by seed."""
+    from fairbench.metrics import bootstrap_ci
+    from fairbench.metrics.fairness import degree_of_bias
+
+    df = _gender_frame()
+    r = score_frame(df, target="gender", pred="gender_pred", groups=["race"], scores=["p_female", "p_male"], bootstrap=200)
+    ci = r["bootstrap"]
+    assert {"accuracy", "dob", "deo", "deodds", "worst_group_accuracy", "ece"} <= set(ci)
+    for name in ("accuracy", "dob", "worst_group_accuracy"):
+        assert ci[name]["low"] <= r[name] <= ci[name]["high"] and ci[name]["low"] < ci[name]["high"]
+    # the same numbers bootstrap_ci gives on the encoded columns (labels sorted: Female 0, Male 1)
+    y = (df["gender"] == "Male").to_numpy().astype(int)
+    p = (df["gender_pred"] == "Male").to_numpy().astype(int)
+    direct = bootstrap_ci(degree_of_bias, y, p, df["race"].to_numpy(), n_resamples=200, seed=0, ddof=0, min_support=0)
+    assert (ci["dob"]["low"], ci["dob"]["high"]) == (direct.low, direct.high)
+    again = score_frame(df, target="gender", pred="gender_pred", groups=["race"], bootstrap=200)["bootstrap"]
+    assert again["accuracy"] == ci["accuracy"] and "ece" not in again  # no scores: no ECE interval
+    with pytest.raises(ValueError, match="bootstrap"):
+        score_frame(df, target="gender", pred="gender_pred", groups=["race"], bootstrap=-1)
+
+
+def test_score_cli_prints_bootstrap_intervals(tmp_path, capsys):
+    from fairbench.cli import main
+
+    path = tmp_path / "p.csv"
+    _gender_frame().to_csv(path, index=False)
+    assert main(["score", str(path), "--target", "gender", "--pred", "gender_pred", "--groups", "race",
+                 "--bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "dob: 95% bootstrap interval over test samples [" in out and "(100 resamples, seed 0" in out

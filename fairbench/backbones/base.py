@@ -3,6 +3,12 @@
 FineFACE attaches experts to the last N stages; every other method uses the pooled output
 of the last stage. ``forward_stages(x, upto=k)`` runs only stages 0..k, so a shallow
 expert's training step need not pay for the deeper stages.
+
+Input normalisation is the backbone's own: the pipeline hands every backbone images
+normalised with mean 0.5 / std 0.5 (fairbench.pipeline), and a backbone whose weights expect
+other statistics (``input_mean`` / ``input_std``, e.g. a timm model's pretrained_cfg) maps them
+to its own first (:meth:`FeatureBackbone.normalise`). The ResNets keep 0.5 / 0.5: that is the
+paper's recipe (docs/specs-notes.md, "FineFACE"), with which its ImageNet weights were fine-tuned.
 """
 
 from __future__ import annotations
@@ -12,16 +18,41 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fairbench.pipeline import MEAN, STD
+
 
 class BackboneError(ValueError):
     """Unknown backbone, bad weights file, or weights that cannot be fetched offline."""
 
 
+#: the statistics the pipeline normalises every image with, per channel
+PIPELINE_MEAN, PIPELINE_STD = (MEAN,) * 3, (STD,) * 3
+
+
 class FeatureBackbone(nn.Module):
-    """Subclasses fill ``self.stages`` (an nn.ModuleList) and ``self.stage_channels``."""
+    """Subclasses fill ``self.stages`` (an nn.ModuleList) and ``self.stage_channels``, and call
+    :meth:`set_input_normalisation` if their weights expect other statistics than 0.5 / 0.5."""
 
     stages: nn.ModuleList
     stage_channels: list[int]
+    input_mean: tuple[float, ...] = PIPELINE_MEAN
+    input_std: tuple[float, ...] = PIPELINE_STD
+
+    def set_input_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Expect inputs normalised with ``mean`` / ``std`` (per channel): the pipeline's are mapped
+        to them in :meth:`normalise` (a fixed affine map, not part of the saved weights)."""
+        self.input_mean, self.input_std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        pm, ps = torch.tensor(PIPELINE_MEAN), torch.tensor(PIPELINE_STD)
+        m, s = torch.tensor(self.input_mean), torch.tensor(self.input_std)
+        # x_raw = x * ps + pm; x_own = (x_raw - m) / s = x * (ps / s) + (pm - m) / s
+        self.register_buffer("_in_scale", (ps / s).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_in_shift", ((pm - m) / s).view(1, -1, 1, 1), persistent=False)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Pipeline-normalised images -> the normalisation this backbone's weights expect."""
+        if (self.input_mean, self.input_std) == (PIPELINE_MEAN, PIPELINE_STD):
+            return x
+        return x * self._in_scale.to(x.dtype) + self._in_shift.to(x.dtype)
 
     @property
     def num_stages(self) -> int:
@@ -35,6 +66,7 @@ class FeatureBackbone(nn.Module):
         """Outputs of stages 0..upto (inclusive; default: all), shallow to deep."""
         last = self.num_stages - 1 if upto is None else upto % self.num_stages
         outputs = []
+        x = self.normalise(x)
         for stage in self.stages[: last + 1]:
             x = stage(x)
             outputs.append(x)

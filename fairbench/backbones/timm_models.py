@@ -36,6 +36,9 @@ class TimmBackbone(FeatureBackbone):
             load_weights_file(net, pretrained)
         # features_only models return every reduction level; keep the deepest num_stages.
         self.net = net
+        cfg = getattr(net, "pretrained_cfg", None) or {}
+        if cfg.get("mean") and cfg.get("std"):  # the statistics its weights were trained with
+            self.set_input_normalisation(cfg["mean"], cfg["std"])
         channels = list(net.feature_info.channels())
         self.keep = min(num_stages, len(channels))
         self.stage_channels = channels[-self.keep :]
@@ -47,7 +50,7 @@ class TimmBackbone(FeatureBackbone):
 
     def forward_stages(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         # timm's FeatureListNet runs the whole network; truncation is not exposed, so run it all.
-        feats = self.net(x)[-self.keep :]
+        feats = self.net(self.normalise(x))[-self.keep :]
         last = self.keep - 1 if upto is None else upto % self.keep
         return feats[: last + 1]
 

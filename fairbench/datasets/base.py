@@ -136,9 +136,12 @@ class Dataset:
     #: training recipe family: "cpu-small" (built-in benchmark) or "paper" (real face datasets)
     profile: ClassVar[str] = "paper"
     default_image_size: ClassVar[int] = 224
-    #: environment variable naming the data root, e.g. FAIRBENCH_FAIRFACE_ROOT
-    root_env: ClassVar[str | None] = None
+    #: False for a dataset that reads no files (the built-in generated benchmarks); a loader that
+    #: needs files finds them from ``root`` or its environment variable (datasets/sources.py)
     needs_root: ClassVar[bool] = True
+    #: shared concepts this dataset's targets stand for, ``{concept: target column}`` (e.g. CelebA
+    #: ``{"gender": "Male"}``): cross-dataset evaluation maps a run's target through them
+    target_concepts: ClassVar[dict[str, str]] = {}
 
     def __init__(self, root: Path | None, options: BaseModel | None = None, cache_dir: Path | None = None):
         self.root = root

@@ -129,7 +129,7 @@ class CelebA(Dataset):
     default_protected = ("Male",)
     profile = "paper"
     default_image_size = 448
-    root_env = "FAIRBENCH_CELEBA_ROOT"
+    target_concepts = {"gender": "Male"}
 
     def targets(self) -> list[str]:
         return list(vocab.CELEBA_ATTRIBUTES)

@@ -115,7 +115,7 @@ class FairFace(Dataset):
     default_protected = ("race", "gender")
     profile = "paper"
     default_image_size = 448
-    root_env = "FAIRBENCH_FAIRFACE_ROOT"
+    target_concepts = {"gender": "gender"}
 
     def targets(self) -> list[str]:
         return ["gender", "race", "age"]

@@ -211,7 +211,7 @@ class LFWA(Dataset):
     default_protected = ("race", "gender")
     profile = "paper"
     default_image_size = 448
-    root_env = "FAIRBENCH_LFWA_ROOT"
+    target_concepts = {"gender": "gender"}
 
     def targets(self) -> list[str]:
         return ["gender", "race", *vocab.CELEBA_ATTRIBUTES]

@@ -136,7 +136,7 @@ class Manifest(Dataset):
     default_protected = ("group",)
     profile = "paper"
     default_image_size = 224
-    root_env = "FAIRBENCH_MANIFEST_ROOT"
+    target_concepts = {"gender": "gender"}
 
     def _files(self) -> tuple[Path, Path]:
         """(manifest file, image root)."""

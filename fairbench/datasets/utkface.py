@@ -77,7 +77,7 @@ class UTKFace(Dataset):
     default_protected = ("race", "gender")
     profile = "paper"
     default_image_size = 448
-    root_env = "FAIRBENCH_UTKFACE_ROOT"
+    target_concepts = {"gender": "gender"}
 
     def targets(self) -> list[str]:
         return ["gender", "race"]

@@ -5,9 +5,10 @@ Every built-in face dataset names its demographic columns ``gender`` (values ``M
 LFWA+: ``White``, ``Black``, ``Asian``, ``Indian``, plus UTKFace's ``Others`` and LFWA+'s
 ``Undefined``). CelebA keeps its own attribute name ``Male`` (values ``Male`` / ``Female``).
 
-Cross-dataset evaluation maps a run's target onto another dataset's through
-:data:`TARGET_CONCEPTS` (gender is ``gender`` in FairFace / UTKFace / LFWA+ and ``Male`` in
-CelebA) or, failing that, through the same target name (e.g. CelebA and LFWA+ ``Smiling``).
+Cross-dataset evaluation maps a run's target onto another dataset's through the concepts each
+dataset class declares (``Dataset.target_concepts``: gender is ``gender`` in FairFace / UTKFace /
+LFWA+ / manifests and ``Male`` in CelebA) or, failing that, through the same target name (e.g.
+CelebA and LFWA+ ``Smiling``).
 Class names are matched after :func:`canonical_class` (``man`` = ``Male``, ``1`` = ``yes`` ...).
 """
 
@@ -56,9 +57,6 @@ CELEBA_GENDER_INDEPENDENT = [
 ]
 
 #: concept -> {dataset name: that dataset's target column}
-TARGET_CONCEPTS: dict[str, dict[str, str]] = {
-    "gender": {"fairface": "gender", "utkface": "gender", "lfwa": "gender", "celeba": "Male", "manifest": "gender"},
-}
 
 _CLASS_SYNONYMS = {
     "male": "Male", "man": "Male", "m": "Male", "men": "Male",
@@ -74,18 +72,18 @@ def canonical_class(name: str) -> str:
     return _CLASS_SYNONYMS.get(text.lower(), text)
 
 
-def concept_of(dataset: str, target: str) -> str:
-    for concept, names in TARGET_CONCEPTS.items():
-        if names.get(dataset) == target:
-            return concept
-    return target
+def concept_of(concepts: dict[str, str], target: str) -> str:
+    """The shared concept a dataset's target stands for (its ``target_concepts``), else the target's name."""
+    return next((concept for concept, column in concepts.items() if column == target), target)
 
 
-def mapped_target(run_dataset: str, run_target: str, eval_dataset: str, eval_targets: Iterable[str]) -> str | None:
-    """The eval dataset's target that means the run's target, or None."""
+def mapped_target(run_concepts: dict[str, str], run_target: str, eval_concepts: dict[str, str],
+                  eval_targets: Iterable[str]) -> str | None:
+    """The eval dataset's target that means the run's target, or None (``*_concepts``: each
+    dataset's ``target_concepts``)."""
     eval_targets = list(eval_targets)
-    concept = concept_of(run_dataset, run_target)
-    candidate = TARGET_CONCEPTS.get(concept, {}).get(eval_dataset)
+    concept = concept_of(run_concepts, run_target)
+    candidate = eval_concepts.get(concept)
     for name in (candidate, run_target, concept):
         if name is not None and name in eval_targets:
             return name

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from fairbench.metrics.fairness import evaluate_predictions
+from fairbench.metrics.specs import metric_specs
+from fairbench.metrics.uncertainty import bootstrap_ci
 
 __all__ = ["read_predictions", "score_frame", "score_file", "GROUP_SEPARATOR"]
 
@@ -141,6 +143,8 @@ def score_frame(
     min_support: int = 0,
     ddof: int = 0,
     ece_bins: int = 15,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Score a predictions frame: the ``evaluate_predictions`` report plus label bookkeeping.
 
@@ -151,7 +155,8 @@ def score_frame(
     second label in sorted order; multiclass targets are scored one-vs-rest (macro) and
     ``positive_label`` is None. Added keys: ``positive_label``, ``labels``,
     ``group_columns``, ``target_column``, ``pred_column``; ``per_class`` (multiclass) is
-    keyed by label.
+    keyed by label. ``bootstrap`` > 0 adds ``bootstrap``: a 95% percentile interval over test
+    samples (that many resamples, ``seed``) of every metric with a stand-alone function.
     """
     group_cols = [groups] if isinstance(groups, str) else list(groups)
     if not group_cols:
@@ -198,6 +203,13 @@ def score_frame(
         report["undefined"] = [
             _relabel_class_message(m, vocab) for m in report["undefined"]
         ]
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be a number of resamples >= 0, got {bootstrap}")
+    if bootstrap > 0:
+        report["bootstrap"] = bootstrap_intervals(
+            y_true, y_pred, _joined_groups(df, group_cols), probs, n_resamples=bootstrap, seed=seed,
+            options={"positive_label": (index[pos] if pos is not None else None), "min_support": min_support, "ddof": ddof},
+        )
     report["positive_label"] = pos
     report["labels"] = vocab
     report["group_columns"] = group_cols
@@ -221,3 +233,24 @@ def score_file(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     report = score_frame(read_predictions(path), **kwargs)
     report["source"] = str(path)
     return report
+
+
+def bootstrap_intervals(y_true: Any, y_pred: Any, groups: Any, scores: Any = None, *, n_resamples: int = 1000,
+                        seed: int = 0, confidence: float = 0.95, options: dict[str, Any] | None = None
+                        ) -> dict[str, dict[str, Any]]:
+    """A percentile bootstrap interval over test samples (:func:`bootstrap_ci`) of every registered
+    metric that has a stand-alone function (and its scores, if it needs them). ``options``
+    (positive_label, min_support, ddof ...) go to the functions that take them."""
+    import inspect
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in metric_specs().items():
+        if spec.compute is None or ("scores" in spec.needs and scores is None):
+            continue
+        accepted = inspect.signature(spec.compute).parameters
+        kwargs = {k: v for k, v in (options or {}).items() if k in accepted}
+        interval = bootstrap_ci(spec.compute, y_true, y_pred, groups, n_resamples=n_resamples, confidence=confidence,
+                                seed=seed, scores=scores if "scores" in spec.needs else None, **kwargs)
+        out[name] = {"low": interval.low, "high": interval.high, "confidence": confidence,
+                     "n_resamples": n_resamples, "n_dropped": interval.n_dropped, "seed": seed}
+    return out
