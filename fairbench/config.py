@@ -144,6 +144,16 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_set(pair: str, flag: str = "--set") -> tuple[str, Any]:
+    """One ``KEY=VALUE`` pair of ``--set`` (and of every flag that takes such pairs): the dotted
+    key and the parsed value."""
+    key, sep, text = pair.partition("=")
+    if not sep or not key.strip():
+        example = " (e.g. --set train.epochs=3)" if flag == "--set" else ""
+        raise ConfigError(f"{flag} expects key=value, got {pair!r}{example}")
+    return key.strip(), parse_value(text.strip())
+
+
 def set_path(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
@@ -194,10 +204,7 @@ def build_config(file: Path | None = None, overrides: dict[str, Any] | None = No
         if value is not None:
             set_path(tree, dotted, value)
     for pair in sets:
-        if "=" not in pair:
-            raise ConfigError(f"--set expects key=value, got {pair!r} (e.g. --set train.epochs=3)")
-        key, text = pair.split("=", 1)
-        set_path(tree, key.strip(), parse_value(text.strip()))
+        set_path(tree, *parse_set(pair))
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:

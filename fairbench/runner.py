@@ -234,7 +234,7 @@ def build_method(cfg: RunConfig, bundle: DatasetBundle, device: torch.device, st
     return method_cls(ctx, hparams).to(device)
 
 
-def load_trained_method(run_dir: Path, device: str = "auto") -> tuple[Method, RunConfig, DatasetBundle | None]:
+def load_trained_method(run_dir: Path, device: str = "auto") -> tuple[Method, RunConfig]:
     """Rebuild a finished run's method with its selected weights (for eval / explain)."""
     record = RunRecord(Path(run_dir))
     cfg = RunConfig.model_validate({k: v for k, v in record.config().items() if k != "run_id"})
@@ -249,7 +249,7 @@ def load_trained_method(run_dir: Path, device: str = "auto") -> tuple[Method, Ru
                             "train the run again (its command with --force)")
     method.load_state_dict(state["model"])
     method.eval()
-    return method, cfg, None
+    return method, cfg
 
 
 class _StubBundle:

@@ -426,7 +426,6 @@ class SynthFace(Dataset):
     default_protected = ("skin_tone", "presentation")
     profile = "cpu-small"
     default_image_size = 64
-    root_env = None
     needs_root = False
 
     def targets(self) -> list[str]:
