@@ -25,6 +25,7 @@ import torch
 
 from fairbench import checkpointing, distributed, registry
 from fairbench.config import RunConfig, identity_dict, run_id
+from fairbench.cost import CostMeter, TrainingCost
 from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
@@ -481,6 +482,8 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
             reporter.log(f"resuming at epoch {position.epoch + 1}, step {position.step} ({path / 'last.pt'})")
         resume_mid_epoch = position.batches is not None
         history, best = position.history, position.best
+        # what training costs (steps, images, FLOPs, time, memory), carried over a resume
+        meter = CostMeter(method, device, TrainingCost.from_json((resume_state or {}).get("cost")))
         # each rank trains on its rows of every global batch (augmented with the global batch's draws)
         rows = distributed.shard_rows(cfg.train.batch_size, procs) if procs.active else None
         averager = distributed.GradientAverager() if procs.active else None
@@ -493,14 +496,15 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         def save_last(at: checkpointing.Position) -> None:
             agree_on_batchnorm()
             writer.save_checkpoint("last.pt", {**checkpointing.training_state(method, at, sampler_rng, aug_gen),
-                                               "run_id": rid})
+                                               "run_id": rid, "cost": meter.cost.to_json()})
 
         val = bundle.splits["val"]
-        with reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
+        with meter, reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
             for epoch in range(position.epoch, cfg.train.epochs):
                 writer.set_status("running", epoch=epoch, started=env["started"])
                 method.train()
                 weights = method.begin_epoch(epoch, trainer)
+                meter.begin_epoch()
                 method.train()
                 if procs.active:
                     if cfg.train.sync_batchnorm:
@@ -526,7 +530,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                     if averager:
                         averager.attach(method.optimizers)  # gradients averaged over the ranks before each step
                     with autocast(device, cfg.train.amp):
-                        logs = method.update(batch)
+                        logs = meter.update(lambda: method.update(batch))
                     for k, v in logs.items():
                         v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
                         sums[k] = sums.get(k, 0) + v
@@ -551,7 +555,8 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                 val_report = report_for(val_frame, bundle.group_names)
                 entry = {"epoch": epoch, "train": train_logs,
                          "val": {k: val_report.get(k) for k in ("accuracy", "worst_group_accuracy", "dob", "max_min_ratio")},
-                         "selectable": method.is_selectable_epoch(epoch), "time": now()}
+                         "selectable": method.is_selectable_epoch(epoch), "time": now(),
+                         "cost": {"optimizer_steps": meter.cost.optimizer_steps, "train_flops": meter.cost.train_flops}}
                 history.append(entry)
                 score = get_rule(cfg.selection).score(val_report, epoch)
                 if entry["selectable"] and (score > best["score"] or best["epoch"] is None):
@@ -582,6 +587,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
             "test": report_for(test_frame, bundle.group_names),
             "seeds": seeds,
             "wall_time_s": time.time() - t0,
+            "cost": {**meter.cost.to_json(), "processes": procs.world_size if procs.active else 1},
         }
         writer.write_json("metrics.json", metrics)
         if procs.is_main:

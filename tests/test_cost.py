@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,41 @@ def test_cost_round_trips_through_json_and_resumes():
     assert again == cost
     assert TrainingCost.from_json(None) == TrainingCost()
     assert format_flops(1.5e9) == "1.5 GFLOP" and format_flops(2.0e15) == "2 PFLOP"
+
+
+def test_a_run_records_its_cost_and_fineface_pays_for_its_extra_steps(run_tiny):
+    erm_path = run_tiny("erm", epochs=2)
+    ff_path = run_tiny("fineface", epochs=2)
+    erm_cost = json.loads((erm_path / "metrics.json").read_text())["cost"]
+    ff_cost = json.loads((ff_path / "metrics.json").read_text())["cost"]
+    n_batches = 256 // 32  # tiny_config: 256 training images, batch 32
+    assert erm_cost["updates"] == ff_cost["updates"] == 2 * n_batches
+    assert erm_cost["optimizer_steps"] == 2 * n_batches
+    experts = json.loads((ff_path / "config.json").read_text())["hparams"]["num_experts"]
+    assert ff_cost["optimizer_steps"] == (experts + 2) * 2 * n_batches
+    assert ff_cost["train_flops"] > 2 * erm_cost["train_flops"] > 0
+    assert erm_cost["images_backwarded"] == 2 * 256 and erm_cost["processes"] == 1
+    history = json.loads((erm_path / "history.json").read_text())
+    assert [h["cost"]["optimizer_steps"] for h in history] == [n_batches, 2 * n_batches]
+
+
+def test_cost_continues_over_a_resume(tmp_path, monkeypatch):
+    from fairbench.methods.erm import ERM
+    from fairbench.runner import execute
+    from tests.conftest import tiny_config
+
+    straight = json.loads((execute(tiny_config("erm", epochs=2), tmp_path / "a") / "metrics.json").read_text())["cost"]
+    original = ERM.begin_epoch
+
+    def crash(self, epoch, trainer):
+        if epoch == 1:
+            raise RuntimeError("crash")
+        return original(self, epoch, trainer)
+
+    monkeypatch.setattr(ERM, "begin_epoch", crash)
+    with pytest.raises(RuntimeError):
+        execute(tiny_config("erm", epochs=2), tmp_path / "b")
+    monkeypatch.setattr(ERM, "begin_epoch", original)
+    resumed = json.loads((execute(tiny_config("erm", epochs=2), tmp_path / "b") / "metrics.json").read_text())["cost"]
+    for key in ("updates", "optimizer_steps", "images_backwarded", "train_flops"):
+        assert resumed[key] == straight[key], key
