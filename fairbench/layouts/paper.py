@@ -15,33 +15,29 @@ from fairbench.tables import build_tables, render
 
 
 class PaperLayout(Layout):
-    name = ""
+    """One of the paper's layouts: the name it is registered under is the layout tables build."""
 
     def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
-        tables = build_tables(done, self.name, paper=options.paper, needs=options.needs, by=options.by,
+        tables = build_tables(done, self.registered_name, paper=options.paper, needs=options.needs, by=options.by,
                               dataset=options.dataset)
         return render(tables, fmt, skipped=skipped)
 
 
 @register_layout("groups")
 class Groups(PaperLayout):
-    name = "groups"
     summary = "the paper's tables 2-4: accuracy per group, Max/Min, Overall, DoB"
 
 
 @register_layout("methods")
 class Methods(PaperLayout):
-    name = "methods"
     summary = "the paper's table 5: what each method needs, accuracy per race (--by), Overall, DoB, Max/Min"
 
 
 @register_layout("attributes")
 class Attributes(PaperLayout):
-    name = "attributes"
     summary = "the paper's tables 6-7: means over target attributes (accuracy, TPR, DEO, DEOdds)"
 
 
 @register_layout("min-group")
 class MinGroup(PaperLayout):
-    name = "min-group"
     summary = "the paper's table 8: minimum group accuracy per target attribute and method"
