@@ -52,6 +52,12 @@ class BackboneConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int | None = None
+    #: instead of epochs, a compute budget that is the same for every method: optimizer steps or
+    #: training FLOPs (measured on the method's first update); the run trains the whole epochs that
+    #: fit in it (fairbench.cost). A method taking several steps per batch (FineFACE: N + 2) gets
+    #: fewer epochs. At most one of the two, and not with epochs.
+    budget_steps: int | None = None
+    budget_flops: float | None = None
     batch_size: int | None = None
     eval_batch_size: int | None = None
     lr: float | None = None  # heads / new layers
@@ -76,7 +82,7 @@ class TrainConfig(Strict):
     #: recorded, not part of the run id (nor is the number of processes; environment.json has both)
     sync_batchnorm: bool = False
 
-    @field_validator("epochs", "batch_size", "eval_batch_size", "threads")
+    @field_validator("epochs", "batch_size", "eval_batch_size", "threads", "budget_steps", "budget_flops")
     @classmethod
     def _positive(cls, v):
         if v is not None and v <= 0:
@@ -231,6 +237,10 @@ def resolve(config: RunConfig) -> RunConfig:
         raise ConfigError(str(exc)) from None
     profile = dataset_cls.profile
     method_defaults = method_cls.profile_defaults.get(profile, {})
+    budget = [k for k in ("budget_steps", "budget_flops") if getattr(cfg.train, k) is not None]
+    if len(budget) > 1 or (budget and cfg.train.epochs is not None):
+        raise ConfigError(f"set one of train.epochs, train.budget_steps, train.budget_flops, not "
+                          f"{' and '.join(k for k in ('epochs', 'budget_steps', 'budget_flops') if getattr(cfg.train, k) is not None)}")
     for section in ("train", "backbone"):
         _fill(getattr(cfg, section), method_defaults.get(section, {}))
         # a dataset may set its own budget and network (the synthface scenarios: to convergence)
@@ -238,6 +248,8 @@ def resolve(config: RunConfig) -> RunConfig:
         _fill(getattr(cfg, section), PROFILES[profile].get(section, {}))
     _fill(cfg.data, {"target": dataset_cls.default_target, "protected": list(dataset_cls.default_protected),
                      "image_size": dataset_cls.default_image_size})
+    if budget:
+        cfg.train.epochs = None  # derived from the budget when the run starts (fairbench.cost)
     if cfg.train.eval_batch_size is None:
         cfg.train.eval_batch_size = max(cfg.train.batch_size, 64)
     if cfg.train.crop_padding is None:

@@ -19,6 +19,7 @@ counts, not in ``train_flops``.
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
 import time
@@ -138,3 +139,36 @@ def format_flops(flops: float) -> str:
         if flops >= scale:
             return f"{flops / scale:.3g} {unit}"
     return f"{flops:.3g} FLOP"
+
+
+# -- budgets: the same compute for every method --------------------------------------------------
+BUDGET_UNITS = {"budget_steps": "optimizer steps", "budget_flops": "training FLOPs"}
+
+
+class BudgetError(ValueError):
+    """A budget a method cannot meet; the message names the key and the fix."""
+
+
+def probe_update(method: nn.Module, device: torch.device, make_batch) -> TrainingCost:
+    """The cost of one ``update`` on a copy of the method (the method itself, its optimizers and
+    every random generator are left as they were)."""
+    probe = copy.deepcopy(method)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), CostMeter(probe, device) as meter:
+        meter.update(lambda: probe.update(make_batch()))
+    return meter.cost
+
+
+def epochs_for_budget(key: str, amount: float, per_update: TrainingCost, updates_per_epoch: int,
+                      method: str) -> tuple[int, float]:
+    """Whole epochs that fit in the budget (never more than it), and the cost of one epoch."""
+    per_epoch = updates_per_epoch * (per_update.optimizer_steps if key == "budget_steps" else per_update.train_flops)
+    if per_epoch <= 0:
+        raise BudgetError(f"train.{key}: one epoch of {method} costs no {BUDGET_UNITS[key]} as measured; "
+                          "use train.epochs for this method")
+    epochs = int(amount // per_epoch)
+    if epochs < 1:
+        shown = f"{per_epoch:g}" if key == "budget_steps" else format_flops(per_epoch)
+        raise BudgetError(f"train.{key}={amount:g} is less than one epoch of {method} ({shown} {BUDGET_UNITS[key]} "
+                          f"per epoch: {updates_per_epoch} batches); raise train.{key} to at least {per_epoch:g}")
+    return epochs, per_epoch

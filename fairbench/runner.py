@@ -25,7 +25,7 @@ import torch
 
 from fairbench import checkpointing, distributed, registry
 from fairbench.config import RunConfig, identity_dict, run_id
-from fairbench.cost import CostMeter, TrainingCost
+from fairbench.cost import BudgetError, CostMeter, TrainingCost, epochs_for_budget, probe_update
 from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
@@ -312,6 +312,46 @@ class _Trainer:
         return logits
 
 
+def _apply_budget(cfg: RunConfig, bundle: DatasetBundle, device: torch.device,
+                  n_batches: int) -> tuple[RunConfig, dict[str, Any] | None]:
+    """With ``train.budget_steps`` / ``budget_flops``: the epochs that fit, measured on one update of
+    a probe copy of the method (every generator is put back afterwards, so the run is exactly the
+    run with those epochs given directly); the configuration with them, and what the budget was."""
+    key = next((k for k in ("budget_steps", "budget_flops") if getattr(cfg.train, k) is not None), None)
+    if key is None:
+        return cfg, None
+    generators = checkpointing.rng_states()
+    train = bundle.splits["train"]
+    provisional = cfg.model_copy(deep=True)
+    provisional.train.epochs = 10**6  # only one update is probed; a method may check its phases fit
+    probe_method = build_method(provisional, bundle, device, n_batches)
+    rows = np.arange(cfg.train.batch_size)
+
+    def first_batch() -> Batch:
+        raw = torch.from_numpy(np.ascontiguousarray(train.images[rows])).to(device)
+        x = augment_uint8(raw, cfg.train.crop_padding, torch.Generator().manual_seed(0), size=cfg.data.image_size)
+        batch = Batch(x=x, y=torch.from_numpy(train.targets[rows]).to(device), index=torch.from_numpy(rows).to(device))
+        if probe_method.uses_train_groups:
+            batch.group = torch.from_numpy(bundle.group_codes("train")[rows]).to(device)
+            batch.attributes = {k: torch.from_numpy(v[rows]).to(device) for k, v in bundle.attribute_codes("train").items()}
+        return batch
+
+    with autocast(device, cfg.train.amp):
+        per_update = probe_update(probe_method, device, first_batch)
+    epochs, per_epoch = epochs_for_budget(key, getattr(cfg.train, key), per_update, n_batches, cfg.method)
+    del probe_method
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.epochs = epochs
+    try:
+        build_method(cfg, bundle, device, n_batches)  # a method whose phases do not fit says so now
+    except ValueError as exc:
+        raise BudgetError(f"train.{key}={getattr(cfg.train, key):g} gives {cfg.method} {epochs} epoch(s), "
+                          f"which it cannot use: {exc}") from None
+    checkpointing.restore_rng_states(generators)
+    return cfg, {"key": key, "amount": getattr(cfg.train, key), "epochs": epochs, "per_epoch": per_epoch,
+                 "per_update": {"optimizer_steps": per_update.optimizer_steps, "train_flops": per_update.train_flops}}
+
+
 def _existing_state(path: Path, force: bool) -> str | None:
     """State of an existing run folder, or an error if this run must leave it alone."""
     if not path.exists():
@@ -442,6 +482,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
     if n_batches == 0:
         raise ValueError(f"the training split has {len(train)} samples, fewer than one batch of {cfg.train.batch_size}; "
                          "lower --set train.batch_size")
+    cfg, budget = _apply_budget(cfg, bundle, device, n_batches)
     method = build_method(cfg, bundle, device, n_batches)
     resume_state = None if aside else distributed.on_main(lambda: _load_resume_state(path, rid, method), procs)
     # Every check has passed: only now is the runs folder written to.
@@ -589,6 +630,9 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
             "wall_time_s": time.time() - t0,
             "cost": {**meter.cost.to_json(), "processes": procs.world_size if procs.active else 1},
         }
+        if budget is not None:
+            budget["used"] = getattr(meter.cost, "optimizer_steps" if budget["key"] == "budget_steps" else "train_flops")
+            metrics["budget"] = budget
         writer.write_json("metrics.json", metrics)
         if procs.is_main:
             (path / "last.pt").unlink(missing_ok=True)
