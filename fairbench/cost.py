@@ -23,6 +23,7 @@ import copy
 import resource
 import sys
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,16 +74,14 @@ class CostMeter:
         self.method, self.device = method, device
         self.cost = start or TrainingCost()
         self._handles: list[Any] = []
+        self._hooked: weakref.WeakSet = weakref.WeakSet()
         self._measure_next = True
         self._epoch_flops = 0.0
 
     # -- activation ------------------------------------------------------------------------
     def __enter__(self) -> "CostMeter":
         self._handles.append(register_optimizer_step_post_hook(self._on_step))
-        for module in self.method.modules():
-            if isinstance(module, FeatureBackbone) and len(module.stages):
-                # the first stage sees every image, whichever entry (forward, forward_stages) is used
-                self._handles.append(module.stages[0].register_forward_pre_hook(self._on_backbone_input))
+        self._hook_backbones()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return self
@@ -91,7 +90,16 @@ class CostMeter:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._hooked = weakref.WeakSet()
         self._record_peak_memory()
+
+    def _hook_backbones(self) -> None:
+        """Count the images of every backbone, including ones a method builds mid-run (JTT's second phase)."""
+        for module in self.method.modules():
+            if isinstance(module, FeatureBackbone) and len(module.stages) and module not in self._hooked:
+                self._hooked.add(module)
+                # the first stage sees every image, whichever entry (forward, forward_stages) is used
+                self._handles.append(module.stages[0].register_forward_pre_hook(self._on_backbone_input))
 
     def _on_step(self, optimizer, args, kwargs) -> None:
         self.cost.optimizer_steps += 1
@@ -116,8 +124,17 @@ class CostMeter:
     def begin_epoch(self) -> None:
         self._measure_next = True
 
+    def resume_epoch(self, saved: TrainingCost) -> None:
+        """Continue from a checkpoint written inside an epoch: its cost so far, and the FLOPs of
+        the epoch's update (measured before the checkpoint) without measuring again."""
+        self.cost = saved
+        if saved.flops_per_update:
+            self._epoch_flops = saved.flops_per_update[-1]
+            self._measure_next = False
+
     def update(self, run_update):
         """Run one ``Method.update`` (a zero-argument callable) and account for it."""
+        self._hook_backbones()
         start = time.perf_counter()
         if self._measure_next:
             counter = FlopCounterMode(display=False)

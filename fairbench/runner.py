@@ -553,6 +553,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                     distributed.broadcast_state(method)
                 if resume_mid_epoch:  # begin_epoch replayed; the checkpoint wins over whatever it changed
                     position = checkpointing.restore(resume_state, method, sampler_rng, aug_gen)
+                    meter.resume_epoch(TrainingCost.from_json(resume_state.get("cost")))
                     batches, first, sums = position.batches, position.step, position.sums
                     resume_mid_epoch = False
                 else:
