@@ -134,6 +134,11 @@ def trial_rng(search_seed: int, method: str, trial: int) -> np.random.Generator:
     return np.random.default_rng([search_seed, zlib.crc32(method.encode()), trial])
 
 
+def _readable(value: Any) -> Any:
+    """Floats to 4 significant digits: readable in listings and run folders, finer than any search needs."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def sample_trial(method: str, hparams_model: type[BaseModel], profile: str, search_seed: int,
                  trial: int) -> dict[str, dict[str, Any]]:
     """``{"hparams": {...}, "train": {...}}`` overrides for one trial; trial 0 is the defaults ({}).
@@ -148,9 +153,9 @@ def sample_trial(method: str, hparams_model: type[BaseModel], profile: str, sear
                                f"known: {', '.join(TRAIN_SPACES)}")
     rng = trial_rng(search_seed, method, trial)
     # a fixed draw order (train settings, then hparams in declaration order) keeps trials stable
-    train = {name: dist.sample(rng) for name, dist in TRAIN_SPACES[profile].items()}
-    train["backbone_lr"] = train["lr"] * BACKBONE_LR_RATIO[profile]
-    hparams = {name: dist.sample(rng) for name, dist in hparam_space(hparams_model).items()}
+    train = {name: _readable(dist.sample(rng)) for name, dist in TRAIN_SPACES[profile].items()}
+    train["backbone_lr"] = _readable(train["lr"] * BACKBONE_LR_RATIO[profile])
+    hparams = {name: _readable(dist.sample(rng)) for name, dist in hparam_space(hparams_model).items()}
     try:
         hparams_model.model_validate(hparams)
     except ValidationError as exc:

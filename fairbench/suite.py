@@ -25,6 +25,11 @@ Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
     split = "test"                 # `options` is handed to fairbench.cross_eval unchanged
     options = {}
 
+    [search]                       # random search (fairbench.search): every job runs as `trials`
+    trials = 10                    # trials (trial 0 = the defaults), drawn from each method's
+    seed = 0                       # declared search space, deterministic from this seed;
+    methods = ["groupdro"]         # optional: only these methods (default: every method)
+
     [report]                       # what `suite run` writes at the end, next to the runs
     layouts = ["methods", "groups"]            # `fairbench compare --layout` -> table.md
     pareto = [{x = "dob", y = "accuracy"}]     # `fairbench plot pareto` -> pareto.png
@@ -122,12 +127,19 @@ class ReportSpec(_Strict):
         return v
 
 
+class SearchSpec(_Strict):
+    trials: int = Field(ge=1)
+    seed: int = 0
+    methods: list[str] | None = None
+
+
 class SuiteFile(_Strict):
     suite: SuiteHeader
     base: dict[str, Any] = {}
     grid: dict[str, Any] = {}
     per_method: dict[str, dict[str, Any]] = {}
     evaluate: list[EvaluationSpec] = []
+    search: SearchSpec | None = None
     report: ReportSpec = ReportSpec()
     #: ``default = "slurm"`` and one table of options per launcher (``[launcher.slurm]``), checked
     #: by that launcher when it is used (fairbench.launchers)
@@ -157,6 +169,7 @@ class Job:
     spec: dict[str, Any]  # the declared keys (dotted), including method and train.seed
     evaluations: list[EvaluationSpec]
     config: RunConfig | None = None  # resolved
+    trial: int = 0  # search trial (0: the defaults)
     run_id: str | None = None
     error: str | None = None  # the configuration does not resolve (unknown method, bad key ...)
 
@@ -170,7 +183,8 @@ class Job:
 
     def describe(self) -> str:
         keys = [f"{k}={short(v)}" for k, v in self.spec.items() if k not in ("method", "train.seed")]
-        return f"{self.method} seed {self.seed}" + (f" ({', '.join(keys)})" if keys else "")
+        trial = f" trial {self.trial}" if self.trial else ""
+        return f"{self.method} seed {self.seed}{trial}" + (f" ({', '.join(keys)})" if keys else "")
 
     def matches(self, config: dict[str, Any]) -> bool:
         """Whether a stored configuration equals this job on every declared key."""
@@ -208,6 +222,7 @@ class Suite:
     evaluations: list[EvaluationSpec]
     report: ReportSpec
     launcher: dict[str, Any] = field(default_factory=dict)
+    search: SearchSpec | None = None
     _jobs: list[Job] | None = field(default=None, repr=False)
 
     # -- loading --------------------------------------------------------------------------
@@ -241,7 +256,7 @@ class Suite:
             _check_metric(spec.x, path)
             _check_metric(spec.y, path)
         return cls(path, parsed.suite.name, parsed.suite.description, parsed.suite.seeds, base, axes,
-                   per_method, parsed.evaluate, parsed.report, parsed.launcher)
+                   per_method, parsed.evaluate, parsed.report, parsed.launcher, parsed.search)
 
     # -- expansion -----------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
@@ -254,15 +269,35 @@ class Suite:
             for spec in _product(self.base, self.axes):
                 method = spec.get("method", "erm")
                 keys, sweep = self.per_method.get(method, ({}, {}))
-                for full in _product({**spec, **keys}, sweep):
-                    full["train.seed"] = seed
-                    if any(_same(full, s) for s in seen):
-                        continue
-                    seen.append(full)
-                    evals = [e for e in self.evaluations if e.methods is None or method in e.methods]
-                    jobs.append(Job(len(jobs) + 1, full, evals))
+                for swept in _product({**spec, **keys}, sweep):
+                    for trial, full in self._trials(swept):
+                        full["train.seed"] = seed
+                        if any(_same(full, s) for s in seen):
+                            continue
+                        seen.append(full)
+                        evals = [e for e in self.evaluations if e.methods is None or method in e.methods]
+                        jobs.append(Job(len(jobs) + 1, full, evals, trial=trial))
         self._jobs = jobs
         return jobs
+
+    def _trials(self, spec: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+        """(trial, declared keys) of every search trial of one job (just the job without [search]).
+        A trial's drawn keys override the file's for trials > 0."""
+        method = spec.get("method", "erm")
+        search = self.search
+        if search is None or (search.methods is not None and method not in search.methods):
+            return [(0, dict(spec))]
+        from fairbench import registry
+        from fairbench.search import SearchSpaceError, sample_trial
+
+        try:
+            hparams_model = registry.methods.get(method).Hparams
+            profile = registry.datasets.get(spec.get("data.name", "synthface")).profile
+            drawn = [sample_trial(method, hparams_model, profile, search.seed, t) for t in range(search.trials)]
+        except (registry.RegistryError, SearchSpaceError) as exc:
+            raise ConfigError(f"{self.path}: [search]: {exc}") from None
+        return [(t, {**spec, **{f"{section}.{k}": v for section, keys in d.items() for k, v in keys.items()}})
+                for t, d in enumerate(drawn)]
 
     def resolve(self, data_roots: dict[str, Path] | None = None, device: str | None = None) -> list[Job]:
         """Resolve every job's configuration (imports the methods and datasets it names)."""

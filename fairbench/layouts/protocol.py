@@ -1,0 +1,165 @@
+"""The ``protocol`` layout: one table per selection rule, the same rule for every row.
+
+Runs of a protocol suite differ, per method and seed, only in their search trial (the keys the
+search draws: ``hparams.*`` and the shared ``train.lr`` / ``backbone_lr`` / ``weight_decay`` /
+``batch_size``, see :mod:`fairbench.search`). For each rule, each (method, seed) keeps the trial
+that scores best on the rule's split (:mod:`fairbench.selection`), then the row shows the mean over
+seeds of that trial's test metrics:
+
+- ``accuracy``: validation accuracy, no group labels beyond the method's own needs;
+- ``worst_group_accuracy``: validation worst-group accuracy ("+V");
+- ``test_oracle``: test worst-group accuracy, an upper bound and never a result.
+
+Within a run the checkpoint is the run's own (protocol suites use ``selection = "last"``, so the
+trials are compared as trained, whatever the table's rule). Columns: mean [95 % t-interval,
+clipped to the metric's range]; the paired difference of worst-group accuracy against ERM over the
+seeds both have; the DoB noise floor (:mod:`fairbench.metrics.noise_floor`) of each row's test
+split, with a DoB within it marked; and the training cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from fairbench.cost import format_flops
+from fairbench.layouts.base import Layout, LayoutOptions
+from fairbench.metrics.noise_floor import noise_floors
+from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval, paired_difference
+from fairbench.records import Record
+from fairbench.registry import register_layout
+from fairbench.search import TRAIN_SPACES
+from fairbench.selection import get_rule
+from fairbench.tables import method_needs
+
+RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
+BASELINE = "erm"
+#: keys a search varies: runs equal on every other key (but the seed) are trials of one another
+_SEARCHED_TRAIN = {f"train.{k}" for space in TRAIN_SPACES.values() for k in space} | {"train.backbone_lr"}
+_SEARCHED_TRAIN.add("train.eval_batch_size")  # follows the drawn batch size by default
+
+
+def _protocol_key(record: Record) -> str:
+    ident = {k: v for k, v in record.identity.items()
+             if k not in ("train.seed", "method", "selection", "hparams") and not k.startswith("hparams.")
+             and k not in _SEARCHED_TRAIN}
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def _floor(record: Record) -> float:
+    frame = record.predictions("test")
+    groups = frame[list(record.protected)].astype(str).agg("|".join, axis=1).to_numpy()
+    return noise_floors(frame["target"].to_numpy(), frame["pred"].to_numpy(), groups, ("dob",),
+                        simulations=200, seed=record.seed)["dob"].upper
+
+
+def chosen_trials(done: list[Record], rule_name: str) -> dict[tuple[str, str], dict[int, tuple[Record, int]]]:
+    """{(protocol key, method): {seed: (the trial this rule keeps, trials seen)}}."""
+    rule = get_rule(rule_name)
+    by: dict[tuple[str, str], dict[int, list[Record]]] = {}
+    for r in done:
+        by.setdefault((_protocol_key(r), r.method), {}).setdefault(r.seed, []).append(r)
+    out = {}
+    for key, seeds in by.items():
+        out[key] = {}
+        for seed, trials in seeds.items():
+            scored = sorted(trials, key=lambda r: (rule.score(r.metrics()[rule.split], 0), r.run_id), reverse=True)
+            out[key][seed] = (scored[0], len(trials))
+    return out
+
+
+def _interval(values: list[float], bounds: tuple[float, float] | None) -> str:
+    mean, low, high, n = clipped_t_interval(values, bounds)
+    if n == 0:
+        return "n/a"
+    if math.isnan(low):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def protocol_rows(done: list[Record], rule_name: str) -> list[dict[str, Any]]:
+    chosen = chosen_trials(done, rule_name)
+    rows = []
+    for (pkey, method), seeds in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][1] != BASELINE, kv[0][1])):
+        picked = {s: rec for s, (rec, _) in seeds.items()}
+        tests = {s: rec.metrics()["test"] for s, rec in picked.items()}
+        acc = [t["accuracy"] for t in tests.values()]
+        worst = [t["worst_group_accuracy"] for t in tests.values()]
+        dob = [t["dob"] for t in tests.values()]
+        floors = [_floor(rec) for rec in picked.values()]
+        dob_mean = sum(dob) / len(dob)
+        floor_mean = sum(floors) / len(floors)
+        baseline = chosen.get((pkey, BASELINE))
+        delta = "(baseline)" if method == BASELINE else "no ERM row"
+        if baseline and method != BASELINE:
+            base = {s: rec.metrics()["test"]["worst_group_accuracy"] for s, (rec, _) in baseline.items()}
+            delta = paired_difference({s: t["worst_group_accuracy"] for s, t in tests.items()}, base).describe()
+        costs = [rec.cost() or {} for rec in picked.values()]
+        flops = [c["train_flops"] for c in costs if c.get("train_flops") is not None]
+        steps = [c["optimizer_steps"] for c in costs if c.get("optimizer_steps") is not None]
+        first = next(iter(picked.values()))
+        rows.append({
+            "dataset": first.dataset, "task": first.task, "method": method,
+            "needs": method_needs(method, rule_name), "seeds": len(picked),
+            "trials": max(n for _, n in seeds.values()),
+            "accuracy": _interval(acc, (0.0, 100.0)), "worst_group_accuracy": _interval(worst, (0.0, 100.0)),
+            "worst_vs_erm": delta,
+            "dob": _interval(dob, (0.0, 100.0)) + (" ~" if dob_mean <= floor_mean else ""),
+            "dob_floor": f"{floor_mean:.2f}",
+            "train_flops": format_flops(sum(flops) / len(flops)) if len(flops) == len(costs) else "n/a",
+            "optimizer_steps": f"{sum(steps) / len(steps):.0f}" if len(steps) == len(costs) else "n/a",
+        })
+    return rows
+
+
+TITLES = {"dataset": "Dataset", "task": "Task", "method": "Method", "needs": "Needs", "seeds": "Seeds",
+          "trials": "Trials", "accuracy": "Acc % [95% CI]", "worst_group_accuracy": "Worst grp % [95% CI]",
+          "worst_vs_erm": "Worst grp - ERM (paired)", "dob": "DoB pp [95% CI]", "dob_floor": "DoB floor",
+          "train_flops": "Train FLOPs", "optimizer_steps": "Steps"}
+
+
+def _notes(rows: list[dict[str, Any]]) -> list[str]:
+    notes = ["Each (method, seed) keeps the search trial the rule scores best; means over seeds of that trial's "
+             "test metrics; intervals are t-intervals over seeds, clipped to 0-100.",
+             "Worst grp - ERM: paired over the seeds both have (same seed = same data order and initialisation); "
+             "a difference is a finding only when its interval excludes 0.",
+             "DoB floor: the 95th percentile of the DoB a perfectly fair classifier shows on this test split at the "
+             "row's pooled error rates (200 simulations); '~' marks a mean DoB within it (no measurable bias)."]
+    if any(r["seeds"] < MIN_SEEDS_FOR_INTERVALS for r in rows):
+        notes.append(f"Rows with fewer than {MIN_SEEDS_FOR_INTERVALS} seeds: their intervals are rough.")
+    return notes
+
+
+@register_layout("protocol")
+class Protocol(Layout):
+    summary = ("one table per selection rule (val accuracy, val worst-group +V, test oracle = upper bound): "
+               "chosen trials, paired differences to ERM, DoB noise floor, cost")
+
+    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+        from tabulate import tabulate
+
+        tables = [(rule, protocol_rows(done, rule)) for rule in RULES]
+        if fmt == "json":
+            return json.dumps([{"rule": rule, "title": get_rule(rule).title, "rows": rows, "notes": _notes(rows)}
+                               for rule, rows in tables], indent=2) + "\n"
+        if fmt == "csv":
+            frame = pd.DataFrame([{"rule": rule, **row} for rule, rows in tables for row in rows])
+            return frame.to_csv(index=False)
+        tablefmt = {"table": "simple", "markdown": "pipe", "latex": "latex"}[fmt]
+        parts = []
+        for rule, rows in tables:
+            title = f"Protocol, {get_rule(rule).title}"
+            parts.append(f"## {title}" if fmt == "markdown" else title)
+            if not rows:
+                parts.append("(no finished runs)")
+                continue
+            parts.append(tabulate([[row[k] for k in TITLES] for row in rows], headers=list(TITLES.values()),
+                                  tablefmt=tablefmt))
+            parts.extend(f"- {n}" if fmt == "markdown" else f"note: {n}" for n in _notes(rows))
+            parts.append("")
+        if skipped:
+            parts.append(f"skipped {len(skipped)} run(s): " + "; ".join(f"{r}: {why}" for r, why in skipped[:5]))
+        return "\n".join(parts).rstrip() + "\n"

@@ -1,0 +1,127 @@
+"""The comparison protocol: random-search trials in suites, one selection rule per table,
+paired differences against ERM, the noise floor, the cost column."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from fairbench.cli import main
+from fairbench.config import ConfigError
+from fairbench.layouts.protocol import chosen_trials, protocol_rows
+from fairbench.records import finished, load_records
+from fairbench.suite import Suite
+
+SUITE = """
+[suite]
+name = "protocol-test"
+seeds = [0, 1]
+
+[base]
+data.name = "synthface"
+data.image_size = 32
+data.options = {{n_train = 128, n_val = 64, n_test = 64}}
+train.epochs = 1
+train.batch_size = 32
+train.device = "cpu"
+train.workers = 0
+selection = "last"
+
+[grid]
+method = ["erm", "groupdro", "constant"]
+
+[search]
+trials = {trials}
+seed = 3
+methods = ["erm", "groupdro"]
+
+[report]
+layouts = ["protocol"]
+"""
+
+
+def _suite(tmp_path, trials: int = 2) -> Suite:
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE.format(trials=trials))
+    return Suite.load(path)
+
+
+def test_search_trials_expand_deterministically(tmp_path):
+    jobs = _suite(tmp_path, trials=3).jobs()
+    erm = [j for j in jobs if j.method == "erm" and j.seed == 0]
+    assert [j.trial for j in erm] == [0, 1, 2]
+    assert not any(k.startswith("hparams.") or k == "train.lr" for k in erm[0].spec)  # trial 0: the defaults
+    assert {"train.lr", "train.weight_decay", "train.batch_size", "train.backbone_lr"} <= set(erm[1].spec)
+    dro = next(j for j in jobs if j.method == "groupdro" and j.trial == 1)
+    assert {"hparams.eta", "hparams.generalization_adjustment"} <= set(dro.spec)
+    # the same trial draws the same values on every seed and on every load of the file
+    again = _suite(tmp_path, trials=3).jobs()
+    assert [j.spec for j in again] == [j.spec for j in jobs]
+    same_trial = [j for j in jobs if j.method == "erm" and j.trial == 2]
+    assert len(same_trial) == 2 and same_trial[0].spec["train.lr"] == same_trial[1].spec["train.lr"]
+    assert [j.trial for j in jobs if j.method == "constant"] == [0, 0]  # not searched
+    assert "trial 2" in same_trial[0].describe()
+
+
+def test_a_bad_search_table_names_the_problem(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE.format(trials=0))
+    with pytest.raises(ConfigError, match=r"search.trials"):
+        Suite.load(path)
+    path.write_text(SUITE.format(trials=2).replace('methods = ["erm", "groupdro"]', 'methods = ["erm"]\nlr = 1'))
+    with pytest.raises(ConfigError, match="lr"):
+        Suite.load(path)
+
+
+@pytest.fixture(scope="module")
+def protocol_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("protocol")
+    path = tmp / "suite.toml"
+    path.write_text(SUITE.format(trials=2))
+    runs = tmp / "runs"
+    assert main(["suite", "run", str(path), "--runs-dir", str(runs), "--quiet"]) == 0
+    return path, runs
+
+
+def test_each_rule_keeps_the_trial_it_scores_best(protocol_runs):
+    _, runs = protocol_runs
+    done, _ = finished(load_records(runs)[0])
+    assert len(done) == 2 * (2 + 2 + 1)
+    for rule, split, key in (("accuracy", "val", "accuracy"), ("worst_group_accuracy", "val", "worst_group_accuracy"),
+                             ("test_oracle", "test", "worst_group_accuracy")):
+        for (_, method), seeds in chosen_trials(done, rule).items():
+            for seed, (kept, n_trials) in seeds.items():
+                trials = [r for r in done if r.method == method and r.seed == seed]
+                assert n_trials == len(trials) == (1 if method == "constant" else 2)
+                assert kept.metrics()[split][key] == max(r.metrics()[split][key] for r in trials)
+
+
+def test_protocol_rows_pair_with_erm_and_carry_floor_and_cost(protocol_runs):
+    _, runs = protocol_runs
+    done, _ = finished(load_records(runs)[0])
+    rows = {r["method"]: r for r in protocol_rows(done, "accuracy")}
+    assert rows["erm"]["worst_vs_erm"] == "(baseline)"
+    assert "(paired, n=2) rough: fewer than 5 seeds" in rows["groupdro"]["worst_vs_erm"]
+    constant = [r.metrics()["test"]["accuracy"] for r in done if r.method == "constant"]
+    assert rows["constant"]["accuracy"].startswith(f"{sum(constant) / len(constant):.2f} [")
+    assert float(rows["erm"]["dob_floor"]) > 0 and rows["constant"]["dob_floor"] == "0.00"
+    assert rows["erm"]["train_flops"].endswith("FLOP") and rows["constant"]["optimizer_steps"] == "0"
+    assert rows["groupdro"]["needs"] == "T+A" and rows["erm"]["seeds"] == 2 and rows["erm"]["trials"] == 2
+
+
+def test_protocol_layout_titles_every_table_with_its_rule(protocol_runs, capsys):
+    suite, runs = protocol_runs
+    assert main(["compare", "--suite", str(suite), "--runs-dir", str(runs), "--layout", "protocol",
+                 "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "## Protocol, selected by validation accuracy" in out
+    assert "## Protocol, selected by validation worst-group accuracy (+V)" in out
+    assert "## Protocol, test-oracle selection: an upper bound, not a result" in out
+    assert "- Rows with fewer than 5 seeds: their intervals are rough." in out
+    assert main(["compare", "--suite", str(suite), "--runs-dir", str(runs), "--layout", "protocol",
+                 "--format", "json"]) == 0
+    tables = json.loads(capsys.readouterr().out)
+    assert [t["rule"] for t in tables] == ["accuracy", "worst_group_accuracy", "test_oracle"]
+    assert (runs / "suite-protocol-test" / "table.md").is_file()
