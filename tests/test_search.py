@@ -47,7 +47,8 @@ def test_the_mitigation_methods_declare_what_they_tune():
     # the methods whose strength is a weight or step size are searched over it
     expected = {"groupdro": {"eta", "generalization_adjustment"}, "jtt": {"identification_epochs", "upweight"},
                 "fair_mixup": {"lam"}, "gap_regularizer": {"lam"}, "adversarial": {"alpha", "adversary_lr"},
-                "consistency": {"alpha"}, "multitask": {"attribute_weight"}}
+                "consistency": {"alpha"}, "multitask": {"attribute_weight"},
+                "fineface": {"threshold", "concat_loss_weight"}}
     for method, keys in expected.items():
         assert set(hparam_space(registry.methods.get(method).Hparams)) == keys
 

@@ -64,6 +64,7 @@ from fairbench.backbones.base import FeatureBackbone
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.fineface_attention import attention_boxes, crop_and_resize, expert_cams, normalised_map, overall_map
 from fairbench.registry import register_method
+from fairbench.search import LogUniform, Uniform, searched
 
 #: which logits ``predict`` sums ("raw" = the raw input x, "attention" = the A_oval crop)
 FUSIONS = {
@@ -82,7 +83,8 @@ class FineFACEHparams(Hparams):
         None, description="0-based backbone stage indices of the experts, shallow to deep (negative: from the end); "
                           "default the last num_experts stages")
     pooling: Literal["max", "avg"] = Field("max", description="global pooling of each expert's feature map")
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="attention mask: normalised CAM >= threshold")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="attention mask: normalised CAM >= threshold",
+                             json_schema_extra=searched(Uniform(0.3, 0.7)))
     pad_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="crop box padding, fraction of the image side")
     box_rule: Literal["authors", "spec"] = Field(
         "authors", description="crop box rounding (fineface_attention): the authors' code (= the spec), or the "
@@ -101,7 +103,8 @@ class FineFACEHparams(Hparams):
         True, description="shallow experts' steps run the whole network as the authors' code does (every BatchNorm "
                           "layer updates its statistics); false: backbone up to the expert's stage only, ~8 % fewer "
                           "FLOPs, other BatchNorm statistics not updated in those steps")
-    concat_loss_weight: float = Field(2.0, ge=0.0, description="weight of the concat head's CE (steps N+1, N+2)")
+    concat_loss_weight: float = Field(2.0, ge=0.0, description="weight of the concat head's CE (steps N+1, N+2)",
+                                      json_schema_extra=searched(LogUniform(0.5, 4.0)))
 
     @model_validator(mode="before")
     @classmethod
