@@ -42,7 +42,7 @@ def test_plugin_method_runs(plugin_env, tmp_path):
                     "--max-eval-samples", "64", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--quiet",
                     "--set", "hparams.gamma=1.5", "--runs-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # not .leases/
     assert run_dir.name.startswith("focal-synthface-")
     assert (run_dir / "predictions_test.csv").is_file()
 
