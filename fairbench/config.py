@@ -285,6 +285,9 @@ def identity_dict(cfg: RunConfig) -> dict[str, Any]:
         data["data"].pop("fingerprint", None)
     if data["train"].get("transform") in (None, "frame"):  # so do records made before train.transform
         data["train"].pop("transform", None)
+    for key in ("budget_steps", "budget_flops"):  # and before budgets: no budget, no key
+        if data["train"].get(key) is None:
+            data["train"].pop(key, None)
     return data
 
 
