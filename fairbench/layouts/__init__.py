@@ -5,4 +5,5 @@ layout family, each layout a registered :class:`fairbench.layouts.base.Layout` (
 base.py     the contract (``Layout.text``), the options every layout receives, lookup
 summary.py  ``summary``: one row per method, setting and evaluated dataset, headline metrics
 paper.py    the paper's layouts ``groups``, ``methods``, ``attributes``, ``min-group`` (fairbench.tables)
+protocol.py ``protocol``: one table per selection rule over a suite's search trials, with cost and noise floor
 """
