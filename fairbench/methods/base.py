@@ -23,6 +23,7 @@ from torch import nn
 
 from fairbench.backbones.base import FeatureBackbone
 
+
 class NoHparams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,15 +90,15 @@ class Method(nn.Module):
     #: reads demographic labels while training ("T+A"); False means target only ("T")
     uses_train_groups: ClassVar[bool] = False
     #: checkpoint selection rule when the run does not set one
+    default_selection: ClassVar[str] = "accuracy"
+    Hparams: ClassVar[type[BaseModel]] = NoHparams
+    #: per dataset profile ("cpu-small", "paper") defaults: {"hparams": {...}, "train": {...}}
+    profile_defaults: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     #: whether one run may split each batch over processes (torchrun, ``fairbench.distributed``):
     #: True when the ranks' mean update equals one process's on the global batch (per-sample
     #: losses; batch statistics the loss reads summed with ``distributed.global_sum``);
     #: otherwise a sentence saying why not, and such runs are refused. Undeclared: refused.
     data_parallel: ClassVar[bool | str] = False
-    default_selection: ClassVar[str] = "accuracy"
-    Hparams: ClassVar[type[BaseModel]] = NoHparams
-    #: per dataset profile ("cpu-small", "paper") defaults: {"hparams": {...}, "train": {...}}
-    profile_defaults: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
 
     def __init__(self, ctx: MethodContext, hparams: BaseModel):
         super().__init__()
