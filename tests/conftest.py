@@ -46,3 +46,24 @@ def run_tiny(tmp_path) -> Callable[..., Path]:
         return execute(tiny_config(method, **kwargs), tmp_path / "runs")
 
     return run
+
+
+def crash_then_resume(cfg, runs_dir: Path, monkeypatch, crash_epoch: int = 1) -> Path:
+    """Train ``cfg`` until it crashes before epoch ``crash_epoch`` (0-based), then run the same
+    configuration again, which resumes it; returns the run folder."""
+    from fairbench import registry
+    from fairbench.runner import execute
+
+    cls = registry.methods.get(cfg.method)
+    original = cls.begin_epoch
+
+    def crash(self, epoch, trainer):
+        if epoch == crash_epoch:
+            raise RuntimeError("simulated crash between epochs")
+        return original(self, epoch, trainer)
+
+    monkeypatch.setattr(cls, "begin_epoch", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(cfg, runs_dir)
+    monkeypatch.setattr(cls, "begin_epoch", original)
+    return execute(cfg, runs_dir)

@@ -20,7 +20,7 @@ import torch
 from fairbench import registry
 from fairbench.run_store import RunRecord
 from fairbench.runner import execute, load_bundle, load_trained_method, predict_images
-from tests.conftest import tiny_config
+from tests.conftest import crash_then_resume, tiny_config
 
 METHODS = sorted(registry.methods.names())
 EPOCHS = 2  # JTT's identification phase (1 epoch by default) needs a second epoch
@@ -90,19 +90,8 @@ def test_rebuilds_from_its_record_and_predicts_what_it_stored(method, trained):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_resumes_after_a_crash_and_ends_where_an_uninterrupted_run_ends(method, trained, tmp_path, monkeypatch):
-    cls, path, _ = _train(method, trained)
-    original = cls.begin_epoch
-
-    def crash_in_second_epoch(self, epoch, trainer):
-        if epoch == 1:
-            raise RuntimeError("simulated crash between epochs")
-        return original(self, epoch, trainer)
-
-    monkeypatch.setattr(cls, "begin_epoch", crash_in_second_epoch)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        execute(_config(method), tmp_path)
-    monkeypatch.setattr(cls, "begin_epoch", original)
-    resumed = execute(_config(method), tmp_path)
+    _, path, _ = _train(method, trained)
+    resumed = crash_then_resume(_config(method), tmp_path, monkeypatch)
     assert resumed.name == path.name  # same configuration, same run id
     history = json.loads((resumed / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(EPOCHS))

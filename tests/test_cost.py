@@ -119,22 +119,11 @@ def test_a_run_records_its_cost_and_fineface_pays_for_its_extra_steps(run_tiny):
 
 
 def test_cost_continues_over_a_resume(tmp_path, monkeypatch):
-    from fairbench.methods.erm import ERM
     from fairbench.runner import execute
-    from tests.conftest import tiny_config
+    from tests.conftest import crash_then_resume, tiny_config
 
     straight = json.loads((execute(tiny_config("erm", epochs=2), tmp_path / "a") / "metrics.json").read_text())["cost"]
-    original = ERM.begin_epoch
-
-    def crash(self, epoch, trainer):
-        if epoch == 1:
-            raise RuntimeError("crash")
-        return original(self, epoch, trainer)
-
-    monkeypatch.setattr(ERM, "begin_epoch", crash)
-    with pytest.raises(RuntimeError):
-        execute(tiny_config("erm", epochs=2), tmp_path / "b")
-    monkeypatch.setattr(ERM, "begin_epoch", original)
-    resumed = json.loads((execute(tiny_config("erm", epochs=2), tmp_path / "b") / "metrics.json").read_text())["cost"]
+    resumed_run = crash_then_resume(tiny_config("erm", epochs=2), tmp_path / "b", monkeypatch)
+    resumed = json.loads((resumed_run / "metrics.json").read_text())["cost"]
     for key in ("updates", "optimizer_steps", "images_backwarded", "train_flops"):
         assert resumed[key] == straight[key], key
