@@ -4,7 +4,6 @@ paired differences against ERM, the noise floor, the cost column."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 
