@@ -89,6 +89,13 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise SystemExit(f"no finished scenario runs under {runs_dir}; run the known-answers suites first")
+    # one run per setting and seed: the same setting finished twice (e.g. under two versions of the
+    # code, hence two run ids) would count one seed twice
+    key = ["scenario", "dial", "method", "selection", "epochs", "protected", "seed"]
+    dupes = frame[frame.duplicated(key, keep=False)]
+    if len(dupes):
+        raise SystemExit("several finished runs of one setting and seed (keep one, move the others away): "
+                         + ", ".join(sorted(dupes["run"])))
     return frame.sort_values(["scenario", "dial", "method", "seed"]).reset_index(drop=True)
 
 
@@ -229,6 +236,25 @@ def run_checks(frame: pd.DataFrame, min_seeds: int = 5, epochs: int | None = Non
     return checks
 
 
+def budget_control(frame: pd.DataFrame, metric: str = "worst_group_accuracy") -> list[list[str]]:
+    """Where ERM also ran with another number of epochs than the usual budget: ERM(E) - ERM(usual),
+    and each other method at the usual budget - ERM(E) (e.g. FineFACE against ERM with its steps)."""
+    usual = int(frame["epochs"].mode().iloc[0])
+    rows = []
+    for (scenario, dial), part in frame.groupby(["scenario", "dial"], dropna=False):
+        erm = part[part["method"] == "erm"]
+        base = dict(zip(erm[erm["epochs"] == usual]["seed"], erm[erm["epochs"] == usual][metric]))
+        for epochs in sorted(set(erm["epochs"]) - {usual}):
+            longer = dict(zip(erm[erm["epochs"] == epochs]["seed"], erm[erm["epochs"] == epochs][metric]))
+            where = ["" if math.isnan(dial) else f"{dial:g}"]
+            rows.append([scenario, *where, f"ERM {epochs} epochs - ERM {usual}", paired_difference(longer, base).describe()])
+            for method in sorted(set(part["method"]) - {"erm"}):
+                other = part[(part["method"] == method) & (part["epochs"] == usual)]
+                d = paired_difference(dict(zip(other["seed"], other[metric])), longer)
+                rows.append([scenario, *where, f"{method} {usual} epochs - ERM {epochs}", d.describe()])
+    return rows
+
+
 # -- outputs ---------------------------------------------------------------------------------
 
 def plot_dial(frame: pd.DataFrame, output: Path) -> None:
@@ -300,6 +326,10 @@ def write_report(frame: pd.DataFrame, output: Path, min_seeds: int = 5, curves: 
                 if d.n:
                     paired_rows.append([scenario, "" if math.isnan(dial) else f"{dial:g}", method, metric, d.describe()])
     lines.append(_table(paired_rows, ["scenario", "dial", "method", "metric", "method - ERM"]))
+    budget = budget_control(frame)
+    if budget:
+        lines += ["", "## Budget control: ERM with more epochs (worst-group accuracy, paired over seeds)", ""]
+        lines.append(_table(budget, ["scenario", "dial", "comparison", "difference"]))
     lines += ["", "## Checks", ""]
     lines.append(_table([[c.name, c.statement, c.measured,
                           {True: "PASS", False: "FAIL", None: "undecided"}[c.passed], c.note] for c in checks],

@@ -1,8 +1,9 @@
 """Typed run configuration: built from a TOML file, CLI flags and ``--set key=value``.
 
 Unset fields are ``None`` until :func:`resolve` fills them, in this order of precedence:
-what the user set > the method's defaults for the dataset's profile > the profile's
-defaults. The resolved configuration is saved with the run and hashed into its id.
+what the user set > the method's defaults for the dataset's profile > the dataset's own
+``run_defaults`` (if any) > the profile's defaults. The resolved configuration is saved with
+the run and hashed into its id.
 """
 
 from __future__ import annotations

@@ -107,3 +107,15 @@ def test_pipeline_on_tiny_real_runs(ka, tmp_path):
                  "curves-erm-scenarios.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert "Paired differences" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_budget_control_pairs_the_longer_erm_with_the_usual_budget(ka):
+    frame = constructed()
+    longer = frame[(frame["method"] == "erm") & (frame["scenario"] == "spurious") & np.isclose(frame["dial"], 0.95)].copy()
+    longer["epochs"] = 60
+    longer["worst_group_accuracy"] += 5.0  # five more points on every seed
+    rows = ka.budget_control(pd.concat([frame, longer], ignore_index=True))
+    by = {r[2]: r[3] for r in rows if r[0] == "spurious"}
+    assert by["ERM 60 epochs - ERM 20"].startswith("+5.00 pp [+5.00, +5.00]")
+    # GroupDRO: 80 + e + 0.3 s; ERM at 60 epochs: 98 - 90 + e + 5; mean over s = 0..4 of 67 + 0.3 s
+    assert by["groupdro 20 epochs - ERM 60"].startswith("+67.60 pp")

@@ -50,6 +50,36 @@ Splits (the protocol, recorded in ``info``)
 The target labels are independent fair coins in train / val. The draw of every latent
 parameter depends only on the seed, the split and the task (the spurious background and
 the test balance follow the task's target); the image size only changes the rendering.
+
+Known-answer scenarios (registered datasets ``synthface-<scenario>``)
+---------------------------------------------------------------------
+The default ``synthface`` mixes three mechanisms, and a converged ERM overcomes all of them
+(benchmarks/results/README.md). Each scenario isolates ONE mechanism, controlled by ONE dial
+(its only option besides sizes and seed), on the same faces: two groups, skin tones I and IV,
+equal feature contrast, presentation a fair coin, 32 px, 2,000 / 1,000 / 5,000 images, and a
+test split balanced over tone x target x background family (2,500 images per tone). Defaults:
+``resnet_tiny`` from scratch, 12 epochs (``run_defaults``).
+
+- ``spurious`` (dial ``agreement``, default 0.95): the background family agrees with the
+  target in that share of train and val (Waterbirds / CelebA-blond style); the true cue, the
+  mouth, is small and local. Groups: ``bias_aligned`` (background agrees with the target or
+  not), i.e. Sagawa et al.'s (target, spurious attribute) groups. A model must ignore the
+  background and find the mouth: the test background is independent of the target.
+- ``underrepresented`` (dial ``minority_share``, default 0.02): tone IV is that share of train
+  and val, and its features are drawn lighter than the skin (contrast -1 instead of +1: the
+  same magnitude, the opposite sign), so a detector learned on tone I transfers imperfectly.
+- ``label_shift`` (dial ``minority_prevalence``, default 0.1): P(target | tone IV) in train and
+  val (tone I: 0.5); test prevalence 0.5 in both. A model must not use tone as a prior.
+- ``label_noise`` (dial ``noise_rate``, default 0.2): that share of tone IV's labels is
+  flipped, independently of the image, in train, val AND test (exactly that share of each
+  tone IV test cell). No classifier can exceed 1 - noise_rate on tone IV's test labels: a
+  negative control; a method that "closes" this gap is suspect.
+- ``none`` (no dial): balanced tones, prevalence 0.5, uninformative background, clean labels:
+  the oracle / sanity control.
+
+Every scenario split also has the columns ``background``, ``bias_aligned`` and
+``label_flipped`` (the pixels always show the drawn target; ``label_flipped`` says where the
+label disagrees with it).
 """
 
 from __future__ import annotations
