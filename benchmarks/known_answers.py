@@ -89,13 +89,20 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise SystemExit(f"no finished scenario runs under {runs_dir}; run the known-answers suites first")
-    # one run per setting and seed: the same setting finished twice (e.g. under two versions of the
-    # code, hence two run ids) would count one seed twice
+    # One run per setting and seed: the same setting finished twice (under two run ids) must not
+    # count one seed twice. Identical test results are a reproduction: keep one and say so;
+    # different ones are an error to resolve by hand.
     key = ["scenario", "dial", "method", "selection", "epochs", "protected", "seed"]
+    frame = frame.sort_values("run")
     dupes = frame[frame.duplicated(key, keep=False)]
-    if len(dupes):
-        raise SystemExit("several finished runs of one setting and seed (keep one, move the others away): "
-                         + ", ".join(sorted(dupes["run"])))
+    for _, same in dupes.groupby(key, dropna=False):
+        if same[["accuracy", "group_accuracy"]].drop_duplicates().shape[0] > 1:
+            raise SystemExit("several finished runs of one setting and seed with different results "
+                             f"(keep one, move the others away): {', '.join(same['run'])}")
+    frame = frame.drop_duplicates(key, keep="first").copy()
+    reproduced = {first: ",".join(rest) for first, *rest in
+                  (list(same["run"]) for _, same in dupes.groupby(key, dropna=False))}
+    frame["reproduced_by"] = [reproduced.get(run, "") for run in frame["run"]]
     return frame.sort_values(["scenario", "dial", "method", "seed"]).reset_index(drop=True)
 
 
@@ -149,49 +156,56 @@ def _fmt(mean: float, half: float) -> str:
 
 def run_checks(frame: pd.DataFrame, min_seeds: int = 5, epochs: int | None = None) -> list[Check]:
     """The known-answer checks; each one needs ``min_seeds`` seeds or it is reported undecided.
-    ``epochs``: only runs of this budget (default: the budget most runs have)."""
+
+    ``epochs``: the methods' budget (default: the budget most runs have). "Converged ERM" on
+    spurious is ERM at the largest budget it ran with there (the checks say which, with its last
+    training loss); the methods are compared against it."""
     if epochs is None:
         epochs = int(frame["epochs"].mode().iloc[0])
     f = frame[frame["epochs"] == epochs]
     checks: list[Check] = []
     spurious = f[f["scenario"] == "spurious"]
+    erm_all = frame[(frame["scenario"] == "spurious") & (frame["method"] == "erm")]
+    converged = int(erm_all["epochs"].max()) if len(erm_all) else epochs
+    erm = erm_all[erm_all["epochs"] == converged]
 
     def enough(values: dict) -> bool:
         return len(values) >= min_seeds
 
     # 1. converged ERM keeps a worst-group gap >= 20 pp on spurious (default dial)
-    gaps = _by_seed(spurious, "gap", method="erm", dial=SPURIOUS_DEFAULT)
+    gaps = _by_seed(erm, "gap", dial=SPURIOUS_DEFAULT)
     if gaps:
         mean, half, n = mean_t_interval(list(gaps.values()))
         low = mean - half if not math.isnan(half) else math.nan
-        checks.append(Check("spurious_erm_gap", f"ERM on spurious (agreement {SPURIOUS_DEFAULT}) keeps a group gap >= 20 pp "
-                            "(lower end of the 95 % interval)", f"gap {_fmt(mean, half)} pp, n={n}",
+        loss = float(erm[np.isclose(erm["dial"], SPURIOUS_DEFAULT)]["last_train_loss"].mean())
+        checks.append(Check("spurious_erm_gap", f"converged ERM ({converged} epochs) on spurious (agreement "
+                            f"{SPURIOUS_DEFAULT}) keeps a group gap >= 20 pp (lower end of the 95 % interval)",
+                            f"gap {_fmt(mean, half)} pp, n={n}; last training loss {loss:.3f}",
                             bool(low >= 20) if enough(gaps) else None))
 
-    # 2. dose-response: the ERM gap grows with the dial (>= 3 values; means ordered, ends paired)
-    dials = sorted(spurious.loc[spurious["method"] == "erm", "dial"].unique())
+    # 2. dose-response: the converged ERM gap grows with the dial (>= 3 values; means ordered, ends paired)
+    dials = sorted(d for d in erm["dial"].unique() if enough(_by_seed(erm, "gap", dial=d)))
     if len(dials) >= 3:
-        means = [float(np.mean(list(_by_seed(spurious, "gap", method="erm", dial=d).values()))) for d in dials]
-        ends = paired_difference(_by_seed(spurious, "gap", method="erm", dial=dials[-1]),
-                                 _by_seed(spurious, "gap", method="erm", dial=dials[0]))
+        means = [float(np.mean(list(_by_seed(erm, "gap", dial=d).values()))) for d in dials]
+        ends = paired_difference(_by_seed(erm, "gap", dial=dials[-1]), _by_seed(erm, "gap", dial=dials[0]))
         monotone = all(b >= a for a, b in zip(means, means[1:]))
-        checks.append(Check("spurious_dose_response", "the ERM gap grows monotonically with the agreement dial, and the "
-                            "highest dial's gap exceeds the lowest's (paired interval above 0)",
+        checks.append(Check("spurious_dose_response", f"the gap of ERM ({converged} epochs) grows monotonically with "
+                            "the agreement dial, and the highest dial's gap exceeds the lowest's (paired interval above 0)",
                             "mean gap per dial: " + ", ".join(f"{d:g}: {m:.1f}" for d, m in zip(dials, means))
                             + f"; highest - lowest: {ends.describe()}",
                             bool(monotone and ends.low > 0) if ends.n >= min_seeds else None,
                             "" if monotone else "the means are not monotone in the dial"))
 
-    # 3. GroupDRO, SUBG, JTT raise worst-group accuracy over ERM on spurious (paired, default dial)
-    base = _by_seed(spurious, "worst_group_accuracy", method="erm", dial=SPURIOUS_DEFAULT)
+    # 3. GroupDRO, SUBG, JTT raise worst-group accuracy over converged ERM on spurious (paired, default dial)
+    base = _by_seed(erm, "worst_group_accuracy", dial=SPURIOUS_DEFAULT)
     for method, who in (("groupdro", "GroupDRO (Sagawa et al. 2020)"), ("subg", "SUBG (Idrissi et al. 2022)"),
                         ("jtt", "JTT, worst-group validation selection (Liu et al. 2021)")):
         ours = _by_seed(spurious, "worst_group_accuracy", method=method, dial=SPURIOUS_DEFAULT)
         if ours and base:
             d = paired_difference(ours, base)
-            checks.append(Check(f"spurious_{method}_beats_erm", f"{who} raises worst-group accuracy over ERM on spurious "
-                                f"(agreement {SPURIOUS_DEFAULT}): paired interval above 0", d.describe(),
-                                bool(d.low > 0) if d.n >= min_seeds else None))
+            checks.append(Check(f"spurious_{method}_beats_erm", f"{who}, {epochs} epochs, raises worst-group accuracy "
+                                f"over ERM ({converged} epochs) on spurious (agreement {SPURIOUS_DEFAULT}): paired "
+                                "interval above 0", d.describe(), bool(d.low > 0) if d.n >= min_seeds else None))
 
     # 4. ERM on none is the upper reference: no method on spurious has a higher worst group,
     #    and ERM's own gap on none is within the noise floor
@@ -200,7 +214,8 @@ def run_checks(frame: pd.DataFrame, min_seeds: int = 5, epochs: int | None = Non
         ref, ref_half, n = mean_t_interval(none["worst_group_accuracy"])
         floor = noise_floor(float(none["accuracy"].mean()), int(none["min_group_support"].min()))
         gap, gap_half, _ = mean_t_interval(none["gap"])
-        best = spurious[np.isclose(spurious["dial"], SPURIOUS_DEFAULT)].groupby("method")["worst_group_accuracy"].mean()
+        at_default = pd.concat([spurious[spurious["method"] != "erm"], erm])
+        best = at_default[np.isclose(at_default["dial"], SPURIOUS_DEFAULT)].groupby("method")["worst_group_accuracy"].mean()
         above = [m for m, v in best.items() if v > ref + (ref_half if not math.isnan(ref_half) else 0)]
         checks.append(Check("none_is_upper_reference", "ERM on none (no bias) has a worst-group accuracy no method "
                             "reaches on spurious, and its own gap is within the noise floor (95th percentile)",
@@ -265,18 +280,20 @@ def plot_dial(frame: pd.DataFrame, output: Path) -> None:
     import matplotlib.pyplot as plt
 
     spurious = frame[frame["scenario"] == "spurious"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-    for i, method in enumerate(m for m in METHODS if m in set(spurious["method"])):
-        rows = summarise(spurious[spurious["method"] == method])
-        rows = rows[rows["epochs"] == rows["epochs"].mode().iloc[0]].sort_values("dial")
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), layout="constrained")
+    lines = [(m, e) for m in METHODS for e in sorted(spurious.loc[spurious["method"] == m, "epochs"].unique())]
+    for i, (method, epochs) in enumerate(lines):
+        rows = summarise(spurious[(spurious["method"] == method) & (spurious["epochs"] == epochs)]).sort_values("dial")
         yerr = rows["worst_group_accuracy_ci"].fillna(0).to_numpy()
-        ax.errorbar(rows["dial"] + (i - 2) * 0.003, rows["worst_group_accuracy"], yerr=yerr, marker="o", ms=4,
-                    capsize=3, lw=1.3, label=f"{method} (n = {int(rows['seeds'].min())}-{int(rows['seeds'].max())} seeds)")
+        seeds = f"{int(rows['seeds'].min())}" + (f"-{int(rows['seeds'].max())}" if rows["seeds"].nunique() > 1 else "")
+        ax.errorbar(rows["dial"] + (i - len(lines) / 2) * 0.002, rows["worst_group_accuracy"], yerr=yerr, marker="o",
+                    ms=4, capsize=3, lw=1.3, ls="--" if method == "erm" and epochs != lines[0][1] else "-",
+                    label=f"{method}, {epochs} epochs ({seeds} seeds)")
     none = frame[(frame["scenario"] == "none") & (frame["method"] == "erm")]
     if len(none):
         ax.axhline(none["worst_group_accuracy"].mean(), color="grey", ls="--", lw=1, label="ERM on none (no bias)")
     ax.set_xlabel("agreement of background and target in train / val (the dial)")
-    ax.set_ylabel("test worst-group accuracy (%)")
+    ax.set_ylabel("test worst-group accuracy (%), mean ± 95 % t-interval")
     ax.set_title("synthface-spurious: groups = bias-aligned / bias-conflicting", fontsize=10)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
@@ -297,8 +314,11 @@ def write_report(frame: pd.DataFrame, output: Path, min_seeds: int = 5, curves: 
     summary = summarise(frame)
     checks = run_checks(frame, min_seeds=min_seeds)
     (output / "checks.json").write_text(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
+    twins = int((frame["reproduced_by"] != "").sum()) if "reproduced_by" in frame else 0
     lines = ["# Known-answer checks: measured", "",
-             f"{len(frame)} finished runs; mean ± 95 % t-interval half-width over seeds; test split.", "",
+             f"{len(frame)} finished runs; mean ± 95 % t-interval half-width over seeds; test split."
+             + (f" {twins} of them finished twice under two run ids with identical test results "
+                "(column `reproduced_by` of per-seed.csv); each counts once." if twins else ""), "",
              "## Per scenario, dial and method", ""]
     lines.append(_table([[r.scenario, "" if math.isnan(r.dial) else f"{r.dial:g}", r.method, r.epochs, r.seeds,
                           _fmt(r.accuracy, r.accuracy_ci), _fmt(r.worst_group_accuracy, r.worst_group_accuracy_ci),
@@ -312,9 +332,9 @@ def write_report(frame: pd.DataFrame, output: Path, min_seeds: int = 5, curves: 
         if r.method == "erm":
             support = int(frame[(frame["scenario"] == r.scenario) & (frame["method"] == "erm")]["min_group_support"].min())
             fl = noise_floor(r.accuracy, support)
-            floors.append([r.scenario, "" if math.isnan(r.dial) else f"{r.dial:g}", f"{r.accuracy:.2f}", support,
+            floors.append([r.scenario, "" if math.isnan(r.dial) else f"{r.dial:g}", r.epochs, f"{r.accuracy:.2f}", support,
                            fl["gap_mean"], fl["gap_q95"], fl["dob_mean"], fl["dob_q95"]])
-    lines.append(_table(floors, ["scenario", "dial", "ERM acc", "n per group", "gap mean", "gap q95", "DoB mean",
+    lines.append(_table(floors, ["scenario", "dial", "epochs", "ERM acc", "n per group", "gap mean", "gap q95", "DoB mean",
                                  "DoB q95"]))
     lines += ["", "## Paired differences against ERM (method - ERM, same seeds)", ""]
     paired_rows = []

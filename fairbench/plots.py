@@ -294,7 +294,10 @@ def _curve_label(run_dir: Path, config: dict[str, Any]) -> str:
     opts = config.get("data", {}).get("options") or {}
     dial = ", ".join(f"{k}={v}" for k, v in opts.items() if k not in ("n_train", "n_val", "n_test", "seed")
                      and not isinstance(v, (list, dict)))
-    label = f"{config.get('method', run_dir.name)} seed {config.get('train', {}).get('seed', '?')}"
+    train = config.get("train", {})
+    label = f"{config.get('method', run_dir.name)} seed {train.get('seed', '?')}"
+    if train.get("epochs"):
+        label += f", {train['epochs']} ep"
     return f"{label} ({dial})" if dial and len(dial) < 40 else label
 
 

@@ -42,7 +42,7 @@ def _row(scenario, method, seed, worst, best, dial=math.nan, support=2500, group
     return {"scenario": scenario, "dial": dial, "method": method, "seed": seed, "epochs": 20,
             "accuracy": (worst + best) / 2, "worst_group_accuracy": worst, "best_group_accuracy": best,
             "gap": best - worst, "dob": (best - worst) / 2, "group_accuracy": json.dumps(groups),
-            "min_group_support": support, "wall_time_s": 60.0}
+            "min_group_support": support, "wall_time_s": 60.0, "last_train_loss": 0.01}
 
 
 def constructed(seeds=range(5)) -> pd.DataFrame:
@@ -119,3 +119,39 @@ def test_budget_control_pairs_the_longer_erm_with_the_usual_budget(ka):
     assert by["ERM 60 epochs - ERM 20"].startswith("+5.00 pp [+5.00, +5.00]")
     # GroupDRO: 80 + e + 0.3 s; ERM at 60 epochs: 98 - 90 + e + 5; mean over s = 0..4 of 67 + 0.3 s
     assert by["groupdro 20 epochs - ERM 60"].startswith("+67.60 pp")
+
+
+def test_a_setting_finished_twice_counts_once_if_identical_and_is_an_error_otherwise(ka, tmp_path):
+    import shutil
+
+    from fairbench.runner import execute
+
+    tiny = {"n_train": 64, "n_val": 32, "n_test": 64}
+    run = execute(tiny_config("erm", epochs=1, **{"data.name": "synthface-none", "data.image_size": 16,
+                                                  "data.options": tiny}), tmp_path / "runs")
+    twin = tmp_path / "runs" / (run.name[:-3] + "zzz")
+    shutil.copytree(run, twin)
+    config = json.loads((twin / "config.json").read_text())
+    (twin / "config.json").write_text(json.dumps({**config, "run_id": twin.name}))
+    frame = ka.load_runs(tmp_path / "runs")
+    assert len(frame) == 1 and frame["reproduced_by"].iloc[0] == twin.name
+    metrics = json.loads((twin / "metrics.json").read_text())
+    metrics["test"]["accuracy"] += 1.0
+    (twin / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match="different results"):
+        ka.load_runs(tmp_path / "runs")
+
+
+def test_converged_erm_is_the_longest_erm_budget(ka):
+    frame = constructed()
+    longer = frame[(frame["method"] == "erm") & (frame["scenario"] == "spurious")].copy()
+    longer["epochs"] = 60
+    longer["gap"] = longer["dial"].map({0.8: 10.0, 0.9: 30.0, 0.95: 25.0})  # not monotone in the dial
+    longer["worst_group_accuracy"] = longer["best_group_accuracy"] - longer["gap"]
+    checks = {c.name: c for c in ka.run_checks(pd.concat([frame, longer], ignore_index=True))}
+    assert "ERM (60 epochs)" in checks["spurious_erm_gap"].statement
+    assert checks["spurious_erm_gap"].passed is True  # 25 pp on every seed
+    assert checks["spurious_dose_response"].passed is False and "not monotone" in checks["spurious_dose_response"].note
+    # against ERM's 73 + e at 60 epochs: GroupDRO's 80 + e + 0.3 s is still above, JTT's 8 + e no longer
+    assert checks["spurious_groupdro_beats_erm"].passed is True
+    assert checks["spurious_jtt_beats_erm"].passed is False

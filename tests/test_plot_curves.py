@@ -15,7 +15,7 @@ def fake_run(folder, method="erm", seed=0, epochs=3, selected=1):
     history = [{"epoch": e, "train": {"loss": 0.7 / (e + 1)}, "selectable": True,
                 "val": {"accuracy": 60.0 + 10 * e, "worst_group_accuracy": 50.0 + 5 * e}} for e in range(epochs)]
     (folder / "history.json").write_text(json.dumps(history))
-    (folder / "config.json").write_text(json.dumps({"method": method, "train": {"seed": seed},
+    (folder / "config.json").write_text(json.dumps({"method": method, "train": {"seed": seed, "epochs": epochs},
                                                      "data": {"options": {"agreement": 0.95, "n_train": 10}}}))
     (folder / "metrics.json").write_text(json.dumps({"selection": {"epoch": selected}}))
     return folder
@@ -24,13 +24,13 @@ def fake_run(folder, method="erm", seed=0, epochs=3, selected=1):
 def test_one_line_per_run_labelled_by_method_seed_and_dial(tmp_path):
     runs = [fake_run(tmp_path / "a"), fake_run(tmp_path / "b", method="subg", seed=3)]
     labels = plot_curves(runs, tmp_path / "curves.png")
-    assert labels == ["erm seed 0 (agreement=0.95)", "subg seed 3 (agreement=0.95)"]
+    assert labels == ["erm seed 0, 3 ep (agreement=0.95)", "subg seed 3, 3 ep (agreement=0.95)"]
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 def test_a_run_on_the_real_runner_plots(run_tiny, tmp_path):
     run = run_tiny("erm", epochs=2)
-    assert plot_curves([run], tmp_path / "c.svg") == ["erm seed 0"]
+    assert plot_curves([run], tmp_path / "c.svg") == ["erm seed 0, 2 ep"]
 
 
 def test_bad_input_is_a_clear_error_with_exit_status_2(tmp_path, capsys):
