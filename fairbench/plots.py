@@ -11,6 +11,7 @@ paper's published points of the same setting can be added as hollow markers.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
         ax.set_visible(False)
     fig.suptitle(f"{_spec(y).title} vs {_spec(x).title}: mean ± 95% t-interval over seeds", fontsize=12)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")  # per process: reports may race
     fig.savefig(tmp, dpi=130)
     plt.close(fig)
     tmp.replace(output)
@@ -348,7 +349,7 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
         ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=min(4, len(runs)), fontsize=8)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")  # per process: reports may race
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(output)
