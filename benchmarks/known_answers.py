@@ -284,7 +284,8 @@ def plot_dial(frame: pd.DataFrame, output: Path) -> None:
     lines = [(m, e) for m in METHODS for e in sorted(spurious.loc[spurious["method"] == m, "epochs"].unique())]
     for i, (method, epochs) in enumerate(lines):
         rows = summarise(spurious[(spurious["method"] == method) & (spurious["epochs"] == epochs)]).sort_values("dial")
-        yerr = rows["worst_group_accuracy_ci"].fillna(0).to_numpy()
+        half, mean = rows["worst_group_accuracy_ci"].fillna(0).to_numpy(), rows["worst_group_accuracy"].to_numpy()
+        yerr = [np.minimum(half, mean), np.minimum(half, 100.0 - mean)]  # intervals clipped to 0-100 %
         seeds = f"{int(rows['seeds'].min())}" + (f"-{int(rows['seeds'].max())}" if rows["seeds"].nunique() > 1 else "")
         ax.errorbar(rows["dial"] + (i - len(lines) / 2) * 0.002, rows["worst_group_accuracy"], yerr=yerr, marker="o",
                     ms=4, capsize=3, lw=1.3, ls="--" if method == "erm" and epochs != lines[0][1] else "-",
