@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from fairbench import checkpointing, distributed, registry
-from fairbench.config import RunConfig, identity_dict, run_id
+from fairbench.config import RunConfig, run_id
 from fairbench.cost import BudgetError, CostMeter, TrainingCost, epochs_for_budget, probe_update
 from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
@@ -339,14 +339,8 @@ def _apply_budget(cfg: RunConfig, bundle: DatasetBundle, device: torch.device,
     with autocast(device, cfg.train.amp):
         per_update = probe_update(probe_method, device, first_batch)
     epochs, per_epoch = epochs_for_budget(key, getattr(cfg.train, key), per_update, n_batches, cfg.method)
-    del probe_method
     cfg = cfg.model_copy(deep=True)
     cfg.train.epochs = epochs
-    try:
-        build_method(cfg, bundle, device, n_batches)  # a method whose phases do not fit says so now
-    except ValueError as exc:
-        raise BudgetError(f"train.{key}={getattr(cfg.train, key):g} gives {cfg.method} {epochs} epoch(s), "
-                          f"which it cannot use: {exc}") from None
     checkpointing.restore_rng_states(generators)
     return cfg, {"key": key, "amount": getattr(cfg.train, key), "epochs": epochs, "per_epoch": per_epoch,
                  "per_update": {"optimizer_steps": per_update.optimizer_steps, "train_flops": per_update.train_flops}}
@@ -483,7 +477,13 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         raise ValueError(f"the training split has {len(train)} samples, fewer than one batch of {cfg.train.batch_size}; "
                          "lower --set train.batch_size")
     cfg, budget = _apply_budget(cfg, bundle, device, n_batches)
-    method = build_method(cfg, bundle, device, n_batches)
+    try:
+        method = build_method(cfg, bundle, device, n_batches)
+    except ValueError as exc:  # a method whose phases do not fit the epochs a budget gave it
+        if budget is None:
+            raise
+        raise BudgetError(f"train.{budget['key']}={budget['amount']:g} gives {cfg.method} {budget['epochs']} "
+                          f"epoch(s), which it cannot use: {exc}") from None
     resume_state = None if aside else distributed.on_main(lambda: _load_resume_state(path, rid, method), procs)
     # Every check has passed: only now is the runs folder written to.
     if procs.is_main:  # we hold the run's lease: hidden folders of earlier --force runs of it are leftovers

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -49,11 +50,19 @@ def _protocol_key(record: Record) -> str:
     return json.dumps(ident, sort_keys=True, default=str)
 
 
+_FLOORS: dict[tuple[Path, int], float] = {}
+
+
 def _floor(record: Record) -> float:
-    frame = record.predictions("test")
-    groups = frame[list(record.protected)].astype(str).agg("|".join, axis=1).to_numpy()
-    return noise_floors(frame["target"].to_numpy(), frame["pred"].to_numpy(), groups, ("dob",),
-                        simulations=200, seed=record.seed)["dob"].upper
+    """The DoB noise floor of a run's test split, computed once per run (and version of its
+    predictions) however many rules' tables pick it."""
+    key = (record.path, (record.path / "predictions_test.csv").stat().st_mtime_ns)
+    if key not in _FLOORS:
+        frame = record.predictions("test")
+        groups = frame[list(record.protected)].astype(str).agg("|".join, axis=1).to_numpy()
+        _FLOORS[key] = noise_floors(frame["target"].to_numpy(), frame["pred"].to_numpy(), groups, ("dob",),
+                                    simulations=200, seed=record.seed)["dob"].upper
+    return _FLOORS[key]
 
 
 def chosen_trials(done: list[Record], rule_name: str) -> dict[tuple[str, str], dict[int, tuple[Record, int]]]:
