@@ -448,6 +448,24 @@ def _phi(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------
 
 
+def check_request(name: str, task: Task, columns: Sequence[str], image_size: int, splits: Sequence[str], *,
+                  use: str, size_hint: str = "") -> None:
+    """What every synthface dataset refuses before generating anything: an unknown target, a
+    protected attribute that is no column (or is the target), images too small for the cues, an
+    unknown split."""
+    if task.target not in TARGETS:
+        raise DatasetError(f"{name} has no target {task.target!r}; choose one of {list(TARGETS)}")
+    bad = [c for c in task.protected if c not in columns or c == task.target]
+    if bad or not task.protected:
+        raise DatasetError(f"{name}: invalid protected attribute(s) {bad or list(task.protected)} for target "
+                           f"{task.target!r}; use one or more of {use}")
+    if image_size < 8:
+        raise DatasetError(f"{name} needs image_size >= 8 (got {image_size}){size_hint}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DatasetError(f"{name} has no split(s) {unknown}; it has {list(SPLITS)}")
+
+
 @register_dataset("synthface")
 class SynthFace(Dataset):
     """Synthetic faces (no files): local attribute cues, 8 skin-tone x presentation groups, tunable biases."""
@@ -486,20 +504,10 @@ class SynthFace(Dataset):
 
     def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
         options: SynthFaceOptions = self.options  # type: ignore[assignment]
-        if task.target not in TARGETS:
-            raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
         columns = (*PROTECTED, *TARGETS, "background")
-        bad = [c for c in task.protected if c not in columns or c == task.target]
-        if bad or not task.protected:
-            raise DatasetError(
-                f"synthface: invalid protected attribute(s) {bad or list(task.protected)} for target "
-                f"{task.target!r}; use one or more of {list(PROTECTED)} (or another non-target column of {list(columns)})"
-            )
-        if image_size < 8:
-            raise DatasetError(f"synthface needs image_size >= 8 (got {image_size}); its cues are about a pixel at 64")
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown:
-            raise DatasetError(f"synthface has no split(s) {unknown}; it has {list(SPLITS)}")
+        check_request("synthface", task, columns, image_size, splits,
+                      use=f"{list(PROTECTED)} (or another non-target column of {list(columns)})",
+                      size_hint="; its cues are about a pixel at 64")
         sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
         out: dict[str, DataSplit] = {}
         counts: dict[str, dict[str, int]] = {}
@@ -656,17 +664,7 @@ class _Scenario(SynthFace):
         options: ScenarioOptions = self.options  # type: ignore[assignment]
         name = f"synthface-{self.scenario}"
         columns = (*PROTECTED, *TARGETS, "background", "bias_aligned", "label_flipped")
-        if task.target not in TARGETS:
-            raise DatasetError(f"{name} has no target {task.target!r}; choose one of {list(TARGETS)}")
-        bad = [c for c in task.protected if c not in columns or c == task.target]
-        if bad or not task.protected:
-            raise DatasetError(f"{name}: invalid protected attribute(s) {bad or list(task.protected)} for target "
-                               f"{task.target!r}; use one or more of {list(columns)}")
-        if image_size < 8:
-            raise DatasetError(f"{name} needs image_size >= 8 (got {image_size})")
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown:
-            raise DatasetError(f"{name} has no split(s) {unknown}; it has {list(SPLITS)}")
+        check_request(name, task, columns, image_size, splits, use=str(list(columns)))
         sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
         out: dict[str, DataSplit] = {}
         counts: dict[str, dict[str, int]] = {}
