@@ -177,9 +177,14 @@ def probe_update(method: nn.Module, device: torch.device, make_batch) -> Trainin
 
 
 def epochs_for_budget(key: str, amount: float, per_update: TrainingCost, updates_per_epoch: int,
-                      method: str) -> tuple[int, float]:
-    """Whole epochs that fit in the budget (never more than it), and the cost of one epoch."""
+                      method: str, trains_nothing: bool = False) -> tuple[int, float]:
+    """Whole epochs that fit in the budget (never more than it), and the cost of one epoch.
+
+    A method with no trainable parameter (the constant control) spends nothing: one epoch, so
+    that it sits in a budgeted suite beside the methods it is a floor for."""
     per_epoch = updates_per_epoch * (per_update.optimizer_steps if key == "budget_steps" else per_update.train_flops)
+    if per_epoch <= 0 and trains_nothing:
+        return 1, 0.0
     if per_epoch <= 0:
         raise BudgetError(f"train.{key}: one epoch of {method} costs no {BUDGET_UNITS[key]} as measured; "
                           "use train.epochs for this method")

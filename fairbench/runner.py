@@ -338,7 +338,9 @@ def _apply_budget(cfg: RunConfig, bundle: DatasetBundle, device: torch.device,
 
     with autocast(device, cfg.train.amp):
         per_update = probe_update(probe_method, device, first_batch)
-    epochs, per_epoch = epochs_for_budget(key, getattr(cfg.train, key), per_update, n_batches, cfg.method)
+    trains_nothing = not any(p.requires_grad for p in probe_method.parameters())
+    epochs, per_epoch = epochs_for_budget(key, getattr(cfg.train, key), per_update, n_batches, cfg.method,
+                                          trains_nothing)
     cfg = cfg.model_copy(deep=True)
     cfg.train.epochs = epochs
     checkpointing.restore_rng_states(generators)

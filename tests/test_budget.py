@@ -69,3 +69,11 @@ def test_epochs_and_budgets_exclude_each_other():
         _budget_config("erm", budget_steps=100, budget_flops=1e9)
     with pytest.raises(ConfigError, match="budget_steps"):
         _budget_config("erm", budget_steps=0)
+
+
+def test_the_constant_control_meets_any_budget_with_one_epoch_and_spends_nothing(tmp_path):
+    """It sits in budgeted suites beside the methods it is the floor for (it trains nothing)."""
+    path = execute(_budget_config("constant", budget_flops=1e12), tmp_path)
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert (metrics["budget"]["epochs"], metrics["budget"]["per_epoch"], metrics["budget"]["used"]) == (1, 0.0, 0)
+    assert metrics["cost"]["optimizer_steps"] == 0
