@@ -523,6 +523,11 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         if resume_state is not None:
             position = checkpointing.restore(resume_state, method, sampler_rng, aug_gen)
             reporter.log(f"resuming at epoch {position.epoch + 1}, step {position.step} ({path / 'last.pt'})")
+            before = resume_state.get("torch_threads")
+            if before is not None and device.type == "cpu" and before != torch.get_num_threads():
+                reporter.log(f"note: the interrupted run trained on {before} CPU thread(s), this one on "
+                             f"{torch.get_num_threads()}: the result will not be bit for bit the uninterrupted "
+                             f"one (other summation orders); --threads {before} resumes exactly")
         resume_mid_epoch = position.batches is not None
         history, best = position.history, position.best
         # what training costs (steps, images, FLOPs, time, memory), carried over a resume
@@ -539,7 +544,8 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         def save_last(at: checkpointing.Position) -> None:
             agree_on_batchnorm()
             writer.save_checkpoint("last.pt", {**checkpointing.training_state(method, at, sampler_rng, aug_gen),
-                                               "run_id": rid, "cost": meter.cost.to_json()})
+                                               "run_id": rid, "cost": meter.cost.to_json(),
+                                               "torch_threads": torch.get_num_threads()})
 
         val = bundle.splits["val"]
         with meter, reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
