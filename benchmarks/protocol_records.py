@@ -1,0 +1,102 @@
+"""Per-run records of a protocol suite, for a reader who wants to check its tables.
+
+    python benchmarks/protocol_records.py benchmarks/quickstart.toml --runs-dir runs/protocol \
+        --output benchmarks/results/protocol-quickstart-cpu
+
+writes into OUTPUT:
+
+- ``per-run.csv``: one row per job of the suite: method, scenario, seed, search trial and the
+  values it drew, validation and test metrics of the trained model, the epochs the budget gave,
+  its cost (optimizer steps, training FLOPs, training seconds, peak memory), the last training
+  loss, device, precision and torch threads, and for each selection rule whether it keeps this
+  trial for its (method, seed);
+- ``curves-<method>.png``: training loss and validation accuracy per epoch of every run of the
+  method (``fairbench plot curves``), to see where each stands when its budget ends.
+
+The tables themselves come from ``fairbench compare --suite FILE --layout protocol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
+
+
+def _last_train_loss(run: Path) -> float:
+    history = run / "history.json"
+    entries = json.loads(history.read_text()) if history.is_file() else []
+    return float(entries[-1]["train"].get("loss", math.nan)) if entries else math.nan
+
+
+def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
+    from fairbench.layouts.protocol import chosen_trials
+    from fairbench.records import finished, load_records
+    from fairbench.suite import Suite
+
+    jobs = Suite.load(suite_file).resolve()
+    by_id = {job.run_id: job for job in jobs if job.run_id}
+    records, _ = load_records(runs_dir)
+    done, _ = finished([r for r in records if r.run_id in by_id])
+    kept = {rule: {(rec.run_id) for seeds in chosen_trials(done, rule).values() for rec, _ in seeds.values()}
+            for rule in RULES}
+    rows: list[dict[str, Any]] = []
+    for rec in done:
+        job, metrics = by_id[rec.run_id], rec.metrics()
+        env = json.loads((rec.path / "environment.json").read_text())
+        cost = metrics.get("cost") or {}
+        drawn = {k: v for k, v in job.spec.items() if k not in ("method", "train.seed", "data.name", "data.target",
+                                                                "train.budget_flops", "train.budget_steps", "selection")}
+        val, test = metrics["val"], metrics["test"]
+        rows.append({
+            "method": rec.method, "dataset": rec.dataset, "seed": rec.seed, "trial": job.trial,
+            "drawn": json.dumps(drawn, sort_keys=True),
+            "val_accuracy": val["accuracy"], "val_worst_group_accuracy": val["worst_group_accuracy"],
+            "test_accuracy": test["accuracy"], "test_worst_group_accuracy": test["worst_group_accuracy"],
+            "test_dob": test["dob"],
+            "test_group_accuracy": json.dumps(test["group_accuracy"], sort_keys=True),
+            "epochs": rec.config["train"]["epochs"],
+            "optimizer_steps": cost.get("optimizer_steps"), "train_flops": cost.get("train_flops"),
+            "train_seconds": cost.get("train_seconds"), "peak_memory_bytes": cost.get("peak_memory_bytes"),
+            "last_train_loss": _last_train_loss(rec.path),
+            "device": env.get("device"), "precision": rec.precision, "torch_threads": env.get("torch_threads"),
+            "torch": env.get("packages", {}).get("torch"), "git_revision": env.get("git_revision"),
+            **{f"kept_by_{rule}": rec.run_id in kept[rule] for rule in RULES},
+            "run": rec.run_id,
+        })
+    missing = sorted(set(by_id) - {r["run"] for r in rows})
+    if missing:
+        print(f"{len(missing)} job(s) of the suite have no finished run: {', '.join(missing[:5])}"
+              f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+    return pd.DataFrame(rows).sort_values(["dataset", "method", "seed", "trial"]).reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", type=Path)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--no-curves", action="store_true")
+    args = parser.parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    frame = per_run(args.suite, args.runs_dir)
+    frame.to_csv(args.output / "per-run.csv", index=False, float_format="%.6g")
+    print(f"{len(frame)} runs -> {args.output / 'per-run.csv'}")
+    if not args.no_curves:
+        from fairbench.cli import main as cli
+
+        for method, runs in frame.groupby("method"):
+            paths = [str(args.runs_dir / run) for run in runs["run"]]
+            cli(["plot", "curves", *paths, "--output", str(args.output / f"curves-{method}.png")])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
