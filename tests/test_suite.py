@@ -51,7 +51,7 @@ def write_suite(folder: Path, extra: str = "", name: str = "tiny.toml") -> Path:
 
 # -- schema and expansion --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("file, jobs, methods", [("quickstart.toml", 39, 13), ("quickstart-erm-steps.toml", 3, 1),
+@pytest.mark.parametrize("file, jobs, methods", [("quickstart-8-epochs.toml", 39, 13), ("quickstart-erm-steps.toml", 3, 1),
                                                  ("paper-gender.toml", 15, 5), ("paper-celeba.toml", 234, 6)])
 def test_benchmark_suites_expand(file, jobs, methods):
     suite = Suite.load(ROOT / "benchmarks" / file)
@@ -60,10 +60,10 @@ def test_benchmark_suites_expand(file, jobs, methods):
     assert len({j.method for j in expanded}) == methods
     assert len({j.run_id for j in expanded}) == jobs
     assert [j.seed for j in expanded] == sorted(j.seed for j in expanded)  # seed-major
-    if file == "quickstart.toml":  # one epoch budget for every method, FineFACE included
+    if file == "quickstart-8-epochs.toml":  # one epoch budget for every method, FineFACE included
         assert {j.config.train.epochs for j in expanded} == {8}
     if file == "quickstart-erm-steps.toml":  # ERM with FineFACE's optimizer steps: 5 per batch x 8 epochs
-        quickstart = {j.seed: j.config for j in Suite.load(ROOT / "benchmarks" / "quickstart.toml").resolve()
+        quickstart = {j.seed: j.config for j in Suite.load(ROOT / "benchmarks" / "quickstart-8-epochs.toml").resolve()
                       if j.method == "fineface"}
         for j in expanded:
             twin = quickstart[j.seed]
@@ -301,7 +301,7 @@ def test_parallel_jobs(tmp_path, capsys):
         assert (runs / "suite-tiny" / "logs" / f"{job.run_id}.log").read_text().count("epoch 1/1") == 1
 
 
-@pytest.mark.parametrize("file, jobs, methods, trials", [("protocol-quickstart.toml", 125, 8, 3),
+@pytest.mark.parametrize("file, jobs, methods, trials", [("quickstart.toml", 125, 8, 3),
                                                          ("full.toml", 3525, 15, 10)])
 def test_protocol_suites_expand(file, jobs, methods, trials):
     """The protocol suites: one FLOP budget, last-checkpoint runs, searched trials (not resolved:

@@ -13,7 +13,7 @@ What it holds (configurations are jobs of the suites under ``benchmarks/``, reso
 - CelebA attributes ~ Male (``paper-celeba.toml``): erm and fineface on Bangs, Eyeglasses and
   Smiling, seeds 0-1. The Eyeglasses test set has no positive among women (an edge case on
   purpose): its TPR-based gaps are undefined.
-- SynthFace (``quickstart.toml``): erm and groupdro, seeds 0-1; fineface seed 0 failed; jtt
+- SynthFace (``quickstart-8-epochs.toml``): erm and groupdro, seeds 0-1; fineface seed 0 failed; jtt
   seed 0 incomplete (its process died): both are skipped by the tables, with the reason.
 
 Predictions are drawn from fixed per-group accuracy profiles with a seeded generator; every
@@ -179,7 +179,7 @@ def main() -> None:
         _write_run(cfg, test, val, ["Male", "Female"])
 
     cols = ["skin_tone", "presentation"]
-    for job in _jobs("quickstart.toml"):
+    for job in _jobs("quickstart-8-epochs.toml"):
         if job.method in SYNTH and job.seed in (0, 1):
             cfg = _config(job.spec)
             rng = np.random.default_rng(10 * job.seed + (1 if job.method == "groupdro" else 0))
