@@ -224,6 +224,7 @@ class Suite:
     launcher: dict[str, Any] = field(default_factory=dict)
     search: SearchSpec | None = None
     _jobs: list[Job] | None = field(default=None, repr=False)
+    _by_method_seed: dict[tuple[str, int], list[Job]] | None = field(default=None, repr=False)
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
@@ -338,8 +339,19 @@ class Suite:
         return self.jobs()
 
     def job_for(self, config: dict[str, Any]) -> Job | None:
-        """The job a stored configuration belongs to (declared keys equal), or None."""
-        return next((job for job in self.jobs() if job.matches(config)), None)
+        """The job a stored configuration belongs to (declared keys equal), or None. Of several
+        matches the one declaring the most keys: search trial 0 declares none of the keys its
+        trials draw, so every trial of a job also matches trial 0."""
+        if self._by_method_seed is None:  # a suite of thousands of jobs: compare within (method, seed)
+            self._by_method_seed = {}
+            for job in self.jobs():
+                self._by_method_seed.setdefault((job.method, job.seed), []).append(job)
+        try:
+            candidates = self._by_method_seed.get((config.get("method", "erm"), int(config["train"]["seed"])), [])
+        except (KeyError, TypeError, ValueError):  # not a run configuration
+            candidates = self.jobs()
+        matching = [job for job in candidates if job.matches(config)]
+        return max(matching, key=lambda job: len(job.spec)) if matching else None
 
     def select(self, records: list[Record], problems: list[tuple[str, str]]) -> tuple[list[Record], list[tuple[str, str]]]:
         """The records that belong to this suite, and (run, reason) for those left out: ``problems``

@@ -123,4 +123,19 @@ def test_protocol_layout_titles_every_table_with_its_rule(protocol_runs, capsys)
                  "--format", "json"]) == 0
     tables = json.loads(capsys.readouterr().out)
     assert [t["rule"] for t in tables] == ["accuracy", "worst_group_accuracy", "test_oracle"]
+    rows = {row["method"]: row for row in tables[0]["rows"]}
+    assert (rows["erm"]["trials"], rows["groupdro"]["trials"], rows["constant"]["trials"]) == (2, 2, 1)
     assert (runs / "suite-protocol-test" / "table.md").is_file()
+
+
+def test_a_stored_run_belongs_to_its_own_trial_not_to_trial_0(tmp_path):
+    """Trial 0 declares none of the keys its trials draw, so a trial's run also matches trial 0's
+    keys; ``compare --suite`` had counted the trials as one job and kept only the newest."""
+    from fairbench.config import build_config
+
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE.format(trials=3).replace("train.batch_size = 32\n", ""))  # nothing searched is declared
+    suite = Suite.load(path)
+    for job in suite.jobs():
+        stored = build_config(None, job.spec).model_dump(mode="json")
+        assert suite.job_for(stored) is job
