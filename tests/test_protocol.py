@@ -139,3 +139,28 @@ def test_a_stored_run_belongs_to_its_own_trial_not_to_trial_0(tmp_path):
     for job in suite.jobs():
         stored = build_config(None, job.spec).model_dump(mode="json")
         assert suite.job_for(stored) is job
+
+
+def test_under_a_budget_the_epochs_it_buys_do_not_split_the_comparison(tmp_path):
+    """FineFACE gets fewer epochs than ERM from the same FLOPs: still the same comparison (paired with ERM)."""
+    from fairbench.layouts.protocol import _protocol_key
+    from fairbench.records import Record
+
+    def record(method: str, epochs: int, budget: float | None) -> Record:
+        identity = {"method": method, "data.name": "synthface-spurious", "train.seed": 0, "train.epochs": epochs,
+                    "train.budget_flops": budget}
+        return Record(method, tmp_path, {}, {}, identity)
+
+    assert _protocol_key(record("erm", 12, 2.3e12)) == _protocol_key(record("fineface", 2, 2.3e12))
+    assert _protocol_key(record("erm", 12, None)) != _protocol_key(record("fineface", 2, None))
+
+
+def test_rows_at_chance_are_flagged_and_so_is_a_comparison_with_an_erm_at_chance():
+    from fairbench.layouts.protocol import _notes
+
+    row = {"dataset": "d", "seeds": 5, "at_chance": False, "method": "groupdro"}
+    notes = _notes([{**row, "method": "erm", "at_chance": True}, row, {**row, "method": "constant", "at_chance": True}])
+    assert "d: erm at chance on every seed (accuracy within 2 pp of a random guess): no skill on this test split, " \
+           "whatever their gaps." in notes
+    assert any(n.startswith("d: ERM is at chance, so a difference to it says") for n in notes)
+    assert not any("erm at chance" in n or "ERM is at chance" in n for n in _notes([row, {**row, "method": "erm"}]))

@@ -34,7 +34,7 @@ from fairbench.records import Record
 from fairbench.registry import register_layout
 from fairbench.search import TRAIN_SPACES
 from fairbench.selection import get_rule
-from fairbench.tables import method_needs
+from fairbench.tables import CHANCE_MARGIN_PP, at_chance, method_needs
 
 RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 BASELINE = "erm"
@@ -44,9 +44,11 @@ _SEARCHED_TRAIN.add("train.eval_batch_size")  # follows the drawn batch size by 
 
 
 def _protocol_key(record: Record) -> str:
+    # under a budget the epochs are what the budget buys each method (FineFACE: fewer), not a setting
+    budgeted = any(record.identity.get(k) is not None for k in ("train.budget_flops", "train.budget_steps"))
     ident = {k: v for k, v in record.identity.items()
              if k not in ("train.seed", "method", "selection", "hparams") and not k.startswith("hparams.")
-             and k not in _SEARCHED_TRAIN}
+             and k not in _SEARCHED_TRAIN and not (budgeted and k == "train.epochs")}
     return json.dumps(ident, sort_keys=True, default=str)
 
 
@@ -120,6 +122,7 @@ def protocol_rows(done: list[Record], rule_name: str) -> list[dict[str, Any]]:
             "dob_floor": f"{floor_mean:.2f}",
             "train_flops": format_flops(sum(flops) / len(flops)) if len(flops) == len(costs) else "n/a",
             "optimizer_steps": f"{sum(steps) / len(steps):.0f}" if len(steps) == len(costs) else "n/a",
+            "at_chance": at_chance(tests.values()) is not None,
         })
     return rows
 
@@ -137,6 +140,15 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
              "a difference is a finding only when its interval excludes 0.",
              "DoB floor: the 95th percentile of the DoB a perfectly fair classifier shows on this test split at the "
              "row's pooled error rates (200 simulations); '~' marks a mean DoB within it (no measurable bias)."]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        here = [r for r in rows if r["dataset"] == dataset]
+        guessing = [r["method"] for r in here if r["at_chance"] and r["method"] != "constant"]
+        if guessing:
+            notes.append(f"{dataset}: {', '.join(guessing)} at chance on every seed (accuracy within "
+                         f"{CHANCE_MARGIN_PP:g} pp of a random guess): no skill on this test split, whatever their gaps.")
+        if BASELINE in guessing:
+            notes.append(f"{dataset}: ERM is at chance, so a difference to it says that a method learned the task "
+                         "within the budget, not that it removes a bias a trained ERM keeps.")
     if any(r["seeds"] < MIN_SEEDS_FOR_INTERVALS for r in rows):
         notes.append(f"Rows with fewer than {MIN_SEEDS_FOR_INTERVALS} seeds: their intervals are rough.")
     return notes
