@@ -10,8 +10,8 @@ writes into OUTPUT:
   its cost (optimizer steps, training FLOPs, training seconds, peak memory), the last training
   loss, device, precision and torch threads, and for each selection rule whether it keeps this
   trial for its (method, seed);
-- ``curves-<method>.png``: training loss and validation accuracy per epoch of every run of the
-  method (``fairbench plot curves``), to see where each stands when its budget ends.
+- ``curves-<method>[-<dataset>].png``: training loss and validation accuracy per epoch of every run
+  of the method (per dataset when it ran on several) (``fairbench plot curves``), to see where each stands when its budget ends.
 
 The tables themselves come from ``fairbench compare --suite FILE --layout protocol``.
 """
@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_curves:
         from fairbench.cli import main as cli
 
-        for method, runs in frame.groupby("method"):
+        several = frame.groupby("method")["dataset"].nunique()
+        for (method, dataset), runs in frame.groupby(["method", "dataset"]):
             paths = [str(args.runs_dir / run) for run in runs["run"]]
-            cli(["plot", "curves", *paths, "--output", str(args.output / f"curves-{method}.png")])
+            name = f"curves-{method}-{dataset}.png" if several[method] > 1 else f"curves-{method}.png"
+            cli(["plot", "curves", *paths, "--output", str(args.output / name)])
     return 0
 
 

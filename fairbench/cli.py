@@ -181,8 +181,14 @@ def cmd_plot_pareto(args: argparse.Namespace) -> int:
     done, skipped = load_selected(args.runs_dir, Suite.load(args.suite) if args.suite else None)
     for run, reason in skipped:
         print(f"skipped {run}: {reason}", file=sys.stderr)
+    subtitle = None
+    if args.rule:
+        from fairbench.layouts.protocol import chosen_records
+        from fairbench.selection import get_rule
+
+        done, subtitle = chosen_records(done, args.rule), f"search trials {get_rule(args.rule).title}"
     drawn = plot_pareto(done, args.x, args.y, args.output, dataset=args.dataset, facet=args.facet, by=args.by,
-                        paper=args.paper)
+                        paper=args.paper, subtitle=subtitle)
     from fairbench.plots import pareto_front
 
     for panel in drawn:
@@ -447,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--by", metavar="ATTR", help="groups = values of this protected column (e.g. race)")
     q.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
                    help="the paper's points as hollow markers (default: when the runs use the paper's setting)")
+    q.add_argument("--rule", metavar="NAME", help="one point per method: each seed's search trial chosen by this "
+                   "selection rule, as in the protocol tables (`fairbench list selection`); default: every setting")
     q.set_defaults(func=cmd_plot_pareto)
     q = plot_sub.add_parser("curves", help="training loss and validation accuracy per epoch of run folders (convergence)")
     q.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders (each with history.json)")

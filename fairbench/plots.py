@@ -10,6 +10,7 @@ paper's published points of the same setting can be added as hollow markers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -140,10 +141,20 @@ def _metric(report: dict[str, Any], key: str) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
+#: longest label drawn: settings told apart by many keys (every search trial) would squeeze the axes to nothing
+MAX_LABEL = 70
+
+
+def _clip(text: str, limit: int = MAX_LABEL) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset: str | None = None,
-                facet: bool | None = None, by: str | None = None, paper: bool | None = None) -> list[Panel]:
+                facet: bool | None = None, by: str | None = None, paper: bool | None = None,
+                subtitle: str | None = None) -> list[Panel]:
     """Write the plot to ``output`` (.png, .svg or .pdf). Several evaluated datasets are drawn as
-    facets (one panel each) unless ``dataset`` picks one; ``facet=False`` keeps the first only."""
+    facets (one panel each) unless ``dataset`` picks one; ``facet=False`` keeps the first only.
+    ``subtitle`` goes under the title (e.g. the selection rule that chose the trials)."""
     output = Path(output)
     if output.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise PlotError(f"output must end in .png, .svg or .pdf, got {output.name}")
@@ -166,7 +177,8 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
         _draw_panel(ax, panel, x, y, colors)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"{_spec(y).title} vs {_spec(x).title}: mean ± 95% t-interval over seeds", fontsize=12)
+    fig.suptitle(f"{_spec(y).title} vs {_spec(x).title}: mean ± 95% t-interval over seeds"
+                 + (f"\n{subtitle}" if subtitle else ""), fontsize=12)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")  # per process: reports may race
     fig.savefig(tmp, dpi=130)
@@ -182,20 +194,20 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
     if len(front) > 1:
         fx, fy = _staircase(front, x, y)
         ax.plot(fx, fy, linestyle="--", color="0.35", linewidth=1.2, zorder=1,
-                label=f"Pareto front ({', '.join(p.label for p in front)})")
+                label=_clip(f"Pareto front ({', '.join(p.label for p in front)})"))
     for p in panel.points:
         color = colors[p.method or p.label]
         ax.errorbar(p.x, p.y, xerr=None if math.isnan(p.x_ci) else p.x_ci, yerr=None if math.isnan(p.y_ci) else p.y_ci,
                     fmt="o", markersize=8, color=color, ecolor=color, elinewidth=1.2, capsize=3, zorder=3,
-                    label=f"{p.label} (n={p.seeds})")
+                    label=_clip(f"{p.label} (n={p.seeds})"))
         if id(p) in on_front:
             ax.plot(p.x, p.y, marker="o", markersize=15, markerfacecolor="none", markeredgecolor="black",
                     markeredgewidth=1.4, linestyle="none", zorder=4)
-        labels.append((p.x, p.y, p.label + (" ★ front" if id(p) in on_front and len(front) == 1 else ""),
+        labels.append((p.x, p.y, _clip(p.label) + (" ★ front" if id(p) in on_front and len(front) == 1 else ""),
                        {"fontsize": 8.5}))
     if len(front) == 1:
         ax.plot([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none",
-                label=f"Pareto front: {front[0].label} (dominates all)")
+                label=_clip(f"Pareto front: {front[0].label} (dominates all)"))
     elif front:
         ax.plot([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none",
                 label="on the Pareto front")
@@ -302,6 +314,22 @@ def _curve_label(run_dir: Path, config: dict[str, Any]) -> str:
     return f"{label} ({dial})" if dial and len(dial) < 40 else label
 
 
+#: keys a curve label already shows, or that do not change what is trained
+_NOT_VARIED = {"seed", "epochs", "device", "threads", "workers", "eval_batch_size", "budget_flops", "budget_steps"}
+
+
+def _varied_settings(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per run, the training settings and hyperparameters (``lr``, ``eta`` ...) whose values differ
+    between the runs; empty dicts when the runs differ only in seed."""
+    flat = [{**{k: v for k, v in (c.get("train") or {}).items() if k not in _NOT_VARIED},
+             **(c.get("hparams") or {})} for c in configs]
+    keys = sorted({k for f in flat for k in f})
+    varied = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    if "lr" in varied and all(f.get("backbone_lr") == f.get("lr") for f in flat):  # the search draws one rate
+        varied = [k for k in varied if k != "backbone_lr"]
+    return [{k: f.get(k) for k in varied} for f in flat]
+
+
 def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
     """Training loss and validation accuracy / worst-group accuracy per epoch of each run
     (from its ``history.json``), one line per run; the selected epoch is marked with a dot.
@@ -323,9 +351,13 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
             chosen = json.loads(metrics.read_text()).get("selection", {}).get("epoch") if metrics.is_file() else None
         except (json.JSONDecodeError, OSError) as exc:
             raise PlotError(f"{run_dir}: cannot read its records ({exc})") from None
-        runs.append((_curve_label(run_dir, config), entries, chosen))
+        runs.append((_curve_label(run_dir, config), entries, chosen, config))
     if not runs:
         raise PlotError("no run folders given")
+    # runs that differ in more than seed and budget (search trials): name what differs
+    varied = _varied_settings([config for *_, config in runs])
+    runs = [(label + "".join(f", {k}={v}" for k, v in varied[i].items()), entries, chosen)
+            for i, (label, entries, chosen, _) in enumerate(runs)]
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -148,9 +148,16 @@ def write_suite_report(suite, runs_dir: Path, out=None) -> list[Path]:
     written = [folder / "table.md"]
     atomic_write_bytes(written[0], "".join(parts).encode())
     for i, spec in enumerate(suite.report.pareto):
-        target = folder / ("pareto.png" if i == 0 else f"pareto-{spec.x}-{spec.y}.png")
+        target = folder / ("pareto.png" if i == 0 else
+                           f"pareto-{spec.x}-{spec.y}" + (f"-{spec.rule}" if spec.rule else "") + ".png")
+        points, subtitle = done, None
+        if spec.rule:
+            from fairbench.layouts.protocol import chosen_records
+            from fairbench.selection import get_rule
+
+            points, subtitle = chosen_records(done, spec.rule), f"search trials {get_rule(spec.rule).title}"
         try:
-            plot_pareto(done, spec.x, spec.y, target, by=spec.by)
+            plot_pareto(points, spec.x, spec.y, target, by=spec.by, subtitle=subtitle)
         except PlotError as exc:
             print(f"pareto plot {spec.y} vs {spec.x} not drawn: {exc}", file=out)
             continue

@@ -110,6 +110,21 @@ class ParetoSpec(_Strict):
     x: str
     y: str
     by: str | None = None
+    #: a selection rule (``fairbench list selection``): one point per method, each seed's trial
+    #: chosen by it, as in the protocol tables; without it every setting (each trial) is a point
+    rule: str | None = None
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, v: str | None) -> str | None:
+        if v is not None:
+            from fairbench.selection import get_rule
+
+            try:
+                get_rule(v)
+            except LookupError as exc:  # names the registered rules
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class ReportSpec(_Strict):

@@ -28,6 +28,20 @@ def test_one_line_per_run_labelled_by_method_seed_and_dial(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_search_trials_are_told_apart_by_what_they_drew(tmp_path):
+    runs = []
+    for name, lr, eta in (("t0", 0.02, 0.01), ("t1", 0.09663, 0.02004)):
+        run = fake_run(tmp_path / name, method="groupdro")
+        config = json.loads((run / "config.json").read_text())
+        config["train"].update(lr=lr, backbone_lr=lr, batch_size=64, device="cpu")
+        config["hparams"] = {"eta": eta, "generalization_adjustment": 0}
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(run)
+    assert plot_curves(runs, tmp_path / "curves.png") == [
+        "groupdro seed 0, 3 ep (agreement=0.95), eta=0.01, lr=0.02",
+        "groupdro seed 0, 3 ep (agreement=0.95), eta=0.02004, lr=0.09663"]
+
+
 def test_a_run_on_the_real_runner_plots(run_tiny, tmp_path):
     run = run_tiny("erm", epochs=2)
     assert plot_curves([run], tmp_path / "c.svg") == ["erm seed 0, 2 ep"]

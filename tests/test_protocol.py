@@ -164,3 +164,31 @@ def test_rows_at_chance_are_flagged_and_so_is_a_comparison_with_an_erm_at_chance
            "whatever their gaps." in notes
     assert any(n.startswith("d: ERM is at chance, so a difference to it says") for n in notes)
     assert not any("erm at chance" in n or "ERM is at chance" in n for n in _notes([row, {**row, "method": "erm"}]))
+
+
+def test_a_pareto_plot_by_rule_has_one_point_per_method(protocol_runs, tmp_path, capsys):
+    from fairbench.layouts.protocol import chosen_records
+    from fairbench.plots import plot_pareto
+
+    _, runs = protocol_runs
+    done, _ = finished(load_records(runs)[0])
+    every_trial = plot_pareto(done, "dob", "accuracy", tmp_path / "all.png")
+    by_rule = plot_pareto(chosen_records(done, "accuracy"), "dob", "accuracy", tmp_path / "rule.png",
+                          subtitle="search trials selected by validation accuracy")
+    assert len(every_trial[0].points) == 2 + 2 + 1  # a point per trial
+    assert sorted(p.label for p in by_rule[0].points) == ["constant", "erm", "groupdro"]
+    assert all(p.seeds == 2 for p in by_rule[0].points)
+    suite, _ = protocol_runs
+    assert main(["plot", "pareto", "--suite", str(suite), "--runs-dir", str(runs), "--x", "dob", "--y", "accuracy",
+                 "--rule", "worst_group_accuracy", "--output", str(tmp_path / "cli.png")]) == 0
+    assert "Pareto front = " in capsys.readouterr().out and (tmp_path / "cli.png").stat().st_size > 0
+
+
+def test_a_suite_pareto_rule_must_be_a_registered_selection_rule(tmp_path):
+    from fairbench.config import ConfigError
+
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE.format(trials=2).replace('layouts = ["protocol"]',
+                                                   'pareto = [{ x = "dob", y = "accuracy", rule = "best" }]'))
+    with pytest.raises(ConfigError, match=r"report.pareto.0.rule: .*unknown selection rule 'best'. Known: accuracy"):
+        Suite.load(path)

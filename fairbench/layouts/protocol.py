@@ -19,6 +19,7 @@ split, with a DoB within it marked; and the training cost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -79,6 +80,21 @@ def chosen_trials(done: list[Record], rule_name: str) -> dict[tuple[str, str], d
         for seed, trials in seeds.items():
             scored = sorted(trials, key=lambda r: (rule.score(r.metrics()[rule.split], 0), r.run_id), reverse=True)
             out[key][seed] = (scored[0], len(trials))
+    return out
+
+
+def chosen_records(done: list[Record], rule_name: str) -> list[Record]:
+    """The trial each (method, seed) keeps under the rule, as records whose identity no longer
+    holds what the search drew: the seeds of one method then form one setting (one row, one
+    point of a Pareto plot) whatever trial each kept."""
+    out = []
+    for seeds in chosen_trials(done, rule_name).values():
+        for rec, _ in seeds.values():
+            budgeted = any(rec.identity.get(k) is not None for k in ("train.budget_flops", "train.budget_steps"))
+            identity = {k: v for k, v in rec.identity.items()
+                        if not (k == "hparams" or k.startswith("hparams.") or k in _SEARCHED_TRAIN
+                                or (budgeted and k == "train.epochs"))}
+            out.append(dataclasses.replace(rec, identity=identity))
     return out
 
 
