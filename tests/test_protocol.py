@@ -90,7 +90,7 @@ def test_each_rule_keeps_the_trial_it_scores_best(protocol_runs):
     assert len(done) == 2 * (2 + 2 + 1)
     for rule, split, key in (("accuracy", "val", "accuracy"), ("worst_group_accuracy", "val", "worst_group_accuracy"),
                              ("test_oracle", "test", "worst_group_accuracy")):
-        for (_, method), seeds in chosen_trials(done, rule).items():
+        for (_, method, _), seeds in chosen_trials(done, rule).items():
             for seed, (kept, n_trials) in seeds.items():
                 trials = [r for r in done if r.method == method and r.seed == seed]
                 assert n_trials == len(trials) == (1 if method == "constant" else 2)
@@ -158,12 +158,18 @@ def test_under_a_budget_the_epochs_it_buys_do_not_split_the_comparison(tmp_path)
 def test_rows_at_chance_are_flagged_and_so_is_a_comparison_with_an_erm_at_chance():
     from fairbench.layouts.protocol import _notes
 
-    row = {"dataset": "d", "seeds": 5, "at_chance": False, "method": "groupdro"}
-    notes = _notes([{**row, "method": "erm", "at_chance": True}, row, {**row, "method": "constant", "at_chance": True}])
+    row = {"dataset": "d", "seeds": 5, "at_chance": False, "method": "groupdro", "baseline": False}
+    notes = _notes([{**row, "method": "erm", "at_chance": True, "baseline": True}, row,
+                    {**row, "method": "constant", "at_chance": True}])
     assert "d: erm at chance on every seed (accuracy within 2 pp of a random guess): no skill on this test split, " \
            "whatever their gaps." in notes
     assert any(n.startswith("d: ERM is at chance, so a difference to it says") for n in notes)
-    assert not any("erm at chance" in n or "ERM is at chance" in n for n in _notes([row, {**row, "method": "erm"}]))
+    assert not any("erm at chance" in n or "ERM is at chance" in n
+                   for n in _notes([row, {**row, "method": "erm", "baseline": True}]))
+    # an under-trained ERM beside the baseline is flagged, but the comparison is with the trained one
+    notes = _notes([{**row, "method": "erm (budget 1 TFLOP)", "at_chance": True},
+                    {**row, "method": "erm (budget 5 TFLOP)", "baseline": True}, row])
+    assert any("erm (budget 1 TFLOP) at chance" in n for n in notes) and not any("ERM is at chance" in n for n in notes)
 
 
 def test_a_pareto_plot_by_rule_has_one_point_per_method(protocol_runs, tmp_path, capsys):
@@ -192,3 +198,21 @@ def test_a_suite_pareto_rule_must_be_a_registered_selection_rule(tmp_path):
                                                    'pareto = [{ x = "dob", y = "accuracy", rule = "best" }]'))
     with pytest.raises(ConfigError, match=r"report.pareto.0.rule: .*unknown selection rule 'best'. Known: accuracy"):
         Suite.load(path)
+
+
+def test_the_baseline_is_the_erm_given_the_most_compute(tmp_path):
+    """ERM run at several budgets (the suite's and 5x): one row each, and every other row is
+    paired with the ERM of most compute, never with an under-trained one."""
+    from fairbench.layouts.protocol import _protocol_key, baseline_variant
+    from fairbench.records import Record
+
+    def record(method: str, budget: float) -> Record:
+        return Record(method, tmp_path, {}, {}, {"method": method, "data.name": "d", "train.seed": 0,
+                                                  "train.epochs": int(budget), "train.budget_flops": budget})
+
+    runs = [record("erm", 12.0), record("erm", 60.0), record("groupdro", 12.0)]
+    assert len({_protocol_key(r) for r in runs}) == 1
+    variants = [(_protocol_key(r), r.identity["method"], ("train.budget_flops", r.identity["train.budget_flops"]))
+                for r in runs]
+    assert baseline_variant(variants, variants[0][0]) == variants[1]
+    assert baseline_variant(variants[2:], variants[0][0]) is None

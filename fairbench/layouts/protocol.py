@@ -44,13 +44,32 @@ _SEARCHED_TRAIN = {f"train.{k}" for space in TRAIN_SPACES.values() for k in spac
 _SEARCHED_TRAIN.add("train.eval_batch_size")  # follows the drawn batch size by default
 
 
+_BUDGET_KEYS = ("train.budget_flops", "train.budget_steps")
+
+#: a run's budget: (key, amount), or None for a run given epochs
+Budget = tuple[str, float] | None
+
+
+def _budget(record: Record) -> Budget:
+    return next(((k, float(record.identity[k])) for k in _BUDGET_KEYS if record.identity.get(k) is not None), None)
+
+
 def _protocol_key(record: Record) -> str:
-    # under a budget the epochs are what the budget buys each method (FineFACE: fewer), not a setting
-    budgeted = any(record.identity.get(k) is not None for k in ("train.budget_flops", "train.budget_steps"))
+    """What runs compared in one table group share: everything but seed, method, search draws
+    and budget. Under a budget the epochs are what it buys each method (FineFACE: fewer), and a
+    method run at several budgets (ERM at 5x, the baseline control) gives one row per budget."""
+    budgeted = _budget(record) is not None
     ident = {k: v for k, v in record.identity.items()
-             if k not in ("train.seed", "method", "selection", "hparams") and not k.startswith("hparams.")
+             if k not in ("train.seed", "method", "selection", "hparams", *_BUDGET_KEYS) and not k.startswith("hparams.")
              and k not in _SEARCHED_TRAIN and not (budgeted and k == "train.epochs")}
     return json.dumps(ident, sort_keys=True, default=str)
+
+
+def _budget_label(budget: Budget) -> str:
+    if budget is None:
+        return ""
+    key, amount = budget
+    return f"budget {format_flops(amount)}" if key == "train.budget_flops" else f"budget {amount:g} steps"
 
 
 _FLOORS: dict[tuple[Path, int], float] = {}
@@ -68,12 +87,15 @@ def _floor(record: Record) -> float:
     return _FLOORS[key]
 
 
-def chosen_trials(done: list[Record], rule_name: str) -> dict[tuple[str, str], dict[int, tuple[Record, int]]]:
-    """{(protocol key, method): {seed: (the trial this rule keeps, trials seen)}}."""
+Variant = tuple[str, str, Budget]  # (protocol key, method, budget)
+
+
+def chosen_trials(done: list[Record], rule_name: str) -> dict[Variant, dict[int, tuple[Record, int]]]:
+    """{(protocol key, method, budget): {seed: (the trial this rule keeps, trials seen)}}."""
     rule = get_rule(rule_name)
-    by: dict[tuple[str, str], dict[int, list[Record]]] = {}
+    by: dict[Variant, dict[int, list[Record]]] = {}
     for r in done:
-        by.setdefault((_protocol_key(r), r.method), {}).setdefault(r.seed, []).append(r)
+        by.setdefault((_protocol_key(r), r.method, _budget(r)), {}).setdefault(r.seed, []).append(r)
     out = {}
     for key, seeds in by.items():
         out[key] = {}
@@ -81,6 +103,13 @@ def chosen_trials(done: list[Record], rule_name: str) -> dict[tuple[str, str], d
             scored = sorted(trials, key=lambda r: (rule.score(r.metrics()[rule.split], 0), r.run_id), reverse=True)
             out[key][seed] = (scored[0], len(trials))
     return out
+
+
+def baseline_variant(variants: list[Variant], pkey: str) -> Variant | None:
+    """The ERM a group's rows are paired with: the one given the most compute (a method is
+    compared with the strongest ERM the suite trained, never with an under-trained one)."""
+    erms = [v for v in variants if v[0] == pkey and v[1] == BASELINE]
+    return max(erms, key=lambda v: (v[2] is not None, v[2][1] if v[2] else 0.0), default=None)
 
 
 def chosen_records(done: list[Record], rule_name: str) -> list[Record]:
@@ -109,8 +138,18 @@ def _interval(values: list[float], bounds: tuple[float, float] | None) -> str:
 
 def protocol_rows(done: list[Record], rule_name: str) -> list[dict[str, Any]]:
     chosen = chosen_trials(done, rule_name)
+    baselines = {pkey: baseline_variant(list(chosen), pkey) for pkey, _, _ in chosen}
+    several = {(pkey, method) for pkey, method, _ in chosen
+               if sum(1 for p, m, _ in chosen if (p, m) == (pkey, method)) > 1}
+
+    def order(variant: Variant) -> tuple:
+        pkey, method, budget = variant
+        return (pkey, variant != baselines[pkey], method != BASELINE, method, budget[1] if budget else 0.0)
+
     rows = []
-    for (pkey, method), seeds in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][1] != BASELINE, kv[0][1])):
+    for variant in sorted(chosen, key=order):
+        pkey, method, budget = variant
+        seeds = chosen[variant]
         picked = {s: rec for s, (rec, _) in seeds.items()}
         tests = {s: rec.metrics()["test"] for s, rec in picked.items()}
         acc = [t["accuracy"] for t in tests.values()]
@@ -119,17 +158,18 @@ def protocol_rows(done: list[Record], rule_name: str) -> list[dict[str, Any]]:
         floors = [_floor(rec) for rec in picked.values()]
         dob_mean = sum(dob) / len(dob)
         floor_mean = sum(floors) / len(floors)
-        baseline = chosen.get((pkey, BASELINE))
-        delta = "(baseline)" if method == BASELINE else "no ERM row"
-        if baseline and method != BASELINE:
-            base = {s: rec.metrics()["test"]["worst_group_accuracy"] for s, (rec, _) in baseline.items()}
+        baseline = baselines[pkey]
+        delta = "(baseline)" if variant == baseline else "no ERM row"
+        if baseline is not None and variant != baseline:
+            base = {s: rec.metrics()["test"]["worst_group_accuracy"] for s, (rec, _) in chosen[baseline].items()}
             delta = paired_difference({s: t["worst_group_accuracy"] for s, t in tests.items()}, base).describe()
         costs = [rec.cost() or {} for rec in picked.values()]
         flops = [c["train_flops"] for c in costs if c.get("train_flops") is not None]
         steps = [c["optimizer_steps"] for c in costs if c.get("optimizer_steps") is not None]
         first = next(iter(picked.values()))
+        label = f"{method} ({_budget_label(budget)})" if (pkey, method) in several else method
         rows.append({
-            "dataset": first.dataset, "task": first.task, "method": method,
+            "dataset": first.dataset, "task": first.task, "method": label,
             "needs": method_needs(method, rule_name), "seeds": len(picked),
             "trials": max(n for _, n in seeds.values()),
             "accuracy": _interval(acc, (0.0, 100.0)), "worst_group_accuracy": _interval(worst, (0.0, 100.0)),
@@ -139,6 +179,7 @@ def protocol_rows(done: list[Record], rule_name: str) -> list[dict[str, Any]]:
             "train_flops": format_flops(sum(flops) / len(flops)) if len(flops) == len(costs) else "n/a",
             "optimizer_steps": f"{sum(steps) / len(steps):.0f}" if len(steps) == len(costs) else "n/a",
             "at_chance": at_chance(tests.values()) is not None,
+            "budget": _budget_label(budget), "baseline": variant == baseline,
         })
     return rows
 
@@ -152,8 +193,9 @@ TITLES = {"dataset": "Dataset", "task": "Task", "method": "Method", "needs": "Ne
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
     notes = ["Each (method, seed) keeps the search trial the rule scores best; means over seeds of that trial's "
              "test metrics; intervals are t-intervals over seeds, clipped to 0-100.",
-             "Worst grp - ERM: paired over the seeds both have (same seed = same data order and initialisation); "
-             "a difference is a finding only when its interval excludes 0.",
+             "Worst grp - ERM: paired with the (baseline) row, the ERM given the most compute, over the seeds both "
+             "have (same seed = same data order and initialisation); a difference is a finding only when its "
+             "interval excludes 0.",
              "DoB floor: the 95th percentile of the DoB a perfectly fair classifier shows on this test split at the "
              "row's pooled error rates (200 simulations); '~' marks a mean DoB within it (no measurable bias)."]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -162,7 +204,7 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
         if guessing:
             notes.append(f"{dataset}: {', '.join(guessing)} at chance on every seed (accuracy within "
                          f"{CHANCE_MARGIN_PP:g} pp of a random guess): no skill on this test split, whatever their gaps.")
-        if BASELINE in guessing:
+        if any(r["baseline"] and r["at_chance"] for r in here):
             notes.append(f"{dataset}: ERM is at chance, so a difference to it says that a method learned the task "
                          "within the budget, not that it removes a bias a trained ERM keeps.")
     if any(r["seeds"] < MIN_SEEDS_FOR_INTERVALS for r in rows):
