@@ -299,7 +299,10 @@ def precision_label(setting: Setting) -> str:
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, float) and math.isfinite(value):
+        text = f"{value:.4g}"  # a FLOP budget reads 1.15e+13, not 11500000000000.0
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 24 else text[:21] + "..."
 
 

@@ -327,3 +327,10 @@ def test_rows_trained_under_bf16_say_so(tmp_path, capsys):
     assert table.rows[0].labels["source"] == "ours, 3 seeds"
     assert main(["compare", "--runs-dir", str(runs), "--layout", "summary"]) == 0
     assert "precision" not in capsys.readouterr().out
+
+
+def test_setting_labels_write_large_floats_short():
+    from fairbench.tables import _short
+
+    assert (_short(1.15e13), _short(2.3e12), _short(0.02), _short(8.335e-05), _short(12)) == \
+        ("1.15e+13", "2.3e+12", "0.02", "8.335e-05", "12")
