@@ -54,14 +54,21 @@ def _budget(record: Record) -> Budget:
     return next(((k, float(record.identity[k])) for k in _BUDGET_KEYS if record.identity.get(k) is not None), None)
 
 
+def _untuned_identity(record: Record) -> dict[str, Any]:
+    """The run's identity without what the search drew and, under a budget, without the epochs it
+    buys each method (FineFACE: fewer): what the trials of one (method, budget) share."""
+    budgeted = _budget(record) is not None
+    return {k: v for k, v in record.identity.items()
+            if not (k == "hparams" or k.startswith("hparams.") or k in _SEARCHED_TRAIN
+                    or (budgeted and k == "train.epochs"))}
+
+
 def _protocol_key(record: Record) -> str:
     """What runs compared in one table group share: everything but seed, method, search draws
-    and budget. Under a budget the epochs are what it buys each method (FineFACE: fewer), and a
-    method run at several budgets (ERM at 5x, the baseline control) gives one row per budget."""
-    budgeted = _budget(record) is not None
-    ident = {k: v for k, v in record.identity.items()
-             if k not in ("train.seed", "method", "selection", "hparams", *_BUDGET_KEYS) and not k.startswith("hparams.")
-             and k not in _SEARCHED_TRAIN and not (budgeted and k == "train.epochs")}
+    and budget; a method run at several budgets (ERM at 5x, the baseline control) gives one row
+    per budget."""
+    ident = {k: v for k, v in _untuned_identity(record).items()
+             if k not in ("train.seed", "method", "selection", *_BUDGET_KEYS)}
     return json.dumps(ident, sort_keys=True, default=str)
 
 
@@ -119,11 +126,7 @@ def chosen_records(done: list[Record], rule_name: str) -> list[Record]:
     out = []
     for seeds in chosen_trials(done, rule_name).values():
         for rec, _ in seeds.values():
-            budgeted = any(rec.identity.get(k) is not None for k in ("train.budget_flops", "train.budget_steps"))
-            identity = {k: v for k, v in rec.identity.items()
-                        if not (k == "hparams" or k.startswith("hparams.") or k in _SEARCHED_TRAIN
-                                or (budgeted and k == "train.epochs"))}
-            out.append(dataclasses.replace(rec, identity=identity))
+            out.append(dataclasses.replace(rec, identity=_untuned_identity(rec)))
     return out
 
 
