@@ -21,44 +21,38 @@ from fairbench.registry import register_selection_rule, selection_rules
 
 
 class SelectionRule:
-    """Subclass and set the class attributes; ``score`` is higher-is-better."""
+    """Subclass and set the class attributes; ``score`` is higher-is-better. A rule that keeps the
+    highest value of one report metric sets ``metric``; others override ``score``."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # how a table's title names it
     summary: ClassVar[str] = ""
     split: ClassVar[str] = "val"  # the split whose metrics it reads
+    metric: ClassVar[str | None] = None  # the report key it maximises (undefined: never chosen)
     reads_val_groups: ClassVar[bool] = False  # needs group labels on validation ("+V")
     is_oracle: ClassVar[bool] = False  # reads test labels: an upper bound, never a result
 
     @classmethod
     def score(cls, report: dict[str, Any], epoch: int) -> float:
-        raise NotImplementedError
-
-
-def _metric_score(report: dict[str, Any], key: str) -> float:
-    value = report.get(key)
-    return float("-inf") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        if cls.metric is None:
+            raise NotImplementedError(f"selection rule {cls.name or cls.__name__}: set metric or override score")
+        value = report.get(cls.metric)
+        return float("-inf") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 @register_selection_rule("accuracy")
 class ValidationAccuracy(SelectionRule):
     title = "selected by validation accuracy"
     summary = "highest validation accuracy (no group labels outside the method's own needs)"
-
-    @classmethod
-    def score(cls, report, epoch):
-        return _metric_score(report, "accuracy")
+    metric = "accuracy"
 
 
 @register_selection_rule("worst_group_accuracy")
 class ValidationWorstGroup(SelectionRule):
     title = "selected by validation worst-group accuracy (+V)"
     summary = "highest validation worst-group accuracy (reads group labels on validation: +V)"
+    metric = "worst_group_accuracy"
     reads_val_groups = True
-
-    @classmethod
-    def score(cls, report, epoch):
-        return _metric_score(report, "worst_group_accuracy")
 
 
 @register_selection_rule("last")
@@ -76,12 +70,9 @@ class TestOracle(SelectionRule):
     title = "test-oracle selection: an upper bound, not a result"
     summary = "highest test worst-group accuracy: reads test labels, an upper bound only"
     split = "test"
+    metric = "worst_group_accuracy"
     reads_val_groups = True
     is_oracle = True
-
-    @classmethod
-    def score(cls, report, epoch):
-        return _metric_score(report, "worst_group_accuracy")
 
 
 def get_rule(name: str) -> type[SelectionRule]:
