@@ -57,6 +57,7 @@ def test_load_is_deterministic_and_the_test_split_is_balanced(scenario):
     cells = test.assign(drawn=drawn).groupby(["skin_tone", "drawn", "background"]).size()
     assert len(cells) == 8 and set(cells) == {10}
     assert a.info["scenario"] == scenario
+    assert a.name == cls.registered_name  # synthface-label-shift, not synthface-label_shift
 
 
 def test_spurious_background_agrees_with_the_target_in_train_only():
@@ -126,6 +127,10 @@ def test_bad_dials_and_tasks_are_rejected():
     ds = SynthFaceSpurious(None, SynthFaceSpurious.Options(n_train=32, n_val=16, n_test=16))
     with pytest.raises(DatasetError, match="no target"):
         ds.load(Task("age", ("skin_tone",)), 16)
+    noisy = SynthFaceLabelNoise(None, SynthFaceLabelNoise.Options(n_train=32, n_val=16, n_test=16))
+    for call in (noisy.load, noisy.fingerprint):  # the message names the dataset as registered
+        with pytest.raises(DatasetError, match="^synthface-label-noise has no target 'age'"):
+            call(Task("age", ("skin_tone",)), *([16] if call == noisy.load else []))
     with pytest.raises(DatasetError, match="invalid protected"):
         ds.load(Task("smiling", ("smiling",)), 16)
 

@@ -86,7 +86,7 @@ label disagrees with it).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -493,7 +493,7 @@ class SynthFace(Dataset):
 
         options: SynthFaceOptions = self.options  # type: ignore[assignment]
         if task.target not in TARGETS:
-            raise DatasetError(f"synthface has no target {task.target!r}; choose one of {list(TARGETS)}")
+            raise DatasetError(f"{self.registered_name} has no target {task.target!r}; choose one of {list(TARGETS)}")
         digest = hashlib.sha256(json.dumps(options.model_dump(mode="json"), sort_keys=True).encode())
         for split, n in (("train", options.n_train), ("val", options.n_val), ("test", options.n_test)):
             lat = self.sample(split, n, task.target)
@@ -502,27 +502,36 @@ class SynthFace(Dataset):
             digest.update(render(lat, 32, 0, 4).tobytes())
         return {"digest": digest.hexdigest()[:16], "how": "generator options, latents and 4 probe renderings per split"}
 
+    def _build_splits(self, task: Task, image_size: int, splits: Sequence[str],
+                      frame: Callable[[dict[str, np.ndarray]], pd.DataFrame],
+                      labels: Callable[[dict[str, np.ndarray]], np.ndarray], protected: Sequence[str],
+                      ) -> tuple[dict[str, DataSplit], dict[str, dict[str, int]], dict[str, dict[str, np.ndarray]]]:
+        """The requested splits rendered (attribute ``frame`` and ``labels`` built from each split's
+        latents), the group counts per split, and the latents (for a dataset's own statistics)."""
+        options = self.options
+        sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}  # type: ignore[attr-defined]
+        out: dict[str, DataSplit] = {}
+        counts: dict[str, dict[str, int]] = {}
+        lats: dict[str, dict[str, np.ndarray]] = {}
+        for split in SPLITS:
+            if split not in splits:
+                continue  # every split has its own random stream: skipping one changes no other
+            lat = lats[split] = self.sample(split, sizes[split], task.target)
+            ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
+            out[split] = DataSplit(split, render_all(lat, image_size), labels(lat), frame(lat), ids)
+            values, n = np.unique(out[split].group_labels(tuple(protected)), return_counts=True)
+            counts[split] = {str(v): int(c) for v, c in zip(values, n)}
+        return out, counts, lats
+
     def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
         options: SynthFaceOptions = self.options  # type: ignore[assignment]
         columns = (*PROTECTED, *TARGETS, "background")
         check_request("synthface", task, columns, image_size, splits,
                       use=f"{list(PROTECTED)} (or another non-target column of {list(columns)})",
                       size_hint="; its cues are about a pixel at 64")
-        sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
-        out: dict[str, DataSplit] = {}
-        counts: dict[str, dict[str, int]] = {}
-        spurious: dict[str, float] = {}
-        for split in SPLITS:
-            if split not in splits:
-                continue  # every split has its own random stream: skipping one changes no other
-            lat = sample_split(split, sizes[split], task.target, options)
-            attrs = attributes_frame(lat)
-            ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
-            out[split] = DataSplit(split, render_all(lat, image_size), lat[task.target].astype(np.int64), attrs, ids)
-            groups = out[split].group_labels(PROTECTED)
-            values, n = np.unique(groups, return_counts=True)
-            counts[split] = {str(v): int(c) for v, c in zip(values, n)}
-            spurious[split] = round(_phi(lat[task.target], lat["background"]), 4)
+        out, counts, lats = self._build_splits(task, image_size, splits, attributes_frame,
+                                               lambda lat: lat[task.target].astype(np.int64), PROTECTED)
+        spurious = {split: round(_phi(lat[task.target], lat["background"]), 4) for split, lat in lats.items()}
         info = {
             "protocol": (
                 "synthetic; train and val share the biased distribution (imbalanced groups, spurious "
@@ -662,23 +671,13 @@ class _Scenario(SynthFace):
 
     def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
         options: ScenarioOptions = self.options  # type: ignore[assignment]
-        name = f"synthface-{self.scenario}"
+        name = self.registered_name
         columns = (*PROTECTED, *TARGETS, "background", "bias_aligned", "label_flipped")
         check_request(name, task, columns, image_size, splits, use=str(list(columns)))
-        sizes = {"train": options.n_train, "val": options.n_val, "test": options.n_test}
-        out: dict[str, DataSplit] = {}
-        counts: dict[str, dict[str, int]] = {}
+        out, counts, lats = self._build_splits(task, image_size, splits, lambda lat: scenario_frame(lat, task.target),
+                                               lambda lat: lat["label"], task.protected)
         stats: dict[str, dict[str, float]] = {}
-        for split in SPLITS:
-            if split not in splits:
-                continue
-            lat = self.sample(split, sizes[split], task.target)
-            attrs = scenario_frame(lat, task.target)
-            ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
-            out[split] = DataSplit(split, render_all(lat, image_size), lat["label"], attrs, ids)
-            groups = out[split].group_labels(tuple(task.protected))
-            values, n = np.unique(groups, return_counts=True)
-            counts[split] = {str(v): int(c) for v, c in zip(values, n)}
+        for split, lat in lats.items():
             minority = lat["skin_tone"] == SCENARIO_TONES[1]
             stats[split] = {
                 "share_tone_IV": round(float(minority.mean()), 4),
