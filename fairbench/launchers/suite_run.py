@@ -115,6 +115,7 @@ def print_jobs(jobs: list[Job], states: dict[int, JobState], out=None, dry_run: 
 
     out = out or sys.stdout
     rows = []
+    varying = _varying_keys(jobs)
     for job in jobs:
         st = states[job.index]
         action = ""
@@ -122,7 +123,6 @@ def print_jobs(jobs: list[Job], states: dict[int, JobState], out=None, dry_run: 
             action = {"pending": "run", "failed": "retry", "incomplete": "resume", "done": "skip (done)",
                       "running": "skip (running)", "queued": "skip (queued)", "invalid": "cannot run"}[st.state]
         spec = {k: v for k, v in job.spec.items() if k not in ("method", "train.seed")}
-        varying = _varying_keys(jobs)
         row = [job.index, job.run_id or "—", job.method, job.seed,
                ", ".join(f"{k}={short(spec[k])}" for k in varying if k in spec) or "—", st.state,
                st.detail or "—"]
