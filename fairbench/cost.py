@@ -19,7 +19,6 @@ counts, not in ``train_flops``.
 
 from __future__ import annotations
 
-import copy
 import resource
 import sys
 import time
@@ -167,12 +166,10 @@ class BudgetError(ValueError):
 
 
 def probe_update(method: nn.Module, device: torch.device, make_batch) -> TrainingCost:
-    """The cost of one ``update`` on a copy of the method (the method itself, its optimizers and
-    every random generator are left as they were)."""
-    probe = copy.deepcopy(method)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), CostMeter(probe, device) as meter:
-        meter.update(lambda: probe.update(make_batch()))
+    """The cost of one ``update`` of ``method``, which this uses up: pass a throwaway copy, and
+    save and restore the random generators around the call (``runner._apply_budget`` does both)."""
+    with CostMeter(method, device) as meter:
+        meter.update(lambda: method.update(make_batch()))
     return meter.cost
 
 
