@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from fairbench.distributed import global_sum
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
+from fairbench.methods.groupdro import group_mean_losses
 from fairbench.registry import register_method
 from fairbench.search import LogUniform, searched
 
@@ -47,11 +47,10 @@ def soft_eo_gap(logits: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, num
     score = torch.softmax(logits.float(), dim=1).gather(1, y[:, None])[:, 0]
     cell = groups * num_classes + y
     n_cells = num_groups * num_classes
-    # summed over the ranks of a run split over processes: the cells of the global batch
-    sums = global_sum(torch.zeros(n_cells, dtype=score.dtype, device=score.device).index_add(0, cell, score))
-    counts = global_sum(torch.zeros(n_cells, dtype=score.dtype, device=score.device).index_add(0, cell, torch.ones_like(score)))
+    # over the ranks of a run split over processes: the cells of the global batch
+    means, counts = group_mean_losses(score, cell, n_cells)
     present = (counts > 0).view(num_groups, num_classes)
-    means = (sums / counts.clamp_min(1)).view(num_groups, num_classes)
+    means = means.view(num_groups, num_classes)
     hi = means.masked_fill(~present, float("-inf")).amax(0)
     lo = means.masked_fill(~present, float("inf")).amin(0)
     gaps = torch.where(present.sum(0) >= 2, hi - lo, torch.zeros_like(hi))

@@ -46,8 +46,9 @@ def group_mean_losses(losses: torch.Tensor, codes: torch.Tensor, num_units: int)
 
     In a run split over processes the batch is the global one: sums and counts over the ranks."""
     zeros = torch.zeros(num_units, dtype=losses.dtype, device=losses.device)
-    counts = global_sum(zeros.index_add(0, codes, torch.ones_like(losses)))
-    sums = global_sum(zeros.index_add(0, codes, losses))
+    # one collective for both (a per-batch call): stacked, then split
+    sums, counts = global_sum(torch.stack([zeros.index_add(0, codes, losses),
+                                           zeros.index_add(0, codes, torch.ones_like(losses))]))
     return sums / counts.clamp(min=1), counts
 
 
