@@ -280,7 +280,8 @@ class Suite:
         if self._jobs is not None:
             return self._jobs
         jobs: list[Job] = []
-        seen: list[dict[str, Any]] = []
+        # jobs of another (method, seed) never have equal keys: compare only within (method, seed)
+        seen: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for seed in self.seeds:
             for spec in _product(self.base, self.axes):
                 method = spec.get("method", "erm")
@@ -288,9 +289,10 @@ class Suite:
                 for swept in _product({**spec, **keys}, sweep):
                     for trial, full in self._trials(swept):
                         full["train.seed"] = seed
-                        if any(_same(full, s) for s in seen):
+                        same_group = seen.setdefault((method, seed), [])
+                        if any(_same(full, s) for s in same_group):
                             continue
-                        seen.append(full)
+                        same_group.append(full)
                         evals = [e for e in self.evaluations if e.methods is None or method in e.methods]
                         jobs.append(Job(len(jobs) + 1, full, evals, trial=trial))
         self._jobs = jobs
