@@ -28,8 +28,8 @@ from fairbench.registry import register_method
 def subsample_cells(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Boolean mask keeping ``min_c N_c`` samples of every non-empty cell, drawn without replacement."""
     codes = np.asarray(codes, dtype=np.int64)
-    present = np.unique(codes)
-    smallest = min(int((codes == c).sum()) for c in present)
+    present, sizes = np.unique(codes, return_counts=True)
+    smallest = int(sizes.min())
     keep = np.zeros(len(codes), dtype=bool)
     for c in present:
         keep[rng.choice(np.flatnonzero(codes == c), smallest, replace=False)] = True
