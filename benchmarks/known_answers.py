@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairbench.datasets.synthface import SCENARIOS
 from fairbench.metrics.uncertainty import mean_t_interval, paired_difference
 
-SCENARIO_OF = {"synthface-spurious": "spurious", "synthface-underrepresented": "underrepresented",
-               "synthface-label-shift": "label_shift", "synthface-label-noise": "label_noise",
-               "synthface-none": "none"}
+SCENARIO_OF = {cls.registered_name: scenario for scenario, cls in SCENARIOS.items()}  # dataset name -> scenario
 METHODS = ("erm", "groupdro", "subg", "jtt", "fineface")
 #: the spurious scenario's default dial, where the method comparisons are made
 SPURIOUS_DEFAULT = 0.95
@@ -45,7 +44,8 @@ SPURIOUS_DEFAULT = 0.95
 
 # -- reading the runs --------------------------------------------------------------------------
 
-def _last_train_loss(run: Path) -> float:
+def last_train_loss(run: Path) -> float:
+    """The run's last epoch's mean training loss (NaN before its first epoch ends)."""
     history = run / "history.json"
     if not history.is_file():
         return math.nan
@@ -82,7 +82,7 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
             "min_group_support": (int(min(v["n"] for v in support.values())) if support
                                   else int(test["n"]) // max(1, len(groups))),
             "selected_epoch": rec.metrics()["selection"]["epoch"],
-            "last_train_loss": _last_train_loss(rec.path),
+            "last_train_loss": last_train_loss(rec.path),
             "wall_time_s": float(rec.metrics().get("wall_time_s", math.nan)),
             "run": rec.run_id, "path": str(rec.path),
         })
