@@ -86,14 +86,14 @@ def measure_one(method: str, size: int, data_root: Path, steps: int, batch_size:
         "eval_s_per_image": eval_s, "eval_images_timed": sum(timings["predict_images"]),
         "decode_s": timings["decode"][0], "run_wall_s": wall,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "amp": cfg.train.amp, "transform": getattr(cfg.train, "transform", None),
+        "amp": cfg.train.amp, "transform": cfg.train.transform,
     }
 
 
 def extrapolate(row: dict[str, Any]) -> dict[str, float]:
     from fairbench.pipeline import decode_size
 
-    side = decode_size(row["image_size"], row["transform"]) if row.get("transform") else row["image_size"]
+    side = decode_size(row["image_size"], row.get("transform"))
     train = FAIRFACE["train"] / row["batch_size"] * row["train_s_per_batch"]
     val = FAIRFACE["val"] * row["eval_s_per_image"]
     return {"epoch_h": (train + val) / 3600, "train_h": train / 3600, "val_min": val / 60,

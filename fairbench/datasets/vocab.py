@@ -56,8 +56,6 @@ CELEBA_GENDER_INDEPENDENT = [
     "High_Cheekbones", "Mouth_Slightly_Open", "Narrow_Eyes", "Smiling", "Wearing_Hat",
 ]
 
-#: concept -> {dataset name: that dataset's target column}
-
 _CLASS_SYNONYMS = {
     "male": "Male", "man": "Male", "m": "Male", "men": "Male",
     "female": "Female", "woman": "Female", "f": "Female", "women": "Female",
