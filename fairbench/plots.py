@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fairbench.metrics.specs import MetricSpec, metric_specs
+from fairbench.metrics.specs import MetricSpec, get_spec
+from fairbench.run_store import atomic_write_bytes
 from fairbench.tables import (
     Context,
     PaperTable,
@@ -55,10 +55,32 @@ class Panel:
 
 
 def _spec(metric: str) -> MetricSpec:
-    specs = metric_specs()
-    if metric not in specs:
-        raise PlotError(f"unknown metric {metric!r}; valid: {', '.join(specs)}")
-    return specs[metric]
+    try:
+        return get_spec(metric)
+    except KeyError as exc:
+        raise PlotError(exc.args[0]) from None
+
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _figure_path(output: Path) -> Path:
+    output = Path(output)
+    if output.suffix.lower() not in FIGURE_SUFFIXES:
+        raise PlotError(f"output must end in .png, .svg or .pdf, got {output.name}")
+    return output
+
+
+def _save(fig, output: Path, dpi: int) -> None:
+    """Write the figure whole or not at all (two suite reports may draw the same file at once)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=output.suffix.lower()[1:], dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(output, buffer.getvalue())
 
 
 def _better(metric: str) -> str:
@@ -155,9 +177,7 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
     """Write the plot to ``output`` (.png, .svg or .pdf). Several evaluated datasets are drawn as
     facets (one panel each) unless ``dataset`` picks one; ``facet=False`` keeps the first only.
     ``subtitle`` goes under the title (e.g. the selection rule that chose the trials)."""
-    output = Path(output)
-    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise PlotError(f"output must end in .png, .svg or .pdf, got {output.name}")
+    output = _figure_path(output)
     found = panels(records, x, y, dataset=dataset, by=by, paper=paper)
     if facet is False:
         found = found[:1]
@@ -179,11 +199,7 @@ def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset:
         ax.set_visible(False)
     fig.suptitle(f"{_spec(y).title} vs {_spec(x).title}: mean ± 95% t-interval over seeds"
                  + (f"\n{subtitle}" if subtitle else ""), fontsize=12)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")  # per process: reports may race
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(output)
+    _save(fig, output, dpi=130)
     return found
 
 
@@ -334,11 +350,7 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
     """Training loss and validation accuracy / worst-group accuracy per epoch of each run
     (from its ``history.json``), one line per run; the selected epoch is marked with a dot.
     Returns the labels drawn."""
-    import json
-
-    output = Path(output)
-    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise PlotError(f"output must end in .png, .svg or .pdf, got {output.name}")
+    output = _figure_path(output)
     runs = []
     for run_dir in map(Path, run_dirs):
         history = run_dir / "history.json"
@@ -380,9 +392,5 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=min(4, len(runs)), fontsize=8)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")  # per process: reports may race
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(output)
+    _save(fig, output, dpi=120)
     return [r[0] for r in runs]
