@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from fairbench.launchers.progress import SuiteProgress
-    from fairbench.suite import Job, Suite
+    from collections.abc import Iterable
+
+    from fairbench.suite import EvaluationSpec, Job, Suite
 
 QUEUE_FOLDER = ".queue"
 
@@ -229,6 +231,11 @@ class JobState:
     detail: str = ""
 
 
+def missing_evaluations(run_dir: Path, specs: "Iterable[EvaluationSpec]") -> "list[EvaluationSpec]":
+    """The evaluations of a run that have no results in its folder yet (``evaluations/<folder>/metrics.json``)."""
+    return [spec for spec in specs if not (Path(run_dir) / "evaluations" / spec.folder / "metrics.json").is_file()]
+
+
 def job_state(job: "Job", runs_dir: Path) -> JobState:
     """Where a job stands, read from the run store (and the queue records of a scheduler)."""
     from fairbench.run_store import RunRecord
@@ -244,7 +251,7 @@ def job_state(job: "Job", runs_dir: Path) -> JobState:
     if submitted and state in ("failed", "incomplete"):
         return JobState("queued", submitted.get("detail", ""))
     if state == "done":
-        missing = [e.folder for e in job.evaluations if not (path / "evaluations" / e.folder / "metrics.json").is_file()]
+        missing = [e.folder for e in missing_evaluations(path, job.evaluations)]
         return JobState("done", f"evaluations missing: {', '.join(missing)}" if missing else "")
     if state == "running":
         epoch = status.get("epoch")

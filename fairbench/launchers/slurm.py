@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fairbench.launchers.base import JobOutcome, LaunchContext, Launcher, job_state, mark_queued, train_job
+from fairbench.launchers.base import (JobOutcome, LaunchContext, Launcher, job_state, mark_queued,
+                                      missing_evaluations, train_job)
 from fairbench.registry import register_launcher
 
 
@@ -262,16 +263,16 @@ def _evaluate(run_dir: Path, evaluations: list[dict[str, Any]], data_roots: dict
     """The suite's cross-dataset evaluations of a finished run, in its Slurm task; one that fails is
     reported in the task's log and tried again by the next ``suite run``."""
     from fairbench.cross_eval import evaluate_run
+    from fairbench.suite import EvaluationSpec
 
-    for spec in evaluations:
-        if (run_dir / "evaluations" / f"{spec['dataset']}-{spec['split']}" / "metrics.json").is_file():
-            continue
-        root = data_roots.get(spec["dataset"])
+    specs = [EvaluationSpec.model_validate(spec) for spec in evaluations]  # they travel as JSON
+    for spec in missing_evaluations(run_dir, specs):
+        root = data_roots.get(spec.dataset)
         try:
-            evaluate_run(run_dir, spec["dataset"], data_root=Path(root) if root else None, split=spec["split"],
-                         options=dict(spec.get("options") or {}))
+            evaluate_run(run_dir, spec.dataset, data_root=Path(root) if root else None, split=spec.split,
+                         options=dict(spec.options))
         except Exception as exc:  # one missing dataset must not fail the task
-            print(f"fairbench: evaluation on {spec['dataset']} {spec['split']} failed: {type(exc).__name__}: {exc}",
+            print(f"fairbench: evaluation on {spec.dataset} {spec.split} failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr, flush=True)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.config import ConfigError
-from fairbench.launchers.base import JobState, LaunchContext, SuiteResult, job_state, make_launcher
+from fairbench.launchers.base import (JobState, LaunchContext, SuiteResult, job_state, make_launcher,
+                                      missing_evaluations)
 from fairbench.launchers.progress import SuiteProgress
 from fairbench.reporting import write_suite_report
 from fairbench.suite import Job, Suite, short
@@ -89,7 +90,7 @@ def _run_evaluations(all_jobs: list[Job], runs_dir: Path, progress: SuiteProgres
         path = runs_dir / job.run_id
         if not path.is_dir() or RunRecord(path).status().get("state") != "done":
             continue
-        wanted += [(job, e) for e in job.evaluations if not (path / "evaluations" / e.folder / "metrics.json").is_file()]
+        wanted += [(job, e) for e in missing_evaluations(path, job.evaluations)]
     if not wanted:
         return
     try:
