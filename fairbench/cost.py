@@ -67,7 +67,7 @@ class CostMeter:
     """Counts a method's training cost while active (``with meter:``); resumable from a record.
 
     Use ``meter.update(batch_fn)`` around each ``Method.update`` call and ``meter.begin_epoch()``
-    before each epoch."""
+    before each epoch (after ``Method.begin_epoch``)."""
 
     def __init__(self, method: nn.Module, device: torch.device, start: TrainingCost | None = None):
         self.method, self.device = method, device
@@ -93,7 +93,8 @@ class CostMeter:
         self._record_peak_memory()
 
     def _hook_backbones(self) -> None:
-        """Count the images of every backbone, including ones a method builds mid-run (JTT's second phase)."""
+        """Count the images of every backbone, including ones a method builds mid-run (in
+        ``Method.begin_epoch``: JTT's second phase), hooked at the next :meth:`begin_epoch`."""
         for module in self.method.modules():
             if isinstance(module, FeatureBackbone) and len(module.stages) and module not in self._hooked:
                 self._hooked.add(module)
@@ -121,6 +122,8 @@ class CostMeter:
 
     # -- per epoch / per update --------------------------------------------------------------
     def begin_epoch(self) -> None:
+        """Call after ``Method.begin_epoch``: backbones it built are counted from here on."""
+        self._hook_backbones()
         self._measure_next = True
 
     def resume_epoch(self, saved: TrainingCost) -> None:
@@ -133,7 +136,6 @@ class CostMeter:
 
     def update(self, run_update):
         """Run one ``Method.update`` (a zero-argument callable) and account for it."""
-        self._hook_backbones()
         start = time.perf_counter()
         if self._measure_next:
             counter = FlopCounterMode(display=False)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -273,24 +274,17 @@ def average_gradients_(grads: Sequence[torch.Tensor | None], like: Sequence[torc
 class GradientAverager:
     """Averages gradients over the ranks before every ``step()`` of the method's optimizers.
 
-    ``attach`` is called before every update: optimizers built later (JTT's second phase)
-    get the hook too."""
+    ``attach`` is called after every ``Method.begin_epoch``: optimizers built there (JTT's second
+    phase) get the hook too."""
 
     def __init__(self):
-        self._hooked: set[int] = set()
-        self._handles: list[Any] = []
+        self._hooked: weakref.WeakSet = weakref.WeakSet()  # not ids: a freed optimizer's id can be reused
 
     def attach(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         for opt in optimizers:
-            if id(opt) not in self._hooked:
-                self._hooked.add(id(opt))
-                self._handles.append(opt.register_step_pre_hook(_average_before_step))
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._hooked.clear()
+            if opt not in self._hooked:
+                self._hooked.add(opt)
+                opt.register_step_pre_hook(_average_before_step)
 
 
 _ALREADY_AVERAGED = "_fairbench_grads_averaged"

@@ -559,6 +559,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                     if cfg.train.sync_batchnorm:
                         distributed.convert_batchnorm(method)  # again: a method may have built new layers
                     distributed.broadcast_state(method)
+                    averager.attach(method.optimizers)  # gradients averaged over the ranks before each step
                 if resume_mid_epoch:  # begin_epoch replayed; the checkpoint wins over whatever it changed
                     position = checkpointing.restore(resume_state, method, sampler_rng, aug_gen)
                     meter.resume_epoch(TrainingCost.from_json(resume_state.get("cost")))
@@ -577,8 +578,6 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                     if method.uses_train_groups:
                         batch.group = groups_t[idx_t].to(device)
                         batch.attributes = {k: v[idx_t].to(device) for k, v in attrs_t.items()}
-                    if averager:
-                        averager.attach(method.optimizers)  # gradients averaged over the ranks before each step
                     with autocast(device, cfg.train.amp):
                         logs = meter.update(lambda: method.update(batch))
                     for k, v in logs.items():

@@ -118,6 +118,12 @@ def test_a_run_records_its_cost_and_fineface_pays_for_its_extra_steps(run_tiny):
     assert [h["cost"]["optimizer_steps"] for h in history] == [n_batches, 2 * n_batches]
 
 
+def test_a_backbone_built_in_begin_epoch_is_counted(run_tiny):
+    """JTT's second phase trains a fresh backbone, built in its begin_epoch: its images count too."""
+    cost = json.loads((run_tiny("jtt", epochs=2, hparams={"identification_epochs": 1}) / "metrics.json").read_text())["cost"]
+    assert cost["updates"] == 2 * (256 // 32) and cost["images_backwarded"] == 2 * 256
+
+
 def test_cost_continues_over_a_resume(tmp_path, monkeypatch):
     from fairbench.runner import execute
     from tests.conftest import crash_then_resume, tiny_config
