@@ -175,18 +175,13 @@ def cmd_suite_status(args: argparse.Namespace) -> int:
 
 def cmd_plot_pareto(args: argparse.Namespace) -> int:
     from fairbench.plots import plot_pareto
-    from fairbench.reporting import load_selected
+    from fairbench.reporting import load_selected, pareto_points
     from fairbench.suite import Suite
 
     done, skipped = load_selected(args.runs_dir, Suite.load(args.suite) if args.suite else None)
     for run, reason in skipped:
         print(f"skipped {run}: {reason}", file=sys.stderr)
-    subtitle = None
-    if args.rule:
-        from fairbench.layouts.protocol import chosen_records
-        from fairbench.selection import get_rule
-
-        done, subtitle = chosen_records(done, args.rule), f"search trials {get_rule(args.rule).title}"
+    done, subtitle = pareto_points(done, args.rule)
     drawn = plot_pareto(done, args.x, args.y, args.output, dataset=args.dataset, facet=args.facet, by=args.by,
                         paper=args.paper, subtitle=subtitle)
     from fairbench.plots import pareto_front

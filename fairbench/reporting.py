@@ -131,6 +131,17 @@ def compare_records(done: list[Record], skipped: list[tuple[str, str]], layouts:
     return "\n".join(parts)
 
 
+def pareto_points(done: list[Record], rule: str | None) -> tuple[list[Record], str | None]:
+    """The records a Pareto plot draws, and its subtitle: with a selection ``rule``, each seed's
+    search trial chosen by it (as the protocol tables); without, every record and no subtitle."""
+    if not rule:
+        return done, None
+    from fairbench.layouts.protocol import chosen_records
+    from fairbench.selection import get_rule
+
+    return chosen_records(done, rule), f"search trials {get_rule(rule).title}"
+
+
 def write_suite_report(suite, runs_dir: Path, out=None) -> list[Path]:
     """``<runs-dir>/suite-<name>/table.md`` (every layout of the loaded ``suite``'s [report]) and
     its pareto plots (``pareto.png``, then ``pareto-<x>-<y>.png``)."""
@@ -150,12 +161,7 @@ def write_suite_report(suite, runs_dir: Path, out=None) -> list[Path]:
     for i, spec in enumerate(suite.report.pareto):
         target = folder / ("pareto.png" if i == 0 else
                            f"pareto-{spec.x}-{spec.y}" + (f"-{spec.rule}" if spec.rule else "") + ".png")
-        points, subtitle = done, None
-        if spec.rule:
-            from fairbench.layouts.protocol import chosen_records
-            from fairbench.selection import get_rule
-
-            points, subtitle = chosen_records(done, spec.rule), f"search trials {get_rule(spec.rule).title}"
+        points, subtitle = pareto_points(done, spec.rule)
         try:
             plot_pareto(points, spec.x, spec.y, target, by=spec.by, subtitle=subtitle)
         except PlotError as exc:
