@@ -83,9 +83,8 @@ def run_notes(record: RunRecord, split: str = "test") -> list[str]:
 
 def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The summary rows of every finished run under ``runs_dir``; and (run, reason) for every run left out."""
-    records, problems = load_records(runs_dir)
-    done, skipped = finished(records)
-    return summary_frame(done), skipped + problems
+    done, skipped = load_selected(runs_dir)
+    return summary_frame(done), skipped
 
 
 def load_selected(runs_dir: Path, suite=None) -> tuple[list[Record], list[tuple[str, str]]]:
