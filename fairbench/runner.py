@@ -542,7 +542,8 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                 distributed.average_batchnorm_statistics(method)
 
         def save_last(at: checkpointing.Position) -> None:
-            agree_on_batchnorm()
+            if at.batches is not None:  # mid-epoch; at an epoch's end they were agreed before validation
+                agree_on_batchnorm()
             writer.save_checkpoint("last.pt", {**checkpointing.training_state(method, at, sampler_rng, aug_gen),
                                                "run_id": rid, "cost": meter.cost.to_json(),
                                                "torch_threads": torch.get_num_threads()})
