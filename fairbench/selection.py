@@ -24,7 +24,6 @@ class SelectionRule:
     """Subclass and set the class attributes; ``score`` is higher-is-better. A rule that keeps the
     highest value of one report metric sets ``metric``; others override ``score``."""
 
-    name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # how a table's title names it
     summary: ClassVar[str] = ""
     split: ClassVar[str] = "val"  # the split whose metrics it reads
@@ -35,7 +34,8 @@ class SelectionRule:
     @classmethod
     def score(cls, report: dict[str, Any], epoch: int) -> float:
         if cls.metric is None:
-            raise NotImplementedError(f"selection rule {cls.name or cls.__name__}: set metric or override score")
+            raise NotImplementedError(f"selection rule {getattr(cls, 'registered_name', cls.__name__)}: "
+                                      "set metric or override score")
         value = report.get(cls.metric)
         return float("-inf") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 

@@ -24,8 +24,6 @@ from typing import ClassVar
 from fairbench import registry
 from fairbench.records import Record
 
-FORMATS = ("table", "markdown", "latex", "csv", "json")
-
 
 @dataclass(frozen=True)
 class LayoutOptions:
@@ -43,7 +41,8 @@ class Layout:
     summary: ClassVar[str] = ""
 
     def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
-        """The layout's text in ``fmt`` (one of FORMATS); ``skipped``: (run, reason) of the runs left out."""
+        """The layout's text in ``fmt`` (one of ``fairbench.tables.FORMATS``); ``skipped``: (run, reason)
+        of the runs left out."""
         raise NotImplementedError
 
 

@@ -88,8 +88,9 @@ def _floor(record: Record) -> float:
     key = (record.path, (record.path / "predictions_test.csv").stat().st_mtime_ns)
     if key not in _FLOORS:
         frame = record.predictions("test")
-        groups = frame[list(record.protected)].astype(str).agg("|".join, axis=1).to_numpy()
-        _FLOORS[key] = noise_floors(frame["target"].to_numpy(), frame["pred"].to_numpy(), groups, ("dob",),
+        # the stored group column: the groups report_for computed the run's DoB over
+        _FLOORS[key] = noise_floors(frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["group"].to_numpy(),
+                                    ("dob",),
                                     simulations=200, seed=record.seed)["dob"].upper
     return _FLOORS[key]
 

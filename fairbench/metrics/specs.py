@@ -37,9 +37,7 @@ class MetricSpec:
     title: str
     unit: str  # "%", "pp" (percentage points) or "ratio"
     better: str  # "higher" or "lower"
-    digits: int = 2
-    #: how per-seed values become one number: "mean" (mean and 95% t-interval over seeds)
-    seeds: str = "mean"
+    digits: int = 2  # per-seed values become one number as mean and 95% t-interval over seeds
     needs: tuple[str, ...] = ("y_true", "y_pred", "groups")
     compute: Callable[..., Any] | None = None
     #: computed inside evaluate_predictions' own report (built-ins); else evaluate_predictions calls ``compute``
@@ -53,8 +51,6 @@ class MetricSpec:
             raise ValueError(f"metric {self.name!r}: unit must be one of {UNITS}, got {self.unit!r}")
         if self.better not in ("higher", "lower"):
             raise ValueError(f"metric {self.name!r}: better must be 'higher' or 'lower', got {self.better!r}")
-        if self.seeds != "mean":
-            raise ValueError(f"metric {self.name!r}: seeds must be 'mean' (the only aggregation tables know)")
         unknown = set(self.needs) - set(COLUMNS)
         if unknown or not {"y_true", "y_pred"} <= set(self.needs):
             raise ValueError(f"metric {self.name!r}: needs {self.needs}; columns are {COLUMNS} (y_true and y_pred always)")
@@ -85,7 +81,7 @@ def metric(name: str, *, title: str, unit: str, better: str, digits: int = 2, ne
 
     def wrap(fn: Callable) -> Callable:
         text = summary or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        spec = MetricSpec(name, title, unit, better, digits, "mean", tuple(needs or ("y_true", "y_pred", "groups")), fn,
+        spec = MetricSpec(name, title, unit, better, digits, tuple(needs or ("y_true", "y_pred", "groups")), fn,
                           reported, per_group, text)
         registry.metrics.register(name, spec, fn.__module__)
         return fn
@@ -96,7 +92,7 @@ def metric(name: str, *, title: str, unit: str, better: str, digits: int = 2, ne
 def declare(name: str, module: str, *, title: str, unit: str, better: str, digits: int = 2,
             needs: tuple[str, ...] = ("y_true", "y_pred", "groups"), summary: str = "") -> MetricSpec:
     """Register a built-in key of evaluate_predictions' report that has no stand-alone function."""
-    spec = MetricSpec(name, title, unit, better, digits, "mean", needs, None, True, False, summary or title)
+    spec = MetricSpec(name, title, unit, better, digits, needs, None, True, False, summary or title)
     registry.metrics.register(name, spec, module)
     return spec
 
