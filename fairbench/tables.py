@@ -2,7 +2,7 @@
 
 Layouts
 -------
-``summary``     (in :mod:`fairbench.reporting`) one row per (method, setting, evaluated
+``summary``     (in :mod:`fairbench.layouts.summary`) one row per (method, setting, evaluated
                 dataset): the headline metrics.
 ``groups``      the paper's tables 2-4: accuracy per group of the evaluated dataset, then
                 Max/Min, Overall, DoB; one table per (training task, evaluated dataset).
@@ -411,7 +411,7 @@ def build_tables(records: list[Record], layout: str, *, paper: bool | None = Non
     """The tables of one layout for finished records (one table per context)."""
     if layout not in ("groups", "methods", "attributes", "min-group"):
         raise ValueError(f"unknown layout {layout!r}; valid: groups, methods, attributes, min-group "
-                         "(the summary layout is fairbench.reporting's)")
+                         "(the summary layout is fairbench.layouts.summary's)")
     per_target = layout in ("groups", "methods")
     show_needs = needs if needs is not None else layout == "methods"
     out = []
