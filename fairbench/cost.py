@@ -161,6 +161,7 @@ def format_flops(flops: float) -> str:
 
 # -- budgets: the same compute for every method --------------------------------------------------
 BUDGET_UNITS = {"budget_steps": "optimizer steps", "budget_flops": "training FLOPs"}
+BUDGET_FIELDS = {"budget_steps": "optimizer_steps", "budget_flops": "train_flops"}  # what each budget counts
 
 
 class BudgetError(ValueError):
@@ -181,7 +182,7 @@ def epochs_for_budget(key: str, amount: float, per_update: TrainingCost, updates
 
     A method with no trainable parameter (the constant control) spends nothing: one epoch, so
     that it sits in a budgeted suite beside the methods it is a floor for."""
-    per_epoch = updates_per_epoch * (per_update.optimizer_steps if key == "budget_steps" else per_update.train_flops)
+    per_epoch = updates_per_epoch * getattr(per_update, BUDGET_FIELDS[key])
     if per_epoch <= 0 and trains_nothing:
         return 1, 0.0
     if per_epoch <= 0:

@@ -25,7 +25,7 @@ import torch
 
 from fairbench import checkpointing, distributed, registry
 from fairbench.config import RunConfig, run_id
-from fairbench.cost import BudgetError, CostMeter, TrainingCost, epochs_for_budget, probe_update
+from fairbench.cost import BUDGET_FIELDS, BudgetError, CostMeter, TrainingCost, epochs_for_budget, probe_update
 from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
@@ -637,10 +637,10 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
             "test": report_for(test_frame, bundle.group_names),
             "seeds": seeds,
             "wall_time_s": time.time() - t0,
-            "cost": {**meter.cost.to_json(), "processes": procs.world_size if procs.active else 1},
+            "cost": {**meter.cost.to_json(), "processes": procs.world_size},
         }
         if budget is not None:
-            budget["used"] = getattr(meter.cost, "optimizer_steps" if budget["key"] == "budget_steps" else "train_flops")
+            budget["used"] = getattr(meter.cost, BUDGET_FIELDS[budget["key"]])
             metrics["budget"] = budget
         writer.write_json("metrics.json", metrics)
         if procs.is_main:
