@@ -177,13 +177,12 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
                      "--job-name=fairbench-slurmtiny", "--signal=USR2@120"]:
         assert expected in lines, (expected, lines)
     # the requeued task resumed from its checkpoint: every epoch once, the log says where it resumed
-    history = json.loads((first / "history.json").read_text()) if (first / "history.json").exists() else None
+    history = json.loads((first / "history.json").read_text())
     metrics = json.loads((first / "metrics.json").read_text())
     assert metrics["selection"]["epoch"] is not None
     log = (first / f"slurm-{signalled}.err").read_text()  # the link beside the run to submitit's log
     assert re.search(r"resuming (from|at) epoch [1-9]", log) and "requeued" in log
-    if history is not None:
-        assert [h["epoch"] for h in history] == list(range(epochs))
+    assert [h["epoch"] for h in history] == list(range(epochs))
     assert killed, "the second run finished before it could be killed"
     log = (second / f"slurm-{killed}.err").read_text()
     assert re.search(r"resuming (from|at) epoch [1-9]", log), log[-2000:]
