@@ -31,6 +31,7 @@ import pandas as pd
 
 from fairbench.run_lease import check_owned  # a writer that lost its run's lease stops (LeaseLost)
 from fairbench.run_lease import pid_alive as _pid_alive
+from fairbench.run_lease import running_status
 
 DEFAULT_RUNS_DIR = Path("runs")
 STATES = ("running", "done", "failed", "incomplete")
@@ -198,13 +199,14 @@ class RunRecord:
         return self.path.name
 
     def status(self) -> dict[str, Any]:
-        """Status, with a 'running' run whose process is gone reported as 'incomplete'."""
+        """Status, with a 'running' run whose process is gone reported as 'incomplete' (and one
+        whose status.json cannot be read as incomplete with ``"unreadable": True``)."""
         try:
             status = read_json(self.path / "status.json")
         except FileNotFoundError:
             return {"state": "incomplete", "reason": "no status.json"}
         except (json.JSONDecodeError, OSError) as exc:
-            return {"state": "incomplete", "reason": f"unreadable status.json: {exc}"}
+            return {"state": "incomplete", "reason": f"unreadable status.json: {exc}", "unreadable": True}
         if status.get("state") == "running":
             same_host = status.get("host") == socket.gethostname()
             if same_host and not _pid_alive(int(status.get("pid", -1))):
@@ -212,8 +214,6 @@ class RunRecord:
                 during = f"during epoch {epoch + 1}" if isinstance(epoch, int) else "before its first epoch"
                 status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died {during}"}
             else:  # other hosts: the run's lease and its heartbeat tell (fairbench.run_lease)
-                from fairbench.run_lease import running_status
-
                 status = running_status(self.path, status)
         return status
 

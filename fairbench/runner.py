@@ -361,7 +361,7 @@ def _existing_state(path: Path, force: bool) -> str | None:
                          "wait for it to finish (or stop it) before running this configuration")
     if state == "done" and not force:
         raise RunAlreadyDone(path)
-    if (path / "status.json").is_file() and "unreadable status.json" in str(status.get("reason", "")) and not force:
+    if (path / "status.json").is_file() and status.get("unreadable") and not force:
         raise RunRefused(f"{path / 'status.json'} is unreadable, so whether the run finished is unknown; "
                          "fix or remove that file, or pass --force to train it again (the folder is kept until "
                          "the new run has finished)")

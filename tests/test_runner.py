@@ -165,3 +165,19 @@ def test_written_files_get_the_umasks_permissions(tmp_path, monkeypatch):
         monkeypatch.setattr(run_store, "_UMASK", umask)  # read once at import, from the process
         run_store.atomic_write_json(tmp_path / f"m{umask:o}.json", {"a": 1})
         assert stat.S_IMODE((tmp_path / f"m{umask:o}.json").stat().st_mode) == mode
+
+
+def test_an_unreadable_status_is_flagged_and_refused_without_force(tmp_path):
+    from fairbench.runner import RunRefused, _existing_state
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text('{"state": "do')
+    status = RunRecord(run).status()
+    assert status["state"] == "incomplete" and status["unreadable"] is True
+    with pytest.raises(RunRefused, match="status.json is unreadable"):
+        _existing_state(run, force=False)
+    assert _existing_state(run, force=True) == "incomplete"
+    # a readable status that merely quotes the words is not unreadable
+    (run / "status.json").write_text(json.dumps({"state": "failed", "error": "x", "reason": "unreadable status.json"}))
+    assert "unreadable" not in RunRecord(run).status() and _existing_state(run, force=False) == "failed"
