@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import io
@@ -50,27 +51,36 @@ def storage_error(path: Path, exc: OSError) -> RunStoreError:
     return RunStoreError(f"cannot write {path}: {what} ({exc.strerror}); {hint}")
 
 
+@contextlib.contextmanager
+def storage_errors(path: Path, name_the_file: bool = False):
+    """A full, read-only or forbidden folder met in the block: one :class:`RunStoreError` naming
+    ``path`` (with ``name_the_file``, the file the error names, if it names one)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(Path(exc.filename) if name_the_file and exc.filename else path, exc) from None
+        raise
+
+
 def check_writable(folder: Path) -> None:
     """A clear error now, rather than a traceback after the data has loaded: the folder can be
     created, written to and has room for at least a page (a full disk still creates empty files)."""
     folder = Path(folder)
     probe = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
-        try:
-            os.write(fd, b"\0" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with storage_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     except FileExistsError:
         raise RunStoreError(f"runs folder {folder} exists and is not a folder; choose another --runs-dir") from None
     except NotADirectoryError:
         raise RunStoreError(f"runs folder {folder} is inside a file, not a folder; choose another --runs-dir") from None
-    except OSError as exc:
-        if exc.errno in STORAGE_ERRNOS:
-            raise storage_error(folder, exc) from None
-        raise
     finally:
         if probe is not None:
             Path(probe).unlink(missing_ok=True)
@@ -99,27 +109,21 @@ _UMASK = _read_umask()
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all; a full or read-only disk is a :class:`RunStoreError`."""
-    try:
+    with storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        if exc.errno in STORAGE_ERRNOS:
-            raise storage_error(path, exc) from None
-        raise
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            # mkstemp makes the file owner-only; results are shared (a lab's runs folder), so
-            # they get the permissions an ordinary open() would give
-            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-            raise storage_error(path, exc) from None
-        raise
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                # mkstemp makes the file owner-only; results are shared (a lab's runs folder), so
+                # they get the permissions an ordinary open() would give
+                os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -243,12 +247,8 @@ class RunWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        try:
+        with storage_errors(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise storage_error(self.path, exc) from None
-            raise
 
     def write_json(self, name: str, obj: Any) -> None:
         check_owned(self.path)

@@ -31,8 +31,8 @@ from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
                                 eval_batches, to_float)
 from fairbench.run_lease import hold as hold_run
-from fairbench.run_store import (STORAGE_ERRNOS, RunRecord, RunStoreError, RunWriter, check_writable, environment, now,
-                                 read_json, storage_error)
+from fairbench.run_store import (RunRecord, RunStoreError, RunWriter, check_writable, environment, now, read_json,
+                                 storage_errors)
 from fairbench.selection import get_rule
 
 
@@ -402,17 +402,6 @@ def _load_resume_state(path: Path, rid: str, method: Method) -> dict[str, Any] |
     return state
 
 
-@contextlib.contextmanager
-def _storage_errors(final: Path):
-    """A full or read-only disk met outside RunWriter (taking the run's lease): one clear error."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in STORAGE_ERRNOS:
-            raise storage_error(Path(exc.filename) if exc.filename else final.parent, exc) from None
-        raise
-
-
 def _swap_in(new: Path, final: Path) -> None:
     """Put the finished run ``new`` where ``final`` is: one atomic exchange of the two folders
     (Linux renameat2), else rename the old one aside first; then delete the old one."""
@@ -452,7 +441,7 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
             check_writable(runs_dir)
         with contextlib.ExitStack() as held:
             if procs.is_main:
-                with _storage_errors(final):  # a full disk can fail the lease's marker file
+                with storage_errors(final.parent, name_the_file=True):  # a full disk can fail the lease's marker file
                     held.enter_context(hold_run(final))  # else RunBusy (fairbench.run_lease)
             return _execute_owned(cfg, rid, final, fingerprint, force, reporter, procs)
 
