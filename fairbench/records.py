@@ -96,6 +96,7 @@ class Record:
     identity: dict[str, Any]  # flat dotted keys of the hashed configuration
     setting_key: str = ""  # the hashed configuration but the seed: runs that differ only in seed share it
     _metrics: dict[str, Any] | None = field(default=None, repr=False)
+    _evaluations: list[Evaluated] | None = field(default=None, repr=False, compare=False)
 
     @property
     def store(self) -> RunRecord:
@@ -155,6 +156,12 @@ class Record:
         return self.store.predictions(split)
 
     def evaluations(self) -> list[Evaluated]:
+        """Its own test report, then every cross-dataset evaluation (read once; a new list each call)."""
+        if self._evaluations is None:
+            self._evaluations = self._read_evaluations()
+        return list(self._evaluations)
+
+    def _read_evaluations(self) -> list[Evaluated]:
         out = [Evaluated(self, self.dataset, "test", self.metrics()["test"], self.path / "predictions_test.csv",
                          self.protected)]
         for sub in self.store.evaluations():
