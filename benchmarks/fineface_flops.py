@@ -22,17 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import count_flops, make_batch, make_method  # noqa: E402
 
 
-def measure(backbone: str, image_size: int, batch_size: int, device: str = "meta") -> dict[str, float]:
+def measure(backbone: str, image_size: int, batch_size: int, device: str = "meta") -> tuple[dict[str, float], dict]:
+    """FLOPs per iteration, and the expert widths FineFACE got (EXPERT_WIDTH_RULE on ``backbone``)."""
     dev = torch.device(device)
     batch = make_batch(batch_size, image_size, 2, dev, channels_last=True)
-    out = {}
+    out, widths = {}, {}
     for label, hparams in (("fineface full forwards (default)", {"full_forward_for_shallow_experts": True}),
                            ("fineface truncated forwards", {"full_forward_for_shallow_experts": False}),
                            ("erm (one step)", None)):
         method = make_method("fineface" if hparams is not None else "erm", backbone=backbone, image_size=image_size,
                              batch_size=batch_size, device=dev, hparams=hparams)
         out[label] = count_flops(lambda: method.update(batch))
-    return out
+        if hparams is not None:
+            widths = {k: getattr(method.hparams, k) for k in ("expert_width", "expert_out")}
+    return out, widths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="meta", help="meta (default: shapes only) or cpu")
     p.add_argument("--json", type=Path, metavar="FILE")
     args = p.parse_args(argv)
-    flops = measure(args.backbone, args.image_size, args.batch_size, args.device)
+    flops, widths = measure(args.backbone, args.image_size, args.batch_size, args.device)
     full, cut = flops["fineface full forwards (default)"], flops["fineface truncated forwards"]
     result = {"backbone": args.backbone, "image_size": args.image_size, "batch_size": args.batch_size,
+              "expert_widths": widths,
               "gflop_per_iteration": {k: round(v / 1e9, 1) for k, v in flops.items()},
-              "truncated_saves": round(1 - cut / full, 4), "torch": torch.__version__}
+              "truncated_saves": round(1 - cut / full, 4),
+              "fineface_over_erm": round(full / flops["erm (one step)"], 1), "torch": torch.__version__}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -35,6 +35,7 @@ import pandas as pd
 
 from fairbench.datasets.synthface import SCENARIOS
 from fairbench.metrics.uncertainty import mean_t_interval, paired_difference
+from fairbench.run_store import selected_epoch
 
 SCENARIO_OF = {cls.registered_name: scenario for scenario, cls in SCENARIOS.items()}  # dataset name -> scenario
 METHODS = ("erm", "groupdro", "subg", "jtt", "fineface")
@@ -81,7 +82,7 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
             "group_accuracy": json.dumps(groups, sort_keys=True),
             "min_group_support": (int(min(v["n"] for v in support.values())) if support
                                   else int(test["n"]) // max(1, len(groups))),
-            "selected_epoch": rec.metrics()["selection"]["epoch"],
+            "selected_epoch": selected_epoch(rec.metrics()),  # counted from 1
             "last_train_loss": last_train_loss(rec.path),
             "wall_time_s": float(rec.metrics().get("wall_time_s", math.nan)),
             "run": rec.run_id, "path": str(rec.path),

@@ -13,7 +13,8 @@ runs N + 2 optimizer steps inside it). It holds:
 - the data order's position: the epoch's batches (the indices, so sampling weights need
   not be recomputed) and the number of steps done, plus the running sums of the logged
   losses;
-- the history, and the best validation epoch so far with its report.
+- the history, and the best validation epoch so far with its report (of the run's own rule and
+  of every other validation rule, :mod:`fairbench.rule_checkpoints`).
 
 Resuming loads it into a freshly built method, replays the epoch's ``begin_epoch`` (so
 state that a method keeps outside tensors is re-established) and loads it again, then
@@ -74,6 +75,8 @@ class Position:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"score": float("-inf"), "epoch": None, "report": None})
+    #: the best epoch of every other validation rule (fairbench.rule_checkpoints); None: not followed
+    rule_bests: dict[str, Any] | None = None
 
 
 def training_state(method: Any, position: Position, sampler_rng: np.random.Generator,
@@ -90,6 +93,7 @@ def training_state(method: Any, position: Position, sampler_rng: np.random.Gener
         "sums": {k: torch.as_tensor(v).detach().cpu() for k, v in position.sums.items()} if mid_epoch else {},
         "history": json_safe(position.history),
         "best": json_safe(position.best),
+        "rule_bests": json_safe(position.rule_bests),
         "rng": rng_states(),
         "sampler_rng": sampler_rng.bit_generator.state,
         "aug_gen": aug_gen.get_state(),
@@ -113,11 +117,12 @@ def restore(state: dict[str, Any], method: Any, sampler_rng: np.random.Generator
     else:
         torch.set_rng_state(state["torch_rng"])
     best = {"report": None, **state["best"]}
+    rule_bests = state.get("rule_bests")  # None in a state written before rules were followed
     if state.get("step") is None:
-        return Position(epoch=state["epoch"] + 1, history=state["history"], best=best)
+        return Position(epoch=state["epoch"] + 1, history=state["history"], best=best, rule_bests=rule_bests)
     batches = list(state["batches"].numpy())
     return Position(epoch=state["epoch"], step=int(state["step"]), batches=batches, sums=dict(state["sums"]),
-                    history=state["history"], best=best)
+                    history=state["history"], best=best, rule_bests=rule_bests)
 
 
 def load_weights(state: dict[str, Any], method: Any) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -56,13 +60,18 @@ def _overrides(args: argparse.Namespace, method: str | None) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fairbench.config import build_config, resolve
+    from fairbench.config import ConfigError, build_config, resolve
     from fairbench.progress import Reporter
     from fairbench.reporting import run_summary
     from fairbench.run_store import RunRecord
     from fairbench.runner import RunAlreadyDone, default_threads, execute
 
-    cfg = resolve(build_config(args.config, _overrides(args, args.method), args.sets))
+    cfg = build_config(args.config, _overrides(args, args.method), args.sets)
+    if cfg.data.fingerprint is not None:  # "start again" cannot help: every start compares it with the data anew
+        given = next((f"--set {s}" for s in args.sets or [] if s.replace(" ", "").startswith("data.fingerprint=")),
+                     f"the fingerprint key of {args.config}")
+        raise ConfigError(f"data.fingerprint is computed from the data when a run starts, not set: drop {given}")
+    cfg = resolve(cfg)
     if cfg.train.threads is None:
         import torch
 
@@ -98,7 +107,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     suite = Suite.load(args.suite) if args.suite else None
     text, skipped = compare(args.runs_dir, layouts=[args.layout] if args.layout else None, fmt=args.format,
-                            suite=suite, paper=args.paper, needs=args.needs, by=args.by, dataset=args.dataset)
+                            suite=suite, paper=args.paper, needs=args.needs, by=args.by, dataset=args.dataset,
+                            allow_mixed_revisions=args.allow_mixed_revisions)
     for run, reason in skipped:
         print(f"skipped {run}: {reason}", file=sys.stderr)
     if not text:
@@ -133,7 +143,7 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     suite = Suite.load(args.file)
     result = run_suite(suite, args.runs_dir, jobs=args.jobs, dry_run=args.dry_run, data_roots=_data_roots(args.data_root),
                        device=args.device, skip_invalid=args.skip_invalid, quiet=args.quiet, launcher=args.launcher,
-                       launcher_options=_launcher_options(args))
+                       launcher_options=_launcher_options(args), allow_mixed_revisions=args.allow_mixed_revisions)
     if args.dry_run:
         return 0
     print(result.summary())
@@ -169,6 +179,11 @@ def cmd_suite_status(args: argparse.Namespace) -> int:
     from fairbench.launchers.suite_run import suite_status
     from fairbench.suite import Suite
 
+    if args.json:
+        from fairbench.launchers.suite_run import status_json
+
+        print(json.dumps(status_json(Suite.load(args.file), args.runs_dir), indent=2, default=str))
+        return 0
     suite_status(Suite.load(args.file), args.runs_dir)
     return 0
 
@@ -190,6 +205,50 @@ def cmd_plot_pareto(args: argparse.Namespace) -> int:
         front = pareto_front(panel.points, args.x, args.y)
         print(f"{panel.title}: Pareto front = {', '.join(p.label for p in front)}")
     print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _suite_or_runs(source: Path, runs_dir: Path):
+    """(the loaded suite or None, the runs folder) of a SUITE_OR_RUNS_DIR argument."""
+    from fairbench.suite import Suite
+
+    if source.is_dir():
+        return None, source
+    if source.is_file():
+        return Suite.load(source), runs_dir
+    raise FileNotFoundError(f"{source}: no such suite file or runs folder; give a suite (benchmarks/*.toml, its runs "
+                            "under --runs-dir) or a runs folder")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fairbench.report_html import check_output, write_report
+
+    suite, runs_dir = _suite_or_runs(args.source, args.runs_dir)
+    output = check_output(args.output or (runs_dir / suite.report_dir_name if suite else runs_dir) / "report.html")
+    path, skipped = write_report(runs_dir, output, suite, allow_mixed_revisions=args.allow_mixed_revisions)
+    for run, reason in skipped:
+        print(f"skipped {run}: {reason}", file=sys.stderr)
+    if path is None:
+        print(f"no finished runs under {runs_dir}" + (f" of suite {suite.path}" if suite else "") + ": nothing written",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fairbench.export import check_output, export_runs
+
+    check_output(args.output)
+    suite, runs_dir = _suite_or_runs(args.source, args.runs_dir)
+    frame, skipped = export_runs(runs_dir, args.output, suite)
+    for run, reason in skipped:
+        print(f"skipped {run}: {reason}", file=sys.stderr)
+    if frame is None:
+        print(f"no finished runs under {runs_dir}" + (f" of suite {suite.path}" if suite else "") + ": nothing written",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({len(frame)} rows, {frame['run_id'].nunique()} runs)", file=sys.stderr)
     return 0
 
 
@@ -247,6 +306,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     Console().print(summary_table(evaluation, RunRecord(args.run_dir).metrics()))
+    if evaluation.beside is not None:
+        from fairbench.cross_eval import recorded_fingerprint
+
+        earlier = recorded_fingerprint(evaluation.beside) or "not recorded"
+        print(f"note: {evaluation.beside} holds an evaluation of other {args.dataset} data (fingerprint {earlier}; "
+              f"this data: {evaluation.metrics['data_fingerprint']['digest']}): both are kept, compare lists both")
     print(f"wrote {evaluation.folder}")
     return 0
 
@@ -268,18 +333,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     reg = registry.REGISTRIES[args.kind]
     rows = []
     for name, obj in reg.items():
-        row = [name, summary_of(obj)]
+        row = {"name": name, "summary": summary_of(obj)}
         if args.kind == "methods":
             from fairbench.methods.base import needs_label
 
-            row.insert(1, needs_label(obj))
+            row = {"name": name, "needs": needs_label(obj), "summary": row["summary"]}
         rows.append(row)
-    from tabulate import tabulate
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from tabulate import tabulate
 
-    headers = ["name", "needs in training", "summary"] if args.kind == "methods" else ["name", "summary"]
-    print(tabulate(rows, headers=headers, tablefmt="simple"))
-    if args.kind == "methods":
-        print("\nneeds: T = target labels only; T+A = also the protected attribute; +V = group labels on validation (selection)")
+        headers = ["name", "needs in training", "summary"] if args.kind == "methods" else ["name", "summary"]
+        print(tabulate([list(r.values()) for r in rows], headers=headers, tablefmt="simple"))
+        if args.kind == "methods":
+            print("\nneeds: T = target labels only; T+A = also the protected attribute; +V = group labels on validation "
+                  "(selection)")
     for failure in reg.failures():
         print(f"warning: {args.kind[:-1]} {failure.name!r} from distribution {failure.distribution!r} failed to import: "
               f"{failure.error}", file=sys.stderr)
@@ -295,10 +364,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     from fairbench.search import describe_space
 
     method = registry.methods.get(args.name)
+    if args.json:
+        print(json.dumps({"name": args.name, "summary": summary_of(method), "needs": needs_label(method),
+                          "default_selection": method.default_selection, "profile_defaults": method.profile_defaults,
+                          "backbone_rule": getattr(method, "backbone_rule", None) or None,
+                          "hyperparameters": describe_space(method.Hparams, args.profile)}, indent=2, default=str))
+        return 0
     print(f"{args.name}: {summary_of(method)}")
     print(f"needs in training: {needs_label(method)}; default selection: {method.default_selection}")
     for profile, defaults in method.profile_defaults.items():
         print(f"defaults on the {profile} profile: {defaults}")
+    if method.backbone_rule:
+        from fairbench.config import PROFILES
+
+        print(f"follows the backbone: {method.backbone_rule}")
+        for profile in [args.profile] if args.profile else list(PROFILES):
+            defaults = method.profile_defaults.get(profile, {})
+            backbone = defaults.get("backbone", {}).get("name") or PROFILES[profile]["backbone"]["name"]
+            scaled = method.backbone_hparams(method.Hparams.model_validate(defaults.get("hparams", {})), backbone)
+            print(f"  on the {profile} profile ({backbone}): {', '.join(f'{k} = {v}' for k, v in scaled.items())}")
     rows = describe_space(method.Hparams, args.profile)
     print()
     print(tabulate([[r["key"], r["default"], r["search"], r["description"]] for r in rows],
@@ -332,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "min-group (8); or a plugin's (`fairbench list layouts`); default with --suite: the suite's "
                         "[report] layouts")
     p.add_argument("--suite", type=Path, metavar="FILE", help="only the runs of this suite (benchmarks/*.toml)")
+    p.add_argument("--allow-mixed-revisions", action="store_true",
+                   help="with --suite: make its tables from runs of several code revisions (or a dirty tree), "
+                        "with a note listing them; refused otherwise")
     p.add_argument("--paper", action=argparse.BooleanOptionalAction, default=None,
                    help="show the paper's published rows (default: when the runs use the paper's setting)")
     p.add_argument("--needs", action=argparse.BooleanOptionalAction, default=None,
@@ -358,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered methods, datasets, backbones, metrics, selection rules, "
                                      "launchers or layouts")
     p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "selection", "launchers", "layouts"])
+    p.add_argument("--json", action="store_true", help="a JSON list of {name, summary (, needs)}, for scripts")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="one method in full: hyperparameters, defaults, search space, needs")
@@ -365,13 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="method name (see `fairbench list methods`)")
     p.add_argument("--profile", choices=["cpu-small", "paper"],
                    help="show only this dataset profile's training search space")
+    p.add_argument("--json", action="store_true", help="the same as one JSON object, for scripts")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("eval", help="evaluate a finished run on another dataset (cross-dataset, per-group table)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--dataset", required=True, help="dataset to evaluate on, e.g. utkface, lfwa, celeba")
     p.add_argument("--data-root", type=Path, help="folder holding that dataset's files (default: its environment variable)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="the split to evaluate (default test); all = every image of the dataset, its splits together")
     p.add_argument("--protected", help="group columns, comma separated (default: the dataset's)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
@@ -428,11 +518,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a dataset's files are, e.g. fairface=/data/fairface (repeatable)")
     q.add_argument("--skip-invalid", action="store_true", help="run the jobs that resolve even if some do not")
     q.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    q.add_argument("--allow-mixed-revisions", action="store_true",
+                   help="train in a dirty tree or beside finished runs of another code revision, and make the "
+                        "tables anyway with a note listing the revisions; refused otherwise")
     q.set_defaults(func=cmd_suite_run)
     q = suite_sub.add_parser("status", help="each job's state: done / running / queued / failed / incomplete / pending")
     q.add_argument("file", type=Path, metavar="FILE")
     q.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    q.add_argument("--json", action="store_true", help="every job and its state as one JSON object, for scripts")
     q.set_defaults(func=cmd_suite_status)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a suite's or a runs folder's results "
+                                       "(tables, plots, cost, curves, provenance); opens offline")
+    p.add_argument("source", type=Path, metavar="SUITE_OR_RUNS_DIR", help="a suite file (its runs under --runs-dir) "
+                                                                           "or a runs folder")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a suite's runs (default: ./runs)")
+    p.add_argument("--output", type=Path, metavar="FILE.html",
+                   help="default: report.html beside the suite's table.md (<runs-dir>/suite-<name>/), or in the runs folder")
+    p.add_argument("--allow-mixed-revisions", action="store_true",
+                   help="a suite's runs of several code revisions (or a dirty tree): make the page with a note")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="every finished run's metrics as one long table: a row per (run, evaluation, "
+                                       "split, group, metric), with its configuration, cost and revision")
+    p.add_argument("source", type=Path, metavar="SUITE_OR_RUNS_DIR", help="a suite file (its runs under --runs-dir; "
+                                                                           "fills the trial column) or a runs folder")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a suite's runs (default: ./runs)")
+    p.add_argument("--output", type=Path, required=True, metavar="FILE",
+                   help="FILE.parquet or FILE.csv (schema: docs/results-files.md)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="plots from run records")
     plot_sub = p.add_subparsers(dest="plot_command", metavar="KIND", required=True)
@@ -459,6 +573,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Ctrl-C (SIGINT) at any point, the imports of the first seconds included,
+    is one line on stderr and exit status 130 (128 + SIGINT, as the shell reports a process the
+    signal ended), never a traceback."""
+    seen: list[bool] = []
+
+    def on_sigint(signum, frame):
+        seen.append(True)
+        if _importing(frame):
+            # a KeyboardInterrupt raised inside an import can be swallowed or come out as another
+            # error (numpy turns it into an ImportError, which torch takes for "no numpy" and goes
+            # on): stop at once. A run stopped here is left as a killed one: incomplete, resumable.
+            os.write(2, b"fairbench: interrupted\n")
+            os._exit(EXIT_INTERRUPTED)
+        raise KeyboardInterrupt  # remembered in ``seen``: C code may still turn it into another error
+
+    previous = signal.getsignal(signal.SIGINT)
+    ours = previous is signal.default_int_handler  # not when SIGINT is ignored (nohup) or a test harness holds it
+    if ours:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return _main(argv, seen)
+    except BaseException as exc:
+        if not (seen or isinstance(exc, KeyboardInterrupt)):
+            raise
+        if ours and argv is None:  # the program itself, not a test calling main: a second Ctrl-C while exiting ends it
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            ours = False
+        # a run's says what became of its folder (runner.RunInterrupted)
+        said = str(exc) if isinstance(exc, KeyboardInterrupt) else ""
+        print(f"fairbench: {said or 'interrupted'}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _data_notices_on_one_line(command: str, show_other):
+    """A ``warnings.showwarning`` that prints a :class:`DataNotice` (files skipped, values
+    normalised) as one ``warning:`` line, without Python's file:line and source line."""
+    from fairbench.datasets.base import DataNotice
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataNotice):
+            print(f"fairbench {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs inside an import (the import system's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _main(argv: list[str] | None, interrupted: list[bool]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -473,15 +647,20 @@ def main(argv: list[str] | None = None) -> int:
     from fairbench.config import ConfigError
     from fairbench.datasets.base import DatasetError
     from fairbench.registry import RegistryError
+    from fairbench.run_lease import LeaseLost
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restored after the command (tests call main in one process)
+            warnings.showwarning = _data_notices_on_one_line(args.command, warnings.showwarning)
+            return args.func(args)
     except (ConfigError, DatasetError, RegistryError, BackboneError, FileNotFoundError, ValueError) as exc:
+        if interrupted:  # an interrupt that came out as another error (see main)
+            raise
         print(f"fairbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except LeaseLost as exc:  # another process took the run over: it is theirs now, this one stops
+        print(f"fairbench {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ class DataConfig(Strict):
     #: Dataset.fingerprint): filled in by the runner, part of the run id
     fingerprint: str | None = None
 
+    @field_validator("max_train_samples", "max_eval_samples")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError("must be positive")
+        return v
+
 
 class BackboneConfig(Strict):
     name: str | None = None
@@ -224,6 +231,17 @@ def _fill(section: BaseModel, defaults: dict[str, Any]) -> None:
             setattr(section, key, value)
 
 
+def _check_backbone(name: str | None) -> None:
+    """A backbone name that names nothing fails here, before any data is read or decoded."""
+    from fairbench.backbones import BackboneError, check_backbone_name
+
+    if name is not None:
+        try:
+            check_backbone_name(name)
+        except BackboneError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def resolve(config: RunConfig) -> RunConfig:
     """Fill every unset field and validate the method's hyperparameters and dataset options.
 
@@ -249,6 +267,7 @@ def resolve(config: RunConfig) -> RunConfig:
         _fill(getattr(cfg, section), PROFILES[profile].get(section, {}))
     _fill(cfg.data, {"target": dataset_cls.default_target, "protected": list(dataset_cls.default_protected),
                      "image_size": dataset_cls.default_image_size})
+    _check_backbone(cfg.backbone.name)
     if budget:
         cfg.train.epochs = None  # derived from the budget when the run starts (fairbench.cost)
     if cfg.train.eval_batch_size is None:
@@ -262,9 +281,18 @@ def resolve(config: RunConfig) -> RunConfig:
     _check_selection_rule(cfg.selection)
     hp = {**method_defaults.get("hparams", {}), **cfg.hparams}
     try:
-        cfg.hparams = method_cls.Hparams.model_validate(hp).model_dump(mode="json")
+        hparams = method_cls.Hparams.model_validate(hp)
     except ValidationError as exc:
         raise explain_validation_error(exc, method_cls.Hparams, f"hyperparameters of {cfg.method!r}") from None
+    try:  # defaults that follow the backbone (FineFACE's expert widths), recorded as numbers
+        scaled = method_cls.backbone_hparams(hparams, cfg.backbone.name)
+    except ValueError as exc:  # an unknown backbone, stages it does not have
+        raise ConfigError(f"hyperparameters of {cfg.method!r} on backbone {cfg.backbone.name!r}: {exc}") from None
+    cfg.hparams = hparams.model_copy(update=scaled).model_dump(mode="json")
+    seed_option = dataset_cls.data_seed_option
+    if seed_option is not None and seed_option not in cfg.data.options:
+        # a generated dataset draws each run seed's own data; seed 0 draws what it always did
+        cfg.data.options = {**cfg.data.options, seed_option: cfg.train.seed}
     try:
         cfg.data.options = dataset_cls.Options.model_validate(cfg.data.options).model_dump(mode="json")
     except ValidationError as exc:

@@ -4,17 +4,20 @@ wall time and peak memory, so that methods can be compared at equal budgets.
 FLOPs are measured, not guessed: the first update of every epoch runs under
 :class:`torch.utils.flop_counter.FlopCounterMode` (forward and backward of every step the method
 takes in that update), and the epoch's total is that count times the epoch's updates. This is
-exact for methods whose update does the same work on every batch (all built-ins; JTT's phases
-are measured separately because each epoch is measured) and an estimate otherwise; the record
-says ``"flops_method": "first update of each epoch x updates"``.
+exact for methods whose update does the same work on every batch (JTT's phases are measured
+separately because each epoch is measured); a method whose work depends on the batch says so
+(``Method.same_work_every_update = False``: FairMixup) and has every update measured. A method's
+own passes between epochs (``Method.begin_epoch``: JTT's identification of the training errors)
+are training compute too: each is measured in full and added (``between_epoch_flops``). The
+record says how (``"flops_method"``).
 
 Steps are counted with a global optimizer step hook (every ``optimizer.step()`` of the process
 while the meter is active): FineFACE's N + 2 steps per batch count as N + 2, an adversary's
 step counts too. Images are counted at the input of the first stage of every backbone the method owns (FineFACE's
 crops count as images): a forward under autograd counts as forwarded and backwarded, one in
-``no_grad`` / inference mode as forwarded only. FLOPs and wall time cover ``Method.update`` only;
-a method's own passes between epochs (JTT's inference on the training split) show in the image
-counts, not in ``train_flops``.
+``no_grad`` / inference mode as forwarded only. FLOPs and wall time cover ``Method.update`` and
+``Method.begin_epoch``; validation and test predictions are evaluation, not training, and are not
+counted.
 """
 
 from __future__ import annotations
@@ -40,15 +43,17 @@ class TrainingCost:
     optimizer_steps: int = 0  # optimizer.step() calls, every optimizer
     images_forwarded: int = 0  # through a backbone, training and the method's own between-epoch passes
     images_backwarded: int = 0  # forwarded with autograd on
-    train_flops: float = 0.0  # forward + backward, measured per epoch (see module notes)
-    train_seconds: float = 0.0  # wall time inside Method.update
+    train_flops: float = 0.0  # forward + backward, measured per epoch, passes between epochs included
+    between_epoch_flops: float = 0.0  # of which in Method.begin_epoch (JTT's identification pass)
+    train_seconds: float = 0.0  # wall time inside Method.update and Method.begin_epoch
     peak_memory_bytes: int = 0  # CUDA: peak allocated; CPU: the process's peak resident set
     peak_memory_kind: str = ""
-    flops_per_update: list[float] = field(default_factory=list)  # one per epoch (the measured update)
+    flops_per_update: list[float] = field(default_factory=list)  # one per epoch (its first update)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["flops_method"] = "first update of each epoch x updates (torch.utils.flop_counter)"
+        out["flops_method"] = ("first update of each epoch x updates (every update if the method's work depends "
+                               "on the batch), plus every pass between epochs in full (torch.utils.flop_counter)")
         return out
 
     @classmethod
@@ -76,6 +81,7 @@ class CostMeter:
         self._hooked: weakref.WeakSet = weakref.WeakSet()
         self._measure_next = True
         self._epoch_flops = 0.0
+        self._measure_every_update = not getattr(method, "same_work_every_update", True)
 
     # -- activation ------------------------------------------------------------------------
     def __enter__(self) -> "CostMeter":
@@ -134,21 +140,36 @@ class CostMeter:
             self._epoch_flops = saved.flops_per_update[-1]
             self._measure_next = False
 
+    def between_epochs(self, run_begin_epoch):
+        """Run one ``Method.begin_epoch`` (a zero-argument callable) and count its passes in full."""
+        start = time.perf_counter()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            out = run_begin_epoch()
+        flops = float(counter.get_total_flops())
+        self.cost.train_flops += flops
+        self.cost.between_epoch_flops += flops
+        self.cost.train_seconds += time.perf_counter() - start
+        return out
+
     def update(self, run_update):
         """Run one ``Method.update`` (a zero-argument callable) and account for it."""
         start = time.perf_counter()
-        if self._measure_next:
+        if self._measure_next or self._measure_every_update:
             counter = FlopCounterMode(display=False)
             with counter:
                 out = run_update()
-            self._epoch_flops = float(counter.get_total_flops())
-            self.cost.flops_per_update.append(self._epoch_flops)
-            self._measure_next = False
+            flops = float(counter.get_total_flops())
+            if self._measure_next:  # the epoch's first update, the one recorded
+                self._epoch_flops = flops
+                self.cost.flops_per_update.append(flops)
+                self._measure_next = False
         else:
             out = run_update()
+            flops = self._epoch_flops
         self.cost.train_seconds += time.perf_counter() - start
         self.cost.updates += 1
-        self.cost.train_flops += self._epoch_flops
+        self.cost.train_flops += flops
         return out
 
 

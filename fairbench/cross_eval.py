@@ -6,10 +6,20 @@ are matched (CelebA ``Male`` 1 / -1 = ``Male`` / ``Female``) and the logit colum
 reordered into the evaluated dataset's class order. Groups are the evaluated dataset's own
 (its default protected attributes unless given). Written under the run, atomically:
 
-    runs/<run_id>/evaluations/<dataset>-<split>/metrics.json    dataset, split, run_id, report, ...
+    runs/<run_id>/evaluations/<dataset>-<split>/metrics.json    dataset, split, run_id, report, data_fingerprint, ...
     runs/<run_id>/evaluations/<dataset>-<split>/predictions.csv per-sample, as predictions_test.csv
 
-``fairbench compare`` lists these as extra rows ("evaluated on").
+Every evaluation records the fingerprint of the data it evaluated (``Dataset.fingerprint``, as runs
+do). Evaluating the same data again rewrites its folder with the same result; an evaluation of
+other data (another copy, an edited label) is kept beside the earlier one, never over it:
+``evaluations/<dataset>-<split>-<first 8 hex of its fingerprint>``. Why beside and not refused: both
+are results of the same weights, and a suite's evaluation (``<dataset>-<split>``, see
+``missing_evaluations``) stays where the suite looks for it.
+
+``split = "all"`` evaluates every image of the dataset (its train, val and test splits together,
+e.g. a small sample kept whole as a test set); ``predictions.csv`` then says each image's split.
+
+``fairbench compare`` lists these as extra rows ("evaluated on"), with the evaluated data's fingerprint.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ class CrossEvaluation:
     folder: Path
     metrics: dict[str, Any]
     predictions: pd.DataFrame
+    #: the folder of the earlier evaluation of other data this one was written beside (None: none)
+    beside: Path | None = None
 
 
 def _dataset(name: str, root: Path | None, options: dict[str, Any], cache_dir: Path | None) -> Dataset:
@@ -70,10 +82,46 @@ def target_for(run_dataset: str, run_target: str, eval_name: str, eval_dataset: 
         f"{', '.join(pairs) if pairs else 'none'}")
 
 
+def recorded_fingerprint(folder: Path) -> str | None:
+    """The data fingerprint digest an evaluation folder records; None when it holds no evaluation,
+    "" when it holds one that records none (made before fingerprints were recorded) or is unreadable."""
+    from fairbench.run_store import read_json
+
+    if not (folder / "metrics.json").is_file():
+        return None
+    try:
+        return str((read_json(folder / "metrics.json").get("data_fingerprint") or {}).get("digest") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def evaluation_folder(run_dir: Path, dataset: str, split: str, digest: str) -> Path:
+    """Where the evaluation of ``dataset`` ``split`` with data fingerprint ``digest`` is written:
+    ``evaluations/<dataset>-<split>`` when free or holding this same data, else beside it, suffixed
+    with the fingerprint (8 hex digits, all 16 in the unlikely case those 8 are taken)."""
+    base = Path(run_dir) / "evaluations" / f"{dataset}-{split}"
+    for folder in (base, base.with_name(f"{base.name}-{digest[:8]}"), base.with_name(f"{base.name}-{digest}")):
+        if recorded_fingerprint(folder) in (None, digest):
+            return folder
+    raise FileExistsError(f"{base.with_name(f'{base.name}-{digest}')} holds an evaluation of other data; move it away")
+
+
+#: a split name meaning every image of the dataset: its splits (train, val, test) together
+ALL_SPLITS = "all"
+#: what an evaluation may read (``fairbench eval --split``, a suite's ``[[evaluate]] split``)
+EVAL_SPLITS = (*SPLITS, ALL_SPLITS)
+
+
+def parts_of(split: str) -> tuple[str, ...]:
+    """The dataset splits an evaluation split is made of."""
+    return SPLITS if split == ALL_SPLITS else (split,)
+
+
 def load_split(dataset: Dataset, task: Task, image_size: int, split: str) -> DatasetBundle:
-    """Only ``split`` when the loader can load a subset of splits (the built-in file loaders can)."""
+    """Only ``split`` (every split for ``all``) when the loader can load a subset of splits (the
+    built-in file loaders can)."""
     if "splits" in inspect.signature(dataset.load).parameters:
-        return dataset.load(task, image_size, splits=(split,))
+        return dataset.load(task, image_size, splits=parts_of(split))
     return dataset.load(task, image_size)
 
 
@@ -89,7 +137,8 @@ def evaluate_run(
     device: str = "auto",
 ) -> CrossEvaluation:
     from fairbench.config import RunConfig
-    from fairbench.run_store import RunRecord, atomic_write_csv, atomic_write_json, environment, now, read_json
+    from fairbench.run_store import (RunRecord, atomic_write_csv, atomic_write_json, check_writable, environment, now,
+                                     read_json)
     from fairbench.runner import load_trained_method, predict_images, predictions_frame, report_for
 
     run_dir = Path(run_dir)
@@ -99,17 +148,25 @@ def evaluate_run(
     state = record.status().get("state")
     if state != "done" or not (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"run {run_dir} is not finished (state {state!r}); evaluate a run that completed")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     cfg = RunConfig.model_validate({k: v for k, v in record.config().items() if k != "run_id"})
     run_classes = list(read_json(run_dir / "dataset.json")["classes"])
+    # a read-only run folder is said now, not after the predictions; eval has no --runs-dir to change
+    evaluations = run_dir / "evaluations"
+    check_writable(evaluations if evaluations.is_dir() else run_dir,
+                   unwritable_hint=f"copy the run folder somewhere writable and evaluate the copy "
+                                   f"(cp -r {run_dir} DIR; fairbench eval DIR/{run_dir.name} ...)")
 
     ds = _dataset(dataset, data_root, options or {}, cache_dir)
     target = target_for(cfg.data.name, cfg.data.target, dataset, ds)
     task = Task(target, tuple(protected or type(ds).default_protected))
+    fingerprint = ds.fingerprint(task)  # checks the label files; decodes nothing (file datasets)
+    folder = evaluation_folder(run_dir, dataset, split, fingerprint["digest"])
     bundle = load_split(ds, task, decode_size(cfg.data.image_size, cfg.train.transform), split)
-    if split not in bundle.splits:
-        raise DatasetError(f"{dataset} has no {split!r} split")
+    missing = [part for part in parts_of(split) if part not in bundle.splits]
+    if missing:
+        raise DatasetError(f"{dataset} has no {missing[0]!r} split")
     columns = vocab.class_mapping(run_classes, bundle.classes)
     if columns is None:
         raise DatasetError(f"the classes of {dataset} {target!r} {bundle.classes} do not map one-to-one onto the "
@@ -117,14 +174,19 @@ def evaluate_run(
 
     method, _ = load_trained_method(run_dir, device)
     dev = next(method.parameters()).device
-    data = bundle.splits[split]
-    images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
-    logits = predict_images(method, images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
-    logits = logits[:, columns]  # the run's columns, reordered into this dataset's class order
-    frame = predictions_frame(data, logits, task.protected, bundle.classes)
+    frames = []
+    for part in parts_of(split):  # "all": split by split, then one frame
+        data = bundle.splits[part]
+        images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
+        logits = predict_images(method, images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
+        logits = logits[:, columns]  # the run's columns, reordered into this dataset's class order
+        frames.append(predictions_frame(data, logits, task.protected, bundle.classes))
+    if split == ALL_SPLITS:
+        frames = [f.assign(split=part) for f, part in zip(frames, parts_of(split))]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["index"] = range(len(frame))
     report = report_for(frame, bundle.group_names)
 
-    folder = run_dir / "evaluations" / f"{dataset}-{split}"
     metrics = {
         "dataset": dataset,
         "split": split,
@@ -139,12 +201,14 @@ def evaluate_run(
         "image_size": cfg.data.image_size,
         "options": ds.options.model_dump(mode="json"),
         "data_info": bundle.info,
-        "group_counts": pd.Series(data.group_labels(task.protected)).value_counts().to_dict(),
+        "data_fingerprint": fingerprint,
+        "group_counts": frame["group"].value_counts().to_dict(),
         "environment": {**environment(str(dev)), "ended": now()},
     }
     atomic_write_csv(folder / "predictions.csv", frame)
     atomic_write_json(folder / "metrics.json", metrics)
-    return CrossEvaluation(folder, metrics, frame)
+    base = evaluations / f"{dataset}-{split}"
+    return CrossEvaluation(folder, metrics, frame, base if folder != base else None)
 
 
 def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):
@@ -156,4 +220,5 @@ def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):
     return run_summary({label: m["report"], "selection": run_metrics["selection"]}, label)
 
 
-__all__ = ["CrossEvaluation", "evaluate_run", "load_split", "summary_table", "target_for"]
+__all__ = ["ALL_SPLITS", "EVAL_SPLITS", "CrossEvaluation", "evaluate_run", "evaluation_folder", "load_split", "recorded_fingerprint", "summary_table",
+           "target_for"]

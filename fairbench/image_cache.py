@@ -12,16 +12,22 @@ leaves a cache that is later read as complete.
 Decoding runs in a thread pool (PIL releases the GIL while decoding); JPEGs are decoded at
 reduced size with ``Image.draft`` when that still gives at least S x S pixels.
 
-Bad images (missing, truncated, corrupt): with ``on_bad_image="error"`` the first one stops
-the build with a :class:`DatasetError` naming the file and its label row; with ``"skip"``
-they are left out and listed (the loader records them in ``bundle.info``). The list is kept
-in the sidecar, so a later load with ``"error"`` still reports them.
+Bad images (missing, a folder or a symbolic-link loop in place of a file, empty, truncated,
+corrupt): with ``on_bad_image="error"`` the first one stops the build with a
+:class:`DatasetError` naming the file, its label row and what is wrong; those the file system
+shows are found before the cache folder is touched. With ``"skip"`` they are left out and
+listed (the loader records them in ``bundle.info``). The list is kept in the sidecar, so a
+later load with ``"error"`` still reports them.
+
+Greyscale images wider than 8 bits (16-bit PNG / TIFF, PIL modes ``I;16``, ``I``, ``F``) are
+scaled to 8 bits before the RGB conversion (:func:`to_8_bits`); PIL's own conversion clips them.
 
 Cache folder: ``DataConfig.cache_dir``, else ``$FAIRBENCH_CACHE``, else ``~/.cache/fairbench``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -40,9 +46,11 @@ import numpy as np
 
 from fairbench.datasets.base import DatasetError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit and 32-bit greyscale images scaled to 8 bits (1 clipped them)
 #: the resize rule, part of the cache key: the paper's transforms.Resize((S, S)) on a PIL image
 RESIZE_RULE = "RGB; JPEG draft (DCT downscale, >= S x S); PIL bilinear (antialiased) resize to S x S, aspect not kept"
+#: greyscale modes wider than 8 bits: PIL's convert("RGB") clips them at 255 (a 16-bit scan turns white)
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 OnBadImage = Literal["error", "skip"]
 Progress = Callable[[int, int], None]
 CHUNK = 32
@@ -70,6 +78,24 @@ class DecodedImages:
     built: bool  # decoded by this call (False: read from an existing cache)
 
 
+def to_8_bits(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """A wide greyscale image (PIL mode ``I;16*``, ``I`` or ``F``) as uint8, scaled, not clipped.
+
+    16-bit values are scaled by 255 / 65535. Mode ``I`` (32-bit) is what Pillow gives for many
+    16-bit PNG / TIFF files, so values within 0..65535 are read as 16-bit too; wider ones are
+    scaled from 0..2**31 - 1. Mode ``F`` (float) has no fixed range: 0..1 is scaled to 0..255, any
+    other range is taken as 8-bit values. Negative values are clipped to 0."""
+    values = pixels.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
+    elif mode.startswith("I;16") or (values.size == 0 or values.max() <= 65535):
+        top = 65535.0
+    else:
+        top = 2.0**31 - 1
+    scaled = np.nan_to_num(values, nan=0.0) * (255.0 / top)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def decode_image(path: str | Path, size: int) -> np.ndarray:
     """One image as S x S x 3 uint8 (raises on unreadable files)."""
     from PIL import Image
@@ -77,7 +103,10 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
         if im.format == "JPEG":
             im.draft("RGB", (size, size))
-        rgb = im.convert("RGB")  # forces the full decode: truncated data raises here
+        if im.mode in WIDE_GREY_MODES:  # forces the full decode: truncated data raises here
+            rgb = Image.fromarray(to_8_bits(np.asarray(im), im.mode)).convert("RGB")
+        else:
+            rgb = im.convert("RGB")  # forces the full decode: truncated data raises here
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -105,13 +134,43 @@ def _bad_error(bad: BadImage, policy_hint: bool = True) -> DatasetError:
     return DatasetError(f"cannot read image {bad.file} ({bad.row}): {bad.reason}.{hint if policy_hint else ''}")
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
-    """(size, mtime) of a regular file; None if it is missing or not a file."""
+def _examine(path: Path) -> tuple[int, int] | str:
+    """(size, mtime) of a non-empty regular file, else why it cannot be an image (no decoding)."""
     try:
         st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"it is a symbolic link to {os.readlink(path)}, which does not exist"
+        return "file is missing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "it is a symbolic link that leads back to itself (a loop), not an image file"
+        return f"it cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "it is a folder, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file (a device, pipe or socket), not an image file"
+    if st.st_size == 0:
+        return "the file is empty (0 bytes)"
+    return st.st_size, st.st_mtime_ns
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be an image, from the file system alone; None if it may be one."""
+    found = _examine(Path(path))
+    return found if isinstance(found, str) else None
+
+
+def bad_image_error(file: str | Path, row: str, reason: str) -> DatasetError:
+    """The error of an unreadable image at ``file`` (labels at ``row``) with ``on_bad_image="error"``."""
+    return _bad_error(BadImage(-1, str(file), row, reason))
+
+
+def discard(decoded: DecodedImages) -> None:
+    """Remove a cache this process has just built (its data and sidecar): a build of several splits
+    that fails on a later one leaves the cache folder as it found it."""
+    for path in (decoded.path, decoded.path.with_suffix(".json")):
+        path.unlink(missing_ok=True)
 
 
 def _cache_key(entries: list[tuple[str, int | None, int | None]], size: int) -> str:
@@ -185,24 +244,24 @@ def decode_images(
     paths = [Path(f) for f in files]
     rows = list(rows) if rows is not None else [f"item {i}" for i in range(len(paths))]
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+    entries: list[tuple[str, int | None, int | None]] = []
+    bad: list[BadImage] = []
+    for i, path in enumerate(paths):
+        found = _examine(path)
+        if isinstance(found, str):  # missing, a folder, a link loop, empty: found before anything is written
+            unusable = BadImage(i, str(path), rows[i], found)
+            if on_bad_image == "error":
+                raise _bad_error(unusable)
+            bad.append(unusable)
+            entries.append((str(path.absolute()), None, None))
+        else:
+            entries.append((str(path.absolute()), *found))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(f"cannot create the image cache folder {folder} ({exc}); choose another with "
                            "$FAIRBENCH_CACHE or --set data.cache_dir=/path") from None
-
-    entries: list[tuple[str, int | None, int | None]] = []
-    bad: list[BadImage] = []
-    for i, path in enumerate(paths):
-        st = _stat(path)
-        if st is None:
-            missing = BadImage(i, str(path), rows[i], "file is missing")
-            if on_bad_image == "error":
-                raise _bad_error(missing)
-            bad.append(missing)
-            entries.append((str(path.absolute()), None, None))
-        else:
-            entries.append((str(path.absolute()), *st))
     key = _cache_key(entries, size)
     stem = f"{name}-{size}px-{key[:16]}"
     data, meta = folder / f"{stem}.u8", folder / f"{stem}.json"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.metrics.specs import MetricSpec, get_spec
-from fairbench.run_store import atomic_write_bytes
+from fairbench.run_store import atomic_write_bytes, selected_epoch
 from fairbench.tables import (
     Context,
     PaperTable,
@@ -360,7 +360,7 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
             entries = json.loads(history.read_text())
             config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
             metrics = run_dir / "metrics.json"
-            chosen = json.loads(metrics.read_text()).get("selection", {}).get("epoch") if metrics.is_file() else None
+            chosen = selected_epoch(json.loads(metrics.read_text())) if metrics.is_file() else None  # from 1
         except (json.JSONDecodeError, OSError) as exc:
             raise PlotError(f"{run_dir}: cannot read its records ({exc})") from None
         runs.append((_curve_label(run_dir, config), entries, chosen, config))
@@ -379,7 +379,7 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
     cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
     for i, (label, entries, chosen) in enumerate(runs):
         for ax, (section, key, _) in zip(axes, CURVES):
-            points = [(e["epoch"], (e.get(section) or {}).get(key)) for e in entries]
+            points = [(e["epoch"] + 1, (e.get(section) or {}).get(key)) for e in entries]  # from 1, as the log
             points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
             if not points:
                 continue

@@ -53,6 +53,8 @@ class Evaluated:
     report: dict[str, Any]
     predictions: Path | None
     protected: tuple[str, ...]  # the evaluated data's group columns
+    #: the evaluated data's fingerprint digest (the run's own for its test split; None: not recorded)
+    fingerprint: str | None = None
     _by: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def report_by(self, attribute: str) -> dict[str, Any]:
@@ -93,8 +95,12 @@ class Record:
     path: Path
     config: dict[str, Any]
     status: dict[str, Any]
-    identity: dict[str, Any]  # flat dotted keys of the hashed configuration
+    #: flat dotted keys of the hashed configuration, but a generated dataset's data seed and the
+    #: fingerprint of what it drew: like train.seed, they vary across the seeds of one setting
+    identity: dict[str, Any]
     setting_key: str = ""  # the hashed configuration but the seed: runs that differ only in seed share it
+    #: its search trial (0: the defaults) when read with the suite that ran it, else None
+    trial: int | None = None
     _metrics: dict[str, Any] | None = field(default=None, repr=False)
     _evaluations: list[Evaluated] | None = field(default=None, repr=False, compare=False)
 
@@ -136,7 +142,8 @@ class Record:
 
     @property
     def data_fingerprint(self) -> str | None:
-        return self.config["data"].get("fingerprint")
+        """What data the setting's seeds share; None for generated data, drawn anew per seed."""
+        return self.identity.get("data.fingerprint")
 
     @property
     def precision(self) -> str | None:
@@ -163,7 +170,7 @@ class Record:
 
     def _read_evaluations(self) -> list[Evaluated]:
         out = [Evaluated(self, self.dataset, "test", self.metrics()["test"], self.path / "predictions_test.csv",
-                         self.protected)]
+                         self.protected, self.config["data"].get("fingerprint"))]
         for sub in self.store.evaluations():
             ev = json.loads((sub / "metrics.json").read_text())
             pred = sub / "predictions.csv"
@@ -171,8 +178,22 @@ class Record:
             if name == self.dataset:  # the training dataset again (other options): not its own test
                 name += " [evaluation]"
             out.append(Evaluated(self, name, ev.get("split", "test"), ev["report"],
-                                 pred if pred.is_file() else None, tuple(ev.get("protected") or self.protected)))
+                                 pred if pred.is_file() else None, tuple(ev.get("protected") or self.protected),
+                                 (ev.get("data_fingerprint") or {}).get("digest")))
         return out
+
+
+def _drop_data_seed(ident: dict[str, Any]) -> None:
+    """Remove the data seed of a generated dataset (train.seed unless set) and so its fingerprint."""
+    from fairbench import registry
+
+    try:
+        option = registry.datasets.get(ident["data"]["name"]).data_seed_option
+    except registry.RegistryError:  # a plugin no longer installed: its records keep every key
+        return
+    if option is not None:
+        ident["data"]["options"].pop(option, None)
+        ident["data"].pop("fingerprint", None)
 
 
 def load_records(runs_dir: Path) -> tuple[list[Record], list[tuple[str, str]]]:
@@ -187,6 +208,7 @@ def load_records(runs_dir: Path) -> tuple[list[Record], list[tuple[str, str]]]:
         except Exception as exc:  # an unreadable or outdated record must not hide the others
             problems.append((rec.run_id, f"unreadable config.json: {type(exc).__name__}: {exc}"))
             continue
+        _drop_data_seed(ident)
         identity = flatten(ident)
         ident["train"].pop("seed", None)
         setting = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]

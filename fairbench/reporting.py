@@ -17,7 +17,7 @@ from fairbench.layouts.summary import number_text, summary_frame
 from fairbench.metrics.specs import get_spec, metric_specs
 from fairbench.plots import PlotError, plot_pareto
 from fairbench.records import Record, finished, load_records
-from fairbench.run_store import RunRecord, atomic_write_bytes
+from fairbench.run_store import RunRecord, atomic_write_bytes, selected_epoch
 from fairbench.tables import CHANCE_MARGIN_PP, at_chance
 
 
@@ -26,7 +26,7 @@ def run_summary(metrics: dict[str, Any], split: str = "test"):
     from rich.table import Table
 
     report = metrics[split]
-    table = Table(title=f"{split} metrics (checkpoint of epoch {metrics['selection']['epoch'] + 1}, "
+    table = Table(title=f"{split} metrics (checkpoint of epoch {selected_epoch(metrics)}, "
                         f"selected by val {metrics['selection']['rule']})")
     table.add_column("group")
     table.add_column("n", justify="right")
@@ -93,20 +93,45 @@ def load_selected(runs_dir: Path, suite=None) -> tuple[list[Record], list[tuple[
     records, problems = load_records(runs_dir)
     if suite is not None:
         records, problems = suite.select(records, problems)
+        for record in records:  # the trial breaks ties between equally scored trials (fairbench.selection)
+            job = suite.job_for(record.config)
+            record.trial = job.trial if job is not None else None
     done, skipped = finished(records)
     return done, skipped + problems
 
 
 def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "table", suite=None,
             paper: bool | None = None, needs: bool | None = None, by: str | None = None,
-            dataset: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+            dataset: str | None = None, allow_mixed_revisions: bool = False) -> tuple[str, list[tuple[str, str]]]:
     """The text of ``fairbench compare``, and (run, reason) for every run left out.
 
     ``suite`` (a loaded :class:`fairbench.suite.Suite`): only its runs, and its ``[report]
-    layouts`` by default; else every run and the ``summary`` layout."""
+    layouts`` by default; else every run and the ``summary`` layout. A suite's runs must share one
+    clean code revision unless ``allow_mixed_revisions`` (then the text ends with a note listing
+    them; csv and json, which hold only rows, get it on stderr)."""
     done, skipped = load_selected(runs_dir, suite)
+    note = revision_note(done, suite, allow_mixed_revisions)
     layouts = layouts or (list(suite.report.layouts) if suite else ["summary"])
-    return compare_records(done, skipped, layouts, fmt, paper=paper, needs=needs, by=by, dataset=dataset), skipped
+    text = compare_records(done, skipped, layouts, fmt, paper=paper, needs=needs, by=by, dataset=dataset)
+    if note and text:
+        if fmt in ("csv", "json"):
+            print(f"note: {note}", file=sys.stderr)
+        else:
+            text += {"markdown": f"\nNote: {note}\n", "latex": f"% note: {note}\n"}.get(fmt, f"\nnote: {note}\n")
+    return text, skipped
+
+
+def revision_note(done: list[Record], suite, allow_mixed_revisions: bool) -> str | None:
+    """A suite's tables hold one clean code revision (fairbench.revisions): refused otherwise, or,
+    when allowed, the note that lists the revisions and their runs. None without a suite."""
+    from fairbench.revisions import check_table, revision_counts, table_note
+
+    if suite is None:
+        return None
+    counts = revision_counts(r.path for r in done)
+    if not allow_mixed_revisions:
+        check_table(counts, f"suite {suite.name} ({suite.path})")
+    return table_note(counts)
 
 
 def compare_records(done: list[Record], skipped: list[tuple[str, str]], layouts: list[str], fmt: str, *,
@@ -141,18 +166,21 @@ def pareto_points(done: list[Record], rule: str | None) -> tuple[list[Record], s
     return chosen_records(done, rule), f"search trials {get_rule(rule).title}"
 
 
-def write_suite_report(suite, runs_dir: Path, out=None) -> list[Path]:
+def write_suite_report(suite, runs_dir: Path, out=None, allow_mixed_revisions: bool = False) -> list[Path]:
     """``<runs-dir>/suite-<name>/table.md`` (every layout of the loaded ``suite``'s [report]) and
-    its pareto plots (``pareto.png``, then ``pareto-<x>-<y>.png``)."""
+    its pareto plots (``pareto.png``, then ``pareto-<x>-<y>.png``); runs of one clean code revision
+    unless ``allow_mixed_revisions`` (then the report says which)."""
     out = out or sys.stderr
     folder = Path(runs_dir) / suite.report_dir_name
     done, skipped = load_selected(runs_dir, suite)
+    note = revision_note(done, suite, allow_mixed_revisions)
     text = compare_records(done, skipped, list(suite.report.layouts), "markdown")
     if not text:
         print(f"no finished run of suite {suite.name} under {runs_dir}: no report written", file=out)
         return []
     parts = [f"# Suite {suite.name}\n\n", suite.description.strip() + "\n\n" if suite.description else "",
-             f"{len(done)} finished runs of {len(suite.jobs())} jobs ({suite.path}).\n\n", text]
+             f"{len(done)} finished runs of {len(suite.jobs())} jobs ({suite.path}).\n\n",
+             f"Note: {note}\n\n" if note else "", text]
     if skipped:
         parts.append("\n## Runs not in the tables\n\n" + "".join(f"- `{rid}`: {why}\n" for rid, why in skipped))
     written = [folder / "table.md"]

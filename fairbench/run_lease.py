@@ -19,7 +19,9 @@ The marker lives beside the run folder, not in it, so that replacing the folder 
 never deletes the lock of the process doing it. Every write through ``RunWriter`` first checks that
 the marker still carries this process's token (``check_owned``): a process frozen past its lease
 (SIGSTOP, a suspended job) that wakes up after a takeover stops at its next write with
-:class:`LeaseLost` instead of overwriting the new owner's files.
+:class:`LeaseLost` instead of overwriting the new owner's files. The hidden folder a ``--force``
+run trains in is covered by the run's lease too (its writer checks the run folder's lease), and
+the swap that puts it in place checks the lease immediately before.
 
 Every process using a runs folder must agree on the lease length: ``FAIRBENCH_LEASE_SECONDS``
 (default 180 s: a heartbeat every 60 s, tolerant of NFS attribute caches of up to a minute).

@@ -8,6 +8,8 @@
       metrics.json       selection (rule, epoch) and the val / test metric reports
       predictions_val.csv, predictions_test.csv   per-sample: index, id, target, groups, scores, pred
       checkpoint.pt      selected weights (load with weights_only=True)
+      predictions_test-epoch<N>.csv   test predictions of an epoch another validation rule chose
+                         (fairbench.rule_checkpoints; its checkpoint-epoch<N>.pt lives only while training)
       last.pt            latest epoch (weights, optimizers, RNG) for resuming
       evaluations/<dataset>-<split>/   cross-dataset evaluations (metrics.json, predictions.csv)
 """
@@ -44,32 +46,38 @@ class RunStoreError(ValueError):
     """A runs folder that cannot be written (full, read-only, no permission) or a record that cannot be read."""
 
 
-def storage_error(path: Path, exc: OSError) -> RunStoreError:
+WRITABLE_RUNS_DIR = "choose a writable --runs-dir"
+
+
+def storage_error(path: Path, exc: OSError, unwritable_hint: str = WRITABLE_RUNS_DIR) -> RunStoreError:
+    """``unwritable_hint``: what to do about a read-only or forbidden folder (commands without
+    ``--runs-dir``, such as ``eval``, say their own)."""
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
             errno.EROFS: "the file system is read-only"}.get(exc.errno, "no permission to write there")
-    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose a writable --runs-dir"
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else unwritable_hint
     return RunStoreError(f"cannot write {path}: {what} ({exc.strerror}); {hint}")
 
 
 @contextlib.contextmanager
-def storage_errors(path: Path, name_the_file: bool = False):
+def storage_errors(path: Path, name_the_file: bool = False, unwritable_hint: str = WRITABLE_RUNS_DIR):
     """A full, read-only or forbidden folder met in the block: one :class:`RunStoreError` naming
     ``path`` (with ``name_the_file``, the file the error names, if it names one)."""
     try:
         yield
     except OSError as exc:
         if exc.errno in STORAGE_ERRNOS:
-            raise storage_error(Path(exc.filename) if name_the_file and exc.filename else path, exc) from None
+            raise storage_error(Path(exc.filename) if name_the_file and exc.filename else path, exc,
+                                unwritable_hint) from None
         raise
 
 
-def check_writable(folder: Path) -> None:
+def check_writable(folder: Path, unwritable_hint: str = WRITABLE_RUNS_DIR) -> None:
     """A clear error now, rather than a traceback after the data has loaded: the folder can be
     created, written to and has room for at least a page (a full disk still creates empty files)."""
     folder = Path(folder)
     probe = None
     try:
-        with storage_errors(folder):
+        with storage_errors(folder, unwritable_hint=unwritable_hint):
             folder.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
             try:
@@ -149,7 +157,25 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+#: the code revision to record instead of asking git: for a copy of the code outside a git checkout
+#: (a wheel, a container image: the commit it was built from), and for tests
+REVISION_ENV = "FAIRBENCH_GIT_REVISION"
+
+
+def selected_epoch(metrics: dict[str, Any]) -> int | None:
+    """The epoch a run's checkpoint was selected at, counted from 1 as the log and the tables count
+    (``metrics.json`` ``selection.selected_epoch``; records made before it stored ``epoch``, from 0)."""
+    selection = metrics.get("selection") or {}
+    if "selected_epoch" in selection:
+        return selection["selected_epoch"]
+    return None if selection.get("epoch") is None else selection["epoch"] + 1
+
+
 def git_revision() -> str | None:
+    """The commit of this code, ``+dirty`` when its working tree has uncommitted changes; None
+    outside git."""
+    if os.environ.get(REVISION_ENV):
+        return os.environ[REVISION_ENV]
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -243,15 +269,17 @@ class RunRecord:
 
 
 class RunWriter:
-    """Write-side of a run folder for the runner."""
+    """Write-side of a run folder for the runner. ``lease_of``: the run folder whose lease covers
+    this one (a ``--force`` run trained aside, in a hidden folder, is owned through its run's)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, lease_of: Path | None = None):
         self.path = Path(path)
+        self.lease_of = Path(lease_of) if lease_of is not None else self.path
         with storage_errors(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, obj: Any) -> None:
-        check_owned(self.path)
+        check_owned(self.lease_of)
         atomic_write_json(self.path / name, obj)
 
     def set_status(self, state: str, **extra: Any) -> None:
@@ -260,11 +288,11 @@ class RunWriter:
         self.write_json("status.json", payload)
 
     def write_predictions(self, split: str, frame: pd.DataFrame, folder: Path | None = None) -> None:
-        check_owned(self.path)
+        check_owned(self.lease_of)
         atomic_write_csv((folder or self.path) / f"predictions_{split}.csv", frame)
 
     def save_checkpoint(self, name: str, obj: Any) -> None:
-        check_owned(self.path)
+        check_owned(self.lease_of)
         atomic_torch_save(self.path / name, obj)
 
 

@@ -2,7 +2,8 @@
 
 Selection protocol: after each epoch the model is evaluated on the validation split and
 the checkpoint is selected by the configured rule on validation metrics only. The test
-split is predicted once, at the end, with the selected checkpoint.
+split is predicted once, at the end, with the selected checkpoint, and once more for each
+other validation rule whose best epoch differs (:mod:`fairbench.rule_checkpoints`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from fairbench import checkpointing, distributed, registry
 from fairbench.config import RunConfig, run_id
 from fairbench.cost import BUDGET_FIELDS, BudgetError, CostMeter, TrainingCost, epochs_for_budget, probe_update
 from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
+from fairbench.datasets.coverage import check_coverage, untested_error
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
                                 eval_batches, to_float)
+from fairbench.run_lease import LeaseLost, check_owned
 from fairbench.run_lease import hold as hold_run
+from fairbench.rule_checkpoints import RuleBests, checkpoint_file, predictions_split
 from fairbench.run_store import (RunRecord, RunStoreError, RunWriter, check_writable, environment, now, read_json,
                                  storage_errors)
 from fairbench.selection import get_rule
@@ -44,6 +48,10 @@ class RunAlreadyDone(Exception):
 
 class RunRefused(ValueError):
     """The run folder is in a state this run must not touch (in use, unreadable, foreign checkpoint)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run, with what became of the run folder (the one line the CLI prints)."""
 
 
 class TrainingDiverged(ValueError):
@@ -110,6 +118,13 @@ def _dataset(cfg: RunConfig):
     return dataset_cls(cfg.data.root, options, cfg.data.cache_dir)
 
 
+def data_seed(cfg: RunConfig) -> int | None:
+    """The seed a generated dataset drew this run's images from (``train.seed`` unless
+    ``data.options`` set its own); None for data read from files."""
+    option = registry.datasets.get(cfg.data.name).data_seed_option
+    return None if option is None else cfg.data.options.get(option)
+
+
 def data_fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The dataset's fingerprint for this configuration (see ``Dataset.fingerprint``): checks the
     label files, decodes nothing."""
@@ -133,6 +148,14 @@ def load_bundle(cfg: RunConfig) -> DatasetBundle:
     # decoded larger than the input for the "paper" transform (its Resize(460)); see fairbench.pipeline
     bundle = dataset.load(Task(cfg.data.target, tuple(cfg.data.protected)),
                           decode_size(cfg.data.image_size, cfg.train.transform))
+    for name in ("train", "val", "test"):
+        if name not in bundle.splits or len(bundle.splits[name]) == 0:
+            raise ValueError(f"dataset {cfg.data.name!r} has an empty {name!r} split; check the data and the options")
+    protected = tuple(cfg.data.protected)
+    # file datasets were checked on their label table before decoding; this covers generated ones and skipped images
+    check_coverage(cfg.data.name, cfg.data.target, bundle.classes,
+                   {k: np.asarray(bundle.classes, dtype=object)[s.targets] for k, s in bundle.splits.items()},
+                   {k: s.group_labels(protected) for k, s in bundle.splits.items()})
     rng = np.random.default_rng(cfg.train.seed)
     limits = {"train": cfg.data.max_train_samples, "val": cfg.data.max_eval_samples, "test": cfg.data.max_eval_samples}
     for name, limit in limits.items():
@@ -140,18 +163,11 @@ def load_bundle(cfg: RunConfig) -> DatasetBundle:
         if split is not None and limit is not None and limit < len(split):
             bundle.splits[name] = split.subset(np.sort(rng.choice(len(split), size=limit, replace=False)))
             bundle.info.setdefault("subsampled", {})[name] = limit
-    for name in ("train", "val", "test"):
-        if name not in bundle.splits or len(bundle.splits[name]) == 0:
-            raise ValueError(f"dataset {cfg.data.name!r} has an empty {name!r} split; check the data and the options")
     bundle.__post_init__()  # refresh the group vocabulary after subsampling
-    protected = tuple(cfg.data.protected)
     untested = sorted(set(bundle.splits["train"].group_labels(protected)) - set(bundle.splits["test"].group_labels(protected)))
-    if untested:  # its accuracy, and every gap that involves it, could not be measured
-        hint = (f"raise --max-eval-samples (now {cfg.data.max_eval_samples})" if "test" in bundle.info.get("subsampled", {})
-                else "add test images of it, or leave its training images out")
-        raise DatasetError(f"{cfg.data.name}: group {untested[0]!r} has training images but none in the test split"
-                           f"{f' (and {len(untested) - 1} more group(s))' if len(untested) > 1 else ''}; its accuracy "
-                           f"cannot be measured: {hint}")
+    if untested:  # the full splits had it (checked above): the test cap drew none of its images
+        raise untested_error(cfg.data.name, untested, f"--max-eval-samples {cfg.data.max_eval_samples} drew none of "
+                             "its test images; raise it (or leave it out)")
     for name, split in bundle.splits.items():
         if name != "train":  # evaluation sees the centre crop (a view); training crops at random
             split.images = center_crop_view(split.images, cfg.data.image_size)
@@ -404,7 +420,11 @@ def _load_resume_state(path: Path, rid: str, method: Method) -> dict[str, Any] |
 
 def _swap_in(new: Path, final: Path) -> None:
     """Put the finished run ``new`` where ``final`` is: one atomic exchange of the two folders
-    (Linux renameat2), else rename the old one aside first; then delete the old one."""
+    (Linux renameat2), else rename the old one aside first; then delete the old one.
+
+    Only while this process still owns ``final``'s lease: one that lost it (frozen for longer than
+    the lease, then taken over) raises :class:`LeaseLost` and touches neither folder."""
+    check_owned(final)
     backup = final.with_name(f".{final.name}.replaced-{os.getpid()}")
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -454,13 +474,19 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         distributed.shard_size(cfg.train.batch_size, procs.world_size)
     state = distributed.on_main(lambda: _existing_state(final, force), procs)
     aside = force and state is not None
-    path = runs_dir / f".{rid}.force-{os.getpid()}" if aside else final
+    path = runs_dir / f".{rid}.force-{os.getpid()}" if aside else final  # owned through final's lease
+    # the evaluations of the run being replaced belong to its weights: they go with it
+    discarded = [p.name for p in RunRecord(final).evaluations()] if aside and procs.is_main else []
     device = distributed.device_for(cfg.train.device, procs) if procs.active else pick_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seeds = seed_everything(cfg.train.seed, cfg.train.deterministic)
     reporter.log(f"run {rid}: {cfg.method} on {cfg.data.name} ({cfg.data.target} ~ {'+'.join(cfg.data.protected)}), "
                  f"{cfg.backbone.name}, {cfg.data.image_size}px, device {device}, {torch.get_num_threads()} CPU thread(s)")
+    if discarded:
+        reporter.log(f"note: --force replaces {final} once this run is done, and with it its evaluations "
+                     f"({', '.join(discarded)}: they evaluated the old weights); redo them then with `fairbench eval "
+                     f"{final} --dataset NAME [--split SPLIT] [--data-root PATH]` (a suite's: `fairbench suite run`)")
     bundle = load_bundle(cfg)
     train = bundle.splits["train"]
     n_batches = len(train) // cfg.train.batch_size
@@ -489,11 +515,11 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                               "batch_size_per_process": cfg.train.batch_size // procs.world_size,
                               "sync_batchnorm": cfg.train.sync_batchnorm}
     try:
-        writer = RunWriter(path) if procs.is_main else distributed.DiscardWrites()
+        writer = RunWriter(path, lease_of=final) if procs.is_main else distributed.DiscardWrites()
         writer.write_json("config.json", {**cfg.model_dump(mode="json"), "run_id": rid})
         writer.write_json("environment.json", env)
         writer.set_status("running", epoch=None, started=env["started"])
-        writer.write_json("dataset.json", {**dataset_meta(bundle), "fingerprint": fingerprint})
+        writer.write_json("dataset.json", {**dataset_meta(bundle), "fingerprint": fingerprint, "data_seed": data_seed(cfg)})
     except RunStoreError:
         if created or aside:
             shutil.rmtree(path, ignore_errors=True)
@@ -519,6 +545,8 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                              f"one (other summation orders); --threads {before} resumes exactly")
         resume_mid_epoch = position.batches is not None
         history, best = position.history, position.best
+        # the best epoch of every other validation rule, its weights kept until test is predicted
+        rules = RuleBests(cfg.selection, position.rule_bests, resumed=resume_state is not None)
         # what training costs (steps, images, FLOPs, time, memory), carried over a resume
         meter = CostMeter(method, device, TrainingCost.from_json((resume_state or {}).get("cost")))
         # each rank trains on its rows of every global batch (augmented with the global batch's draws)
@@ -542,7 +570,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
             for epoch in range(position.epoch, cfg.train.epochs):
                 writer.set_status("running", epoch=epoch, started=env["started"])
                 method.train()
-                weights = method.begin_epoch(epoch, trainer)
+                weights = meter.between_epochs(lambda: method.begin_epoch(epoch, trainer))  # JTT's identification pass
                 meter.begin_epoch()
                 method.train()
                 if procs.active:
@@ -577,7 +605,8 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                     if every and (step + 1) % every == 0 and step + 1 < len(batches):
                         if procs.active:  # every rank continues from what the checkpoint holds
                             sums = distributed.average_logs(sums)
-                        save_last(checkpointing.Position(epoch, step + 1, batches, sums, history, best))
+                        save_last(checkpointing.Position(epoch, step + 1, batches, sums, history, best,
+                                                         rules.state()))
                 if procs.active:
                     sums = distributed.average_logs(sums)
                 train_logs = {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
@@ -602,8 +631,12 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                     best = {"score": score, "epoch": epoch, "report": val_report}
                     writer.save_checkpoint("checkpoint.pt", {"model": method.state_dict(), "epoch": epoch})
                     writer.write_predictions("val", val_frame)
+                if rules.observe(epoch, val_report, entry["selectable"]):
+                    writer.save_checkpoint(checkpoint_file(epoch), {"model": method.state_dict(), "epoch": epoch})
                 writer.write_json("history.json", history)
-                save_last(checkpointing.Position(epoch, history=history, best=best))
+                save_last(checkpointing.Position(epoch, history=history, best=best, rule_bests=rules.state()))
+                if procs.is_main:  # after last.pt: the files its rule_bests point at stay until then
+                    rules.prune(path)
                 bar.end_epoch(epoch, train_logs, val_report, best["epoch"] == epoch)
         epoch = None
         if best["epoch"] is None:
@@ -620,10 +653,32 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         writer.write_predictions("test", test_frame)
         val_report = best["report"] if best["report"] is not None else distributed.on_main(  # an older last.pt
             lambda: report_for(RunRecord(path).predictions("val"), bundle.group_names), procs)
+        test_report = report_for(test_frame, bundle.group_names)
+        # every rule's epoch: test predicted once per epoch other than the run's own (chosen on validation above)
+        tested = {best["epoch"]: (test_report, "predictions_test.csv")}
+        by_rule = {} if not rules.active else {cfg.selection: {**best, "report": val_report}, **rules.bests}
+        for name, chosen in by_rule.items():
+            at = chosen["epoch"]
+            if at is None:
+                continue
+            if at not in tested:
+                if procs.is_main:
+                    method.load_state_dict(torch.load(path / checkpoint_file(at), map_location=device,
+                                                      weights_only=True)["model"])
+                if procs.active:
+                    distributed.broadcast_state(method)
+                frame = predictions_frame(test, predict_images(method, test.images, cfg.train.eval_batch_size, device,
+                                                               cfg.train.amp), bundle.task.protected, bundle.classes)
+                writer.write_predictions(predictions_split(at), frame)
+                tested[at] = (report_for(frame, bundle.group_names), f"predictions_{predictions_split(at)}.csv")
+            spent = next((h.get("cost", {}).get("train_flops") for h in history if h["epoch"] == at), None)
+            by_rule[name] = {"epoch": at + 1, "score": chosen["score"], "train_flops": spent,
+                             "val": chosen["report"], "test": tested[at][0], "predictions": tested[at][1]}
         metrics = {
-            "selection": {"rule": cfg.selection, "epoch": best["epoch"], "score": best["score"]},
+            # counted from 1, as the log and the tables count (run_store.selected_epoch reads older records)
+            "selection": {"rule": cfg.selection, "selected_epoch": best["epoch"] + 1, "score": best["score"]},
             "val": val_report,
-            "test": report_for(test_frame, bundle.group_names),
+            "test": test_report,
             "seeds": seeds,
             "wall_time_s": time.time() - t0,
             "cost": {**meter.cost.to_json(), "processes": procs.world_size},
@@ -631,27 +686,36 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         if budget is not None:
             budget["used"] = getattr(meter.cost, BUDGET_FIELDS[budget["key"]])
             metrics["budget"] = budget
+        if rules.active:
+            metrics["rules"] = by_rule  # fairbench.rule_checkpoints; epochs counted from 1
         writer.write_json("metrics.json", metrics)
         if procs.is_main:
             (path / "last.pt").unlink(missing_ok=True)
+            rules.prune(path, finished=True)
         writer.write_json("environment.json", {**env, "ended": now(), "wall_time_s": time.time() - t0})
         writer.set_status("done", started=env["started"], ended=now(), wall_time_s=time.time() - t0)
         if aside and procs.is_main:
             _swap_in(path, final)
-            reporter.log(f"replaced the earlier run in {final}")
+            reporter.log(f"replaced the earlier run in {final}"
+                         + (f"; its evaluations were discarded: {', '.join(discarded)}" if discarded else ""))
         return final
     except BaseException as exc:
         during = f" during epoch {epoch + 1}/{cfg.train.epochs}" if epoch is not None else ""
         if aside:  # the earlier run was never touched: keep it, drop the half-made replacement
             if procs.is_main:
                 shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, LeaseLost):  # final is another process's now: not a word about its contents
+                raise
+            if isinstance(exc, KeyboardInterrupt):
+                raise RunInterrupted(f"interrupted{during}: the earlier run in {final} is unchanged") from None
             reporter.log(f"the earlier run in {final} is unchanged")
             raise
         try:
             if isinstance(exc, KeyboardInterrupt):
                 writer.set_status("incomplete", reason=f"interrupted{during}; run the same command again to resume",
                                   epoch=epoch, started=env["started"], ended=now())
-                reporter.log(f"interrupted{during}: {path} is incomplete; run the same command again to resume it")
+                raise RunInterrupted(f"interrupted{during}: {path} is incomplete; run the same command again to "
+                                     "resume it") from None
             elif isinstance(exc, RunStoreError):
                 if created and not (path / "last.pt").is_file():  # nothing to resume: leave no half-made record
                     shutil.rmtree(path, ignore_errors=True)

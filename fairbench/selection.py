@@ -3,7 +3,9 @@ the checkpoint within a run and for the trial within a search, so a table applie
 every row and says which in its title.
 
 A rule scores one evaluation report (the metrics of one checkpoint on one split) and says which
-split it reads. Rules that read group labels on validation mark the method's needs with "+V";
+split it reads. Within a run it chooses the epoch (every validation rule is followed by the
+runner, :mod:`fairbench.rule_checkpoints`); across a search it chooses the trial, ties broken by
+:func:`preference` (cheaper model, then lower trial). Rules that read group labels on validation mark the method's needs with "+V";
 the test-oracle rule reads the test split and gives an upper bound, never a result.
 
 Third-party rules register through the ``fairbench.selection_rules`` entry-point group::
@@ -39,6 +41,23 @@ class SelectionRule:
         value = report.get(cls.metric)
         return float("-inf") if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
+    @classmethod
+    def standard_error(cls, report: dict[str, Any]) -> float:
+        """How far the score could move by the luck of the evaluated samples, in its unit: the
+        binomial standard error of an accuracy over the samples it counts (all of them; for the
+        worst group, that group's). NaN where the rule does not say (``last``, plugins)."""
+        from fairbench.metrics.resampling import binomial_standard_error
+
+        if cls.metric == "accuracy":
+            return binomial_standard_error(report.get("accuracy"), report.get("n"))
+        if cls.metric == "worst_group_accuracy":
+            accs = {g: a for g, a in (report.get("group_accuracy") or {}).items() if a is not None and not math.isnan(a)}
+            if not accs:
+                return float("nan")
+            worst = min(accs, key=accs.get)
+            return binomial_standard_error(accs[worst], (report.get("group_support") or {}).get(worst, {}).get("n"))
+        return float("nan")
+
 
 @register_selection_rule("accuracy")
 class ValidationAccuracy(SelectionRule):
@@ -73,6 +92,16 @@ class TestOracle(SelectionRule):
     metric = "worst_group_accuracy"
     reads_val_groups = True
     is_oracle = True
+
+
+def preference(score: float, train_flops: float | None, trial: int | None, run_id: str) -> tuple:
+    """Sort key of a candidate (a trial at the epoch a rule chose), the preferred one first: the
+    higher score; on a tie the cheaper model (fewer training FLOPs spent up to its epoch; unknown
+    counts as the most); then the lower search trial (trial 0 = the defaults; known when the runs
+    are read with their suite); then the run id, only so that the order is fixed."""
+    score = float("-inf") if score is None or math.isnan(score) else score
+    return (-score, math.inf if train_flops is None else float(train_flops),
+            math.inf if trial is None else trial, run_id)
 
 
 def get_rule(name: str) -> type[SelectionRule]:

@@ -22,7 +22,7 @@ Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
 
     [[evaluate]]                   # cross-dataset evaluations, run after training on every
     dataset = "utkface"            # finished job (or only those of `methods = [...]`);
-    split = "test"                 # `options` is handed to fairbench.cross_eval unchanged
+    split = "test"                 # (or "all": every image); `options` goes to fairbench.cross_eval
     options = {}
 
     [search]                       # random search (fairbench.search): every job runs as `trials`
@@ -95,10 +95,20 @@ class SuiteHeader(_Strict):
 
 class EvaluationSpec(_Strict):
     dataset: str
+    #: train, val, test, or all (every image of the dataset: fairbench.cross_eval.EVAL_SPLITS)
     split: str = "test"
     options: dict[str, Any] = {}
     #: only the jobs of these methods (default: every job)
     methods: list[str] | None = None
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str) -> str:
+        from fairbench.cross_eval import EVAL_SPLITS
+
+        if v not in EVAL_SPLITS:
+            raise ValueError(f"unknown split {v!r}; valid: {', '.join(EVAL_SPLITS)}")
+        return v
 
     @property
     def folder(self) -> str:
@@ -335,7 +345,9 @@ class Suite:
                 if device:
                     cfg.train.device = device
                 job.config = resolve(cfg)
-                data = cfg.data.model_dump(mode="json", include={"name", "root", "options", "cache_dir", "target", "protected"})
+                # resolved: a generated dataset's options hold the data seed (train.seed unless set)
+                data = job.config.data.model_dump(mode="json", include={"name", "root", "options", "cache_dir",
+                                                                         "target", "protected"})
                 key = json.dumps(data, sort_keys=True, default=str)
                 if key not in fingerprints:
                     try:

@@ -18,6 +18,15 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
+def one_clean_revision(monkeypatch):
+    """Runs record one clean code revision, whatever state the developer's working tree is in: a
+    suite refuses runs of a dirty tree (fairbench.revisions). Tests of that check set their own."""
+    from fairbench.run_store import REVISION_ENV
+
+    monkeypatch.setenv(REVISION_ENV, "0123456789abcdef0123456789abcdef01234567")
+
+
+@pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test starts and ends on one torch thread. ``fairbench run`` sets the thread count from
     the machine's load (runner.default_threads); a CLI test run in this process used to leave 1 or 2

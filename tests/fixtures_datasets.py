@@ -212,11 +212,14 @@ def _mat73(path: Path, cells: dict[str, list[str]], doubles: dict[str, np.ndarra
         fh.write(MAT_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
 
 
-def write_lfwa(root: Path, *, people: int = 10, per_person: int = 3, seed: int = 3) -> dict[str, Any]:
+def write_lfwa(root: Path, *, people: int = 20, per_person: int = 3, seed: int = 3) -> dict[str, Any]:
     """LFWA+: ``lfw/<Person>/<Person>_NNNN.jpg`` (250 x 250), ``lfw_att_73.mat``, ``lfw_att_40.mat`` and
     ``indices_train_test.mat`` (1-based, identity-disjoint train / test), names with backslashes.
 
-    Row 0 of person 8 has two race flags and person 9 none: those rows have no race group."""
+    Row 0 of the second-to-last person has two race flags and the last person none: those rows
+    have no race group. Person p has race p % 4 and gender (p // 4) % 2, so persons 8-15 (test)
+    repeat the groups of persons 0-7 (train): every race x gender group is in both splits, as
+    the loader requires."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names, person_of = [], []
@@ -243,7 +246,7 @@ def write_lfwa(root: Path, *, people: int = 10, per_person: int = 3, seed: int =
     att73[:, LFW_73.index("Male")] = [(p // 4) % 2 == 0 for p in person_of]
     att40 = (rng.random((n, 40)) < 0.4).astype(np.float64)
     att40[:, vocab.CELEBA_ATTRIBUTES.index("Male")] = att73[:, LFW_73.index("Male")]
-    test_people = set(range(0, people, 3))
+    test_people = {p for p in range(people) if 8 <= p < 16} | {people - 1}
     train_idx = [i + 1 for i, p in enumerate(person_of) if p not in test_people]
     test_idx = [i + 1 for i, p in enumerate(person_of) if p in test_people]
     _mat73(root / "lfw_att_73.mat", {"AttrName": LFW_73, "name": names}, {"label": att73})

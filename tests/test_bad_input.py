@@ -1,10 +1,12 @@
 """A matrix of bad input across the loaders, the configuration, suites, plugins and the run store.
 
 Every case runs the ``fairbench`` command line on a runs folder that already holds a finished
-run and asserts three things: the exact error text, exit code 2, and that every file already in
+run and asserts four things: the exact error text, exit code 2, that every file already in
 the runs folder is byte for byte what it was, with nothing new left behind (the one case that
-trains, NaN loss, leaves exactly one ``failed`` record). Tiny fixtures: a few 32 px images, one
-epoch, the run store's cases on the synthetic benchmark.
+trains, NaN loss, leaves exactly one ``failed`` record), and that the image cache folder holds
+exactly what it held (no checks after decoding; a split decoded before a later one failed is
+removed again). Tiny fixtures: a few 32 px images, one epoch, the run store's cases on the
+synthetic benchmark.
 """
 
 from __future__ import annotations
@@ -147,6 +149,22 @@ def image_missing(w: World) -> Expect:
                   "file is missing." + BAD_IMAGE_HINT)
 
 
+def image_is_a_folder(w: World) -> Expect:
+    root = w.manifest()
+    (root / "img" / "009.jpg").unlink()
+    (root / "img" / "009.jpg").mkdir()  # a test image: found before the training split is decoded
+    return Expect(manifest_run(root, w.cache), f"cannot read image {root / 'img' / '009.jpg'} (manifest.csv line 11): "
+                  "it is a folder, not an image file." + BAD_IMAGE_HINT)
+
+
+def image_symlink_loop(w: World) -> Expect:
+    root = w.manifest()
+    (root / "img" / "014.jpg").unlink()
+    (root / "img" / "014.jpg").symlink_to("014.jpg")
+    return Expect(manifest_run(root, w.cache), f"cannot read image {root / 'img' / '014.jpg'} (manifest.csv line 16): "
+                  "it is a symbolic link that leads back to itself (a loop), not an image file." + BAD_IMAGE_HINT)
+
+
 def label_unknown(w: World) -> Expect:
     root = w.tmp / "ff"
     write_fairface(root, size=48)
@@ -172,6 +190,82 @@ def header_wrong(w: World) -> Expect:
     path.write_text(path.read_text().replace("file,age,gender,race,service_test", "file,age,sex,race,service_test", 1))
     return Expect(fairface_run(root, w.cache), f"fairface: {path} line 1: header ['file', 'age', 'sex', 'race', "
                   "'service_test'] is not the official file,age,gender,race,service_test")
+
+
+def csv_empty(w: World) -> Expect:
+    root = w.tmp / "ff"
+    write_fairface(root, size=48)
+    path = root / "fairface_label_val.csv"
+    path.write_text("")
+    return Expect(fairface_run(root, w.cache), f"fairface: {path} is empty (no header, no rows); restore it from the "
+                  "dataset's download (or re-export it from its source)")
+
+
+def csv_not_utf8(w: World) -> Expect:
+    root = w.tmp / "ff"
+    write_fairface(root, size=48)
+    path = root / "fairface_label_train.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b".jpg", "_Müller.jpg".encode("latin-1"))  # a spreadsheet's Latin-1 export
+    path.write_bytes(b"\n".join(lines))
+    return Expect(fairface_run(root, w.cache), f"fairface: {path} line 4: byte 0xfc is not UTF-8 text; re-save the file "
+                  "as UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or 'CSV UTF-8' in a spreadsheet)")
+
+
+def csv_nul_byte(w: World) -> Expect:
+    root = w.manifest()
+    path = root / "manifest.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[6] = lines[6][:5] + b"\0" + lines[6][5:]
+    path.write_bytes(b"\n".join(lines))
+    return Expect(manifest_run(root, w.cache), f"manifest: {path} line 7: holds a NUL byte (0x00), which a text file "
+                  "never does; remove it, or re-download / re-export the file (it may be damaged)")
+
+
+def path_in_two_splits(w: World) -> Expect:
+    root = w.manifest()
+    w.rewrite_manifest(root, lambda f: pd.concat([f, f.iloc[[0]].assign(split="test")], ignore_index=True))
+    return Expect(manifest_run(root, w.cache), f"manifest: {root / 'manifest.csv'}: img/000.jpg is in the 'train' split "
+                  "(manifest.csv line 2) and in the 'test' split (manifest.csv line 32): it would be trained on and then "
+                  "scored as a held-out image; list it in one split only")
+
+
+def train_without_a_class(w: World) -> Expect:
+    root = w.manifest()
+    w.rewrite_manifest(root, lambda f: f.assign(smiling=f["smiling"].where(f["split"] != "train", "0")))
+    return Expect(manifest_run(root, w.cache), "manifest-manifest: the 'train' split has no image of class '1' of the "
+                  "target 'smiling'; a model cannot learn a class it never sees: add training images of it, or choose "
+                  "another --target")
+
+
+def group_without_train_samples(w: World) -> Expect:
+    root = w.manifest()
+    w.rewrite_manifest(root, lambda f: f[~((f["split"] == "train") & (f["gender"] == "Female"))])
+    return Expect(manifest_run(root, w.cache), "manifest-manifest: group 'Female' has images in the 'val' split but none "
+                  "in the 'train' split; no model is trained on it: add training images of it, or leave its val images "
+                  "out")
+
+
+def backbone_unknown(w: World) -> Expect:
+    from fairbench import registry
+
+    root = w.manifest()
+    with pytest.raises(registry.RegistryError) as known:
+        registry.backbones.get("resnet_tinyy")
+    return Expect(manifest_run(root, w.cache, "--backbone", "resnet_tinyy"),
+                  f"{known.value} Any timm model works as `timm/<model_name>`.")
+
+
+def max_train_samples_zero(w: World) -> Expect:
+    root = w.manifest()
+    return Expect(manifest_run(root, w.cache, "--max-train-samples", "0"),
+                  "run configuration: data.max_train_samples: Value error, must be positive (got 0)")
+
+
+def fingerprint_set(w: World) -> Expect:
+    return Expect([*SYNTH, "--runs-dir", str(w.runs), "--set", "data.fingerprint=0123456789abcdef"],
+                  "data.fingerprint is computed from the data when a run starts, not set: drop --set "
+                  "data.fingerprint=0123456789abcdef")
 
 
 def split_empty(w: World) -> Expect:
@@ -216,8 +310,14 @@ def path_symlink_outside(w: World) -> Expect:
 def group_without_test_samples(w: World) -> Expect:
     root = w.manifest()
     w.rewrite_manifest(root, lambda f: f[~((f["split"] == "test") & (f["gender"] == "Female"))])
-    return Expect(manifest_run(root, w.cache), "manifest: group 'Female' has training images but none in the test "
-                  "split; its accuracy cannot be measured: add test images of it, or leave its training images out")
+    return Expect(manifest_run(root, w.cache), "manifest-manifest: group 'Female' has training images but none in the "
+                  "test split; its accuracy cannot be measured: add test images of it, or leave its training images out")
+
+
+def group_without_test_samples_under_a_cap(w: World) -> Expect:
+    """A sample cap did not remove the group (the split never had it): raising the cap cannot help."""
+    expect = group_without_test_samples(w)
+    return Expect([*expect.argv, "--max-eval-samples", "2"], expect.message)
 
 
 def data_root_missing(w: World) -> Expect:
@@ -425,9 +525,11 @@ def concurrent_writer(w: World) -> Expect:
                   "taken over and resumed from its last checkpoint")
 
 
-CASES = [image_truncated, image_zero_bytes, image_wrong_format, image_missing, label_unknown, label_blank,
-         header_wrong, split_empty, rows_duplicated, path_dotdot, path_absolute_outside, path_symlink_outside,
-         group_without_test_samples, data_root_missing, nan_loss, config_unknown_key, config_not_toml,
+CASES = [image_truncated, image_zero_bytes, image_wrong_format, image_missing, image_is_a_folder, image_symlink_loop,
+         label_unknown, label_blank, header_wrong, csv_empty, csv_not_utf8, csv_nul_byte, split_empty, rows_duplicated,
+         path_in_two_splits, path_dotdot, path_absolute_outside, path_symlink_outside, train_without_a_class,
+         group_without_train_samples, group_without_test_samples, group_without_test_samples_under_a_cap,
+         backbone_unknown, max_train_samples_zero, fingerprint_set, data_root_missing, nan_loss, config_unknown_key, config_not_toml,
          config_bad_value, config_unknown_method, config_unknown_dataset_option, suite_unknown_key, plugin_broken,
          status_corrupt, metrics_corrupt, checkpoint_tampered, checkpoint_tampered_eval, checkpoint_other_run, checkpoint_other_model,
          runs_folder_is_a_file, runs_folder_read_only, runs_folder_full, runs_folder_fills_up_during_the_run, concurrent_writer]
@@ -441,14 +543,18 @@ def finished_runs(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
-def test_bad_input(case, finished_runs, tmp_path, capsys):
+def test_bad_input(case, finished_runs, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
     shutil.copytree(finished_runs, runs)
     (done,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
     world = World(tmp_path, runs, done, tmp_path / "cache")
+    world.cache.mkdir()  # the image cache (--set data.cache_dir, else $FAIRBENCH_CACHE) holds an earlier build
+    (world.cache / "earlier-train-32px-0123456789abcdef.u8").write_bytes(bytes(range(256)))
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(world.cache))
     try:
         expect = case(world)
         before = snapshot(world.runs)
+        cache_before = snapshot(world.cache)
         if expect.env is None:
             capsys.readouterr()
             code = main(expect.argv)
@@ -458,6 +564,7 @@ def test_bad_input(case, finished_runs, tmp_path, capsys):
                                  text=True, env={**os.environ, **expect.env})
             code, err = out.returncode, out.stderr
         after = snapshot(world.runs)
+        cache_after = snapshot(world.cache)
     finally:
         for undo in reversed(world.cleanup):
             undo()
@@ -466,6 +573,7 @@ def test_bad_input(case, finished_runs, tmp_path, capsys):
     assert marker in err, err
     assert err[err.index(marker) + len(marker):].rstrip("\n") == expect.message
     assert code == 2
+    assert cache_after == cache_before  # no image was decoded into the cache, or what was is gone again
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that was there has changed
     new = sorted(set(after) - set(before))
     if expect.new_failed_run:  # training started: one record, marked failed, with the same message
@@ -474,3 +582,19 @@ def test_bad_input(case, finished_runs, tmp_path, capsys):
         assert status["state"] == "failed" and expect.message in status["error"]
     else:
         assert new == []
+
+
+def test_the_cap_hint_only_when_the_cap_removed_the_group(tmp_path, capsys):
+    """The test split has one Female image; a cap of one test image keeps one group out: the error
+    names the cap (raising it helps), where a split without the group names the data (above)."""
+    root = tmp_path / "m"
+    write_manifest(root, n=30)
+    path = root / "manifest.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    female_test = frame.index[(frame["split"] == "test") & (frame["gender"] == "Female")]
+    frame.drop(female_test[1:]).to_csv(path, index=False)
+    argv = manifest_run(root, tmp_path / "cache", "--max-eval-samples", "1", "--runs-dir", str(tmp_path / "runs"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "has training images but none in the test split; its accuracy cannot be measured: --max-eval-samples 1 " \
+           "drew none of its test images; raise it (or leave it out)" in err, err

@@ -5,11 +5,13 @@ Each method, through the real runner on a tiny built-in benchmark:
 - trains and writes valid predictions, selected by its declared rule;
 - sees demographic labels in training only if it declares ``uses_train_groups``;
 - rebuilds from its record (state round trip) and predicts what it stored;
-- resumes after a crash between epochs and ends exactly where an uninterrupted run ends.
+- resumes after a crash between epochs and ends exactly where an uninterrupted run ends;
+- has every forward / backward FLOP it does in training counted by the cost meter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -17,7 +19,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fairbench import registry
+from torch.utils.flop_counter import FlopCounterMode
+
+from fairbench import registry, runner
 from fairbench.run_store import RunRecord
 from fairbench.runner import execute, load_bundle, load_trained_method, predict_images
 from tests.conftest import crash_then_resume, tiny_config
@@ -50,11 +54,44 @@ def _train(method: str, trained) -> tuple[type, Path, list[tuple[bool, bool]]]:
 
         cls.update = recording_update
         try:
-            path = execute(_config(method), root / "runs")
+            with _counting_flops() as flops:
+                path = execute(_config(method), root / "runs")
         finally:
             cls.update = original
-        cache[method] = (cls, path, seen)
-    return cache[method]
+        cache[method] = (cls, path, seen, flops)
+    return cache[method][:3]
+
+
+@contextlib.contextmanager
+def _counting_flops():
+    """Every FLOP of a run, and those of its evaluations (validation and test predictions, not
+    training): ``{"all": F, "evaluation": F}``, filled when the block ends."""
+    flops = {"evaluation": 0.0}
+    original_predict, original_predict_train = runner.predict_images, runner._Trainer.predict_train
+    in_training = []
+
+    def predict_train(self):  # a method's own pass over the training split is training
+        in_training.append(True)
+        try:
+            return original_predict_train(self)
+        finally:
+            in_training.pop()
+
+    def predict_images(*args, **kwargs):
+        if in_training:
+            return original_predict(*args, **kwargs)
+        with FlopCounterMode(display=False) as evaluation:
+            out = original_predict(*args, **kwargs)
+        flops["evaluation"] += evaluation.get_total_flops()
+        return out
+
+    runner.predict_images, runner._Trainer.predict_train = predict_images, predict_train
+    try:
+        with FlopCounterMode(display=False) as everything:
+            yield flops
+        flops["all"] = float(everything.get_total_flops())
+    finally:
+        runner.predict_images, runner._Trainer.predict_train = original_predict, original_predict_train
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -98,3 +135,13 @@ def test_resumes_after_a_crash_and_ends_where_an_uninterrupted_run_ends(method, 
     a = pd.read_csv(path / "predictions_test.csv")
     b = pd.read_csv(resumed / "predictions_test.csv")
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_cost_meter_counts_every_training_flop(method, trained):
+    """Forward / backward work outside ``update`` (JTT's identification pass) is training compute:
+    what the whole run did, less its evaluations, is what metrics.json reports."""
+    _, path, _ = _train(method, trained)
+    flops = trained[0][method][3]
+    cost = RunRecord(path).metrics()["cost"]
+    assert cost["train_flops"] == pytest.approx(flops["all"] - flops["evaluation"], rel=1e-9)

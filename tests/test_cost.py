@@ -52,6 +52,23 @@ def test_erm_counts_one_step_and_one_pass_per_update():
     assert cost.train_seconds > 0 and cost.peak_memory_bytes > 0
 
 
+def test_passes_between_epochs_are_measured_in_full_and_updates_of_varying_work_each():
+    erm = registry.methods.get("erm")
+    method = erm(_context(), erm.Hparams())
+    with FlopCounterMode(display=False) as pass_counter, torch.no_grad():
+        method.predict(_batch(8).x)
+    with CostMeter(method, torch.device("cpu")) as meter, torch.no_grad():
+        meter.between_epochs(lambda: method.predict(_batch(8).x))  # JTT's identification pass
+    assert meter.cost.train_flops == meter.cost.between_epoch_flops == pass_counter.get_total_flops() > 0
+    # work that depends on the batch (batches of 4, then 2): every update measured, not the first x 2
+    method.same_work_every_update = False
+    with CostMeter(method, torch.device("cpu")) as meter:
+        meter.begin_epoch()
+        for b in (4, 2):
+            meter.update(lambda: method.update(_batch(b)))
+    assert meter.cost.train_flops == pytest.approx(1.5 * meter.cost.flops_per_update[0])
+
+
 def test_measured_flops_are_the_flop_counters_forward_and_backward():
     erm = registry.methods.get("erm")
     method = erm(_context(), erm.Hparams())

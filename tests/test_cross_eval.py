@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,3 +117,157 @@ def test_unfinished_run_and_bad_options(fairface_run, tmp_path, capsys):
     assert main(["eval", str(fairface_run), "--dataset", "utkface", "--data-root", str(tmp_path),
                  "--set", "data.options.colour=red"]) == 2
     assert "unknown key 'colour'" in capsys.readouterr().err
+
+
+def _eval_manifest(run, root, cache, capsys):
+    code = main(["eval", str(run), "--dataset", "manifest", "--data-root", str(root), "--protected", "race",
+                 "--device", "cpu", "--set", f"data.cache_dir={cache}"])
+    return code, capsys.readouterr()
+
+
+def test_an_evaluation_of_other_data_is_kept_beside_the_earlier_one(fairface_run, tmp_path, capsys):
+    """Two copies of a dataset that differ by one label: the second evaluation does not replace the
+    first; each records its data's fingerprint, and compare shows the evaluated data's."""
+    import shutil
+
+    from fairbench.datasets.manifest import Manifest
+
+    first, second = tmp_path / "m1", tmp_path / "m2"
+    write_manifest(first, gender_values=("man", "woman"))
+    shutil.copytree(first, second)
+    table = pd.read_csv(second / "manifest.csv")
+    row = table.index[table["split"] == "test"][0]
+    table.loc[row, "gender"] = {"man": "woman", "woman": "man"}[table.loc[row, "gender"]]  # one label differs
+    table.to_csv(second / "manifest.csv", index=False)
+    task = Task("gender", ("race",))
+    digests = [Manifest(root).fingerprint(task)["digest"] for root in (first, second)]
+    assert digests[0] != digests[1]
+
+    assert _eval_manifest(fairface_run, first, tmp_path / "c", capsys)[0] == 0
+    base = fairface_run / "evaluations" / "manifest-test"
+    earlier = (base / "metrics.json").read_text()
+    assert json.loads(earlier)["data_fingerprint"]["digest"] == digests[0]
+    code, out = _eval_manifest(fairface_run, second, tmp_path / "c", capsys)
+    assert code == 0
+    beside = base.with_name(f"manifest-test-{digests[1][:8]}")
+    assert (base / "metrics.json").read_text() == earlier  # the first evaluation is untouched
+    assert json.loads((beside / "metrics.json").read_text())["data_fingerprint"]["digest"] == digests[1]
+    assert f"note: {base} holds an evaluation of other manifest data (fingerprint {digests[0]}" in out.out
+    assert f"wrote {beside}" in out.out
+    # the same data again: written to its own folder again, nothing new beside it
+    assert _eval_manifest(fairface_run, first, tmp_path / "c", capsys)[0] == 0
+    assert sorted(p.name for p in (fairface_run / "evaluations").glob("manifest-test*")) == [base.name, beside.name]
+    assert json.loads((base / "metrics.json").read_text())["report"] == json.loads(earlier)["report"]
+
+    assert main(["compare", "--runs-dir", str(fairface_run.parent), "--format", "csv"]) == 0
+    rows = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert set(rows.loc[rows["eval"] == "manifest", "data"]) == set(digests)  # the evaluated data's, not the run's
+    run_data = json.loads((fairface_run / "config.json").read_text())["data"]["fingerprint"]
+    assert list(rows.loc[rows["eval"] == "fairface", "data"]) == [run_data]
+    shutil.rmtree(beside)
+    shutil.rmtree(base)
+
+
+def test_an_evaluation_that_recorded_no_fingerprint_is_not_replaced(fairface_run, tmp_path, capsys):
+    """An evaluation made before fingerprints were recorded cannot be told the same data: kept."""
+    import shutil
+
+    write_manifest(tmp_path / "m", gender_values=("man", "woman"))
+    base = fairface_run / "evaluations" / "manifest-test"
+    base.mkdir(parents=True)
+    (base / "metrics.json").write_text(json.dumps({"dataset": "manifest", "split": "test", "report": {}}))
+    try:
+        code, out = _eval_manifest(fairface_run, tmp_path / "m", tmp_path / "c", capsys)
+        assert code == 0
+        assert json.loads((base / "metrics.json").read_text())["report"] == {}
+        assert "(fingerprint not recorded;" in out.out
+        assert len(list((fairface_run / "evaluations").glob("manifest-test-*"))) == 1
+    finally:
+        for folder in (fairface_run / "evaluations").glob("manifest-test*"):
+            shutil.rmtree(folder)
+
+
+def test_eval_of_a_read_only_run_folder_names_it_and_says_what_eval_can_do(fairface_run, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Not "choose a writable --runs-dir" (eval has no such option): the run folder, and a copy of it."""
+    import errno
+    import shutil
+    import tempfile
+
+    run = tmp_path / "ro" / fairface_run.name
+    shutil.copytree(fairface_run, run)
+    write_manifest(tmp_path / "m", gender_values=("man", "woman"))
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # a read-only mount, also for root (who may write anywhere)
+        if dir is not None and Path(dir).is_relative_to(run):
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    before = sorted(run.rglob("*"))
+    code, out = _eval_manifest(run, tmp_path / "m", tmp_path / "c", capsys)
+    assert code == 2
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and f"cannot write {run}" in lines[0] and "the file system is read-only" in lines[0], lines
+    assert "--runs-dir" not in lines[0] and f"cp -r {run} DIR; fairbench eval DIR/{run.name}" in lines[0]
+    assert sorted(run.rglob("*")) == before  # said before anything was written
+
+
+# -- real faces: a UTKFace-trained run evaluated on every image of the FairFace sample ----------------
+
+SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+UTKFACE_PART1, FAIRFACE_SAMPLE = SHARED_DATA / "utkface-part1", SHARED_DATA / "fairface-sample"
+needs_shared = pytest.mark.skipif(
+    not ((UTKFACE_PART1 / "UTKFace").is_dir() and (FAIRFACE_SAMPLE / "fairface_label_train.csv").is_file()),
+    reason="needs ../shared/data/utkface-part1 and ../shared/data/fairface-sample")
+
+
+@needs_shared
+def test_utkface_run_evaluated_on_all_of_the_fairface_sample(tmp_path, capsys):
+    """Train ERM on a few hundred real UTKFace faces (32 px, 1 epoch), then ``eval --split all``
+    on FairFace: every one of the sample's images, in its 14 race x gender groups."""
+    code = main(["run", "erm", "--dataset", "utkface", "--data-root", str(UTKFACE_PART1), "--image-size", "32",
+                 "--epochs", "1", "--max-train-samples", "300", "--max-eval-samples", "300", "--backbone", "resnet_tiny",
+                 "--set", "backbone.pretrained=false", "--threads", "1", "--device", "cpu", "--quiet",
+                 "--runs-dir", str(tmp_path / "runs"), "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    # the real folder's 2 malformed names: skipped, said in one line
+    notices = [line for line in out.err.splitlines() if "warning: utkface: skipped" in line]
+    assert notices and notices[0].startswith("fairbench run: warning: utkface: skipped 2 file(s)")
+    run = Path(out.out.strip().splitlines()[-1].removeprefix("run folder: "))
+
+    code = main(["eval", str(run), "--dataset", "fairface", "--data-root", str(FAIRFACE_SAMPLE), "--split", "all",
+                 "--device", "cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    listed = pd.concat([pd.read_csv(FAIRFACE_SAMPLE / f"fairface_label_{s}.csv") for s in ("train", "val")])
+    supports = (listed["race"] + "|" + listed["gender"]).value_counts().to_dict()
+    assert len(listed) == 112 and len(supports) == 14
+    folder = run / "evaluations" / "fairface-all"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert (metrics["split"], metrics["report"]["n"]) == ("all", len(listed))
+    assert metrics["group_counts"] == supports
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert sorted(predictions["sample_id"]) == sorted(listed["file"])  # every image, once
+    assert predictions["split"].value_counts().to_dict() == {"train": 70, "test": 28, "val": 14}
+    assert list(predictions["index"]) == list(range(112))
+    rows = {cells[1].strip(): cells[2].strip() for line in out.out.splitlines()
+            if len(cells := line.split("│")) > 3}  # the table's group and n columns
+    assert {g: rows.get(g) for g in supports} == {g: str(n) for g, n in supports.items()}  # each group's support
+    assert rows["overall (pooled)"] == "112"
+
+
+def test_a_suite_may_evaluate_every_image_and_unknown_splits_are_refused(tmp_path):
+    from fairbench.config import ConfigError
+    from fairbench.suite import Suite
+
+    suite = tmp_path / "s.toml"
+    suite.write_text('[suite]\nname = "s"\nseeds = [0]\n[base]\nmethod = "erm"\n'
+                     '[[evaluate]]\ndataset = "fairface"\nsplit = "all"\n')
+    spec = Suite.load(suite).evaluations[0]
+    assert (spec.split, spec.folder) == ("all", "fairface-all")  # where evaluate_run writes it
+    suite.write_text(suite.read_text().replace('"all"', '"everything"'))
+    with pytest.raises(ConfigError, match="unknown split 'everything'; valid: train, val, test, all"):
+        Suite.load(suite)

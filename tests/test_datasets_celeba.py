@@ -115,6 +115,28 @@ def test_partition_problems(tmp_path):
         read_partition(path)
 
 
+def test_a_file_in_two_partitions_is_an_error(tmp_path):
+    """Read as a dict, the last line used to win: listed as train and as test, the image was in one
+    split silently. Now both lines are named (and nothing is decoded)."""
+    write_celeba(tmp_path / "r")
+    path = tmp_path / "r" / "list_eval_partition.txt"
+    path.write_text(path.read_text() + "000001.jpg 2\n")
+    with pytest.raises(DatasetError, match=r"^celeba: 000001\.jpg is in the 'train' split \(list_eval_partition\.txt "
+                       r"line 1\) and in the 'test' split \(list_eval_partition\.txt line 25\): it would be trained on"):
+        load(tmp_path / "r", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_label_text_that_is_not_utf8_names_the_line(tmp_path):
+    write_celeba(tmp_path / "r")
+    path = tmp_path / "r" / "list_attr_celeba.txt"
+    lines = path.read_bytes().split(b"\n")
+    lines[5] = lines[5].replace(b".jpg", b"\xe9.jpg")  # Latin-1 e-acute
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetError, match=f"^celeba: {path} line 6: byte 0xe9 is not UTF-8 text; re-save the file as UTF-8"):
+        load(tmp_path / "r", tmp_path / "c")
+
+
 def test_truncated_image_and_missing_files(tmp_path, monkeypatch):
     fixture = write_celeba(tmp_path / "r")
     truncate_file(fixture["images"] / "000002.jpg")

@@ -132,6 +132,18 @@ def test_wrong_header_and_empty_file(fairface, tmp_path):
         load(fairface, tmp_path / "c")
 
 
+def test_an_image_in_both_label_files_is_an_error(fairface, tmp_path):
+    """An image of the official train listed again in the official val (the test split) would be
+    trained on and then scored as a test image: an error naming both rows, before any decoding."""
+    csv = fairface / "fairface_label_val.csv"
+    n_lines = len(csv.read_text().splitlines())
+    csv.write_text(csv.read_text() + "train/1.jpg,3-9,Male,White,False\n")
+    with pytest.raises(DatasetError, match=r"^fairface: train/1\.jpg is in the '(train|val)' split \(fairface_label_"
+                       rf"train\.csv line 2\) and in the 'test' split \(fairface_label_val\.csv line {n_lines + 1}\)"):
+        load(fairface, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("damage", [truncate_file, corrupt_file, lambda p: p.unlink()])
 def test_bad_image_error_names_file_and_row_or_is_skipped_and_counted(fairface, tmp_path, damage):
     # val/3.jpg is on line 4 of fairface_label_val.csv

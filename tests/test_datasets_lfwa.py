@@ -82,6 +82,21 @@ def test_attribute_targets(lfwa, tmp_path):
         load(tmp_path / "lfwa", tmp_path / "c", task=Task("Dimples", ("gender",)))
 
 
+def test_an_image_named_by_a_train_row_and_a_test_row_is_an_error(lfwa, tmp_path):
+    """Two rows of the attribute files naming one image, one row in the train indices and one in
+    the test indices: the image would be trained on and then scored as a test image."""
+    root = tmp_path / "lfwa"
+    names = list(lfwa["names"])
+    train_row, test_row = lfwa["train"][0] - 1, lfwa["test"][0] - 1
+    names[test_row] = names[train_row]
+    _mat73(root / "lfw_att_73.mat", {"AttrName": LFW_73, "name": names}, {"label": lfwa["att73"]})
+    _mat73(root / "lfw_att_40.mat", {"AttrName": vocab.CELEBA_ATTRIBUTES, "name": names}, {"label": lfwa["att40"]})
+    duplicated = "lfw/" + names[train_row].replace("\\", "/")
+    with pytest.raises(DatasetError, match=rf"^lfwa: {duplicated} is in the '(train|val)' split \(.*\) and in the "
+                       r"'test' split \(.*\): it would be trained on and then scored as a held-out image"):
+        load(root, tmp_path / "c")
+
+
 def test_bad_files(lfwa, tmp_path, monkeypatch):
     root = tmp_path / "lfwa"
     n = len(lfwa["names"])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fairbench.datasets import vocab
-from fairbench.datasets.base import DatasetError, Task
+from fairbench.datasets.base import DataNotice, DatasetError, Task, fingerprint_only
 from fairbench.datasets.utkface import UTKFace, UTKFaceOptions, parse_name
 
 from .fixtures_datasets import UTKFACE_MALFORMED, corrupt_file, utkface_name, write_utkface
@@ -27,7 +32,7 @@ def utk(tmp_path):
     "117_0_0_20170116174525125.jpg.chip.jpg",  # age above 116
     "20_2_0_20170116174525125.jpg.chip.jpg",  # gender 2
     "20_0_5_20170116174525125.jpg.chip.jpg",  # race 5
-    "20_0_0_2017011617452512.jpg.chip.jpg",  # 16-digit datetime
+    "20_0_0_201701161745251234.jpg.chip.jpg",  # 18-digit datetime
     "20_0_0_20170116174525125.jpg",  # in-the-wild name in the aligned set
 ])
 def test_malformed_names_do_not_parse(name):
@@ -37,6 +42,8 @@ def test_malformed_names_do_not_parse(name):
 def test_names_parse_into_the_shared_vocabulary():
     assert parse_name("26_1_3_20170119180049574.jpg.chip.jpg") == {
         "age": "26", "gender": "Female", "race": "Indian", "datetime": "20170119180049574"}
+    # the release has a 16-digit datetime; every label of it is there, so it is read
+    assert parse_name("14_0_0_2017011022340900.jpg.chip.jpg")["race"] == "White"
     assert [parse_name(utkface_name(30, 0, r, 0))["race"] for r in range(5)] == vocab.UTK_RACES
 
 
@@ -94,3 +101,41 @@ def test_missing_and_empty_folders_are_clear_errors(tmp_path, monkeypatch):
     (tmp_path / "empty" / "UTKFace" / "notes.txt").write_text("x")
     with pytest.raises(DatasetError, match="no file in"):
         load(tmp_path / "empty", tmp_path / "c")
+
+
+# -- the real UTKFace "part 1" folder (research use only: read in place, nothing copied) --------------
+
+UTKFACE_PART1 = Path(__file__).parents[1] / ".." / "shared" / "data" / "utkface-part1"
+needs_part1 = pytest.mark.skipif(not (UTKFACE_PART1 / "UTKFace").is_dir(), reason="needs ../shared/data/utkface-part1")
+
+
+@needs_part1
+def test_real_folder_gives_every_groups_support_and_reports_the_malformed_names(tmp_path):
+    """The loader's label table against a count made here from the file names with str.split:
+    the same support for each of the 10 race x gender groups; the names without 4 fields are
+    skipped, listed in info and said in one warning. No image is decoded."""
+    counted, lacking = Counter(), []
+    for name in os.listdir(UTKFACE_PART1 / "UTKFace"):
+        fields = name.split(".")[0].split("_")  # age, gender, race, datetime
+        if len(fields) != 4:
+            lacking.append(name)
+            continue
+        counted[(vocab.UTK_RACES[int(fields[2])], {"0": "Male", "1": "Female"}[fields[1]])] += 1
+    assert len(counted) == 10 and len(lacking) == 2  # what the folder's README says
+
+    ds = UTKFace(UTKFACE_PART1, UTKFaceOptions(), tmp_path / "cache")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table, _, info = ds.label_table()
+        with fingerprint_only() as fingerprint:  # load as a run does, decoding nothing
+            bundle = ds.load(TASK, 32)
+    assert table.groupby(["race", "gender"]).size().to_dict() == dict(counted)
+    assert sorted(info["malformed_names"]["names"]) == sorted(lacking)
+    assert sorted(bundle.info["malformed_names"]["names"]) == sorted(lacking)
+    assert fingerprint["images"] == sum(counted.values()) and not list((tmp_path / "cache").glob("*"))
+    # every group in every split (the split is stratified by race x gender)
+    per_split = table.groupby(["split", "race", "gender"]).size()
+    assert all(len(per_split[split]) == 10 for split in ("train", "val", "test"))
+    notices = [str(w.message) for w in caught if issubclass(w.category, DataNotice)]
+    assert len(notices) == 1 and "\n" not in notices[0]  # one line, not repeated by the fingerprint pass
+    assert notices[0].startswith("utkface: skipped 2 file(s)") and all(n in notices[0] for n in lacking)

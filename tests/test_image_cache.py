@@ -68,8 +68,8 @@ def test_bad_image_is_an_error_naming_file_and_row(tmp_path, jpegs, damage):
         decode_images(jpegs, 32, name="t", cache_dir=tmp_path / "c", rows=rows)
     assert str(jpegs[3]) in str(err.value) and "labels.csv line 5" in str(err.value)
     assert "on_bad_image=skip" in str(err.value)
-    leftovers = [p for p in (tmp_path / "c").iterdir()]
-    assert leftovers == [], leftovers  # nothing half-built stays behind
+    leftovers = list((tmp_path / "c").iterdir()) if (tmp_path / "c").exists() else []
+    assert leftovers == [], leftovers  # nothing half-built stays behind (a missing file: not even the folder)
 
 
 def test_skip_policy_counts_and_compacts(tmp_path, jpegs):
@@ -121,3 +121,29 @@ def test_cache_folder_from_environment(monkeypatch, tmp_path):
 def test_decode_image_uses_jpeg_draft_but_keeps_the_size(tmp_path, jpegs):
     assert decode_image(jpegs[0], 24).shape == (24, 24, 3)
     assert decode_image(jpegs[0], 300).shape == (300, 300, 3)  # upsampled, never drafted below S
+
+
+def _wide_grey(tmp_path, kind: str):
+    """A greyscale gradient wider than 8 bits, saved by PIL, and the 8-bit mean it stands for."""
+    ramp = np.linspace(0.05, 0.72, 48 * 40).reshape(48, 40)  # fractions of full scale, mean 0.385
+    if kind == "png-16":  # mode I;16: what a 16-bit scan or medical export is
+        image, path = Image.fromarray(np.round(ramp * 65535).astype(np.uint16)), tmp_path / "grey16.png"
+    elif kind == "tiff-32":  # mode I holding 16-bit values (how Pillow opens many 16-bit files)
+        image, path = Image.fromarray(np.round(ramp * 65535).astype(np.int32)), tmp_path / "grey32.tiff"
+    else:  # mode F, 0..1
+        image, path = Image.fromarray(ramp.astype(np.float32)), tmp_path / "greyf.tiff"
+    image.save(path)
+    return path, ramp.mean() * 255
+
+
+@pytest.mark.parametrize("kind", ["png-16", "tiff-32", "float"])
+def test_wide_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path, kind):
+    path, expected = _wide_grey(tmp_path, kind)
+    with Image.open(path) as im:
+        assert im.mode in image_cache.WIDE_GREY_MODES
+        clipped = np.asarray(im.convert("RGB")).mean()
+    got = decode_images([path], 40, name="grey", cache_dir=tmp_path / "c").images
+    assert abs(float(np.asarray(got).mean()) - expected) < 1, (float(np.asarray(got).mean()), expected)
+    if kind != "float":
+        assert clipped > 250  # what PIL's own conversion makes of it: white
+    np.testing.assert_array_equal(got[0, :, :, 0], got[0, :, :, 2])  # still grey

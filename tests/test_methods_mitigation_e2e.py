@@ -56,7 +56,7 @@ def test_method_trains_and_writes_valid_predictions(name, run_tiny, monkeypatch)
     if name == "jtt":  # phase 1 (identification) is never selected
         history = json.loads((path / "history.json").read_text())
         assert [h["selectable"] for h in history] == [False, True]
-        assert metrics["selection"]["epoch"] == 1
+        assert metrics["selection"]["selected_epoch"] == 2  # the second epoch, counted from 1
 
     method, _ = load_trained_method(path, "cpu")  # the selected checkpoint rebuilds from the record
     assert type(method) is cls

@@ -506,3 +506,51 @@ def test_paired_difference_with_few_seeds_is_called_rough():
     assert not diff.excludes_zero  # [-10.7, 14.7]
     assert paired_difference({0: 1.0}, {1: 1.0}).describe() == "no common seeds"
     assert paired_difference({0: 2.0}, {0: 1.0}).describe() == "+1.00 pp (n=1: no interval)"
+
+
+# -- worst (class, group) cell, Holm, p-values, intervals with test-sample noise ---------------------
+def test_worst_cell_accuracy_is_the_lowest_per_group_recall():
+    from fairbench.metrics import worst_cell_accuracy
+
+    # cells (true class, group): (0,a) 1 of 2 right, (1,a) 2 of 2, (0,b) 3 of 4, (1,b) 1 of 3
+    y = np.array([0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1])
+    p = np.array([0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0])
+    g = np.array(["a"] * 4 + ["b"] * 7)
+    assert worst_cell_accuracy(y, p, g) == pytest.approx(100.0 / 3)
+    report = evaluate_predictions(y, p, g)
+    assert report["worst_cell_accuracy"] == pytest.approx(100.0 / 3)
+    assert report["worst_group_accuracy"] == pytest.approx(400.0 / 7)  # b: 4 of 7, blind to the (1,b) cell
+    assert worst_cell_accuracy(y, p, g, min_support=4) == 75.0  # only (0,b) has 4 samples
+
+
+def test_holm_adjusted_p_values_on_a_hand_computed_example():
+    from fairbench.metrics.uncertainty import holm_adjusted
+
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    adjusted = holm_adjusted([0.01, 0.04, 0.03, float("nan"), 0.005])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and adjusted[4] == pytest.approx(0.02)
+    assert math.isnan(adjusted[3])
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_two_sided_t_p_value():
+    from fairbench.metrics.uncertainty import two_sided_t_p_value
+
+    # t_{0.975, 4} = 2.7764451: p = 0.05; df = 1 (Cauchy): P(|T| >= 1) = 0.5
+    assert two_sided_t_p_value(2.7764451, 4) == pytest.approx(0.05, abs=1e-6)
+    assert two_sided_t_p_value(-1.0, 1) == pytest.approx(0.5)
+    assert two_sided_t_p_value(0.0, 3) == pytest.approx(1.0)
+
+
+def test_paired_difference_p_value_agrees_with_its_interval_and_adds_sample_variance():
+    from fairbench.metrics.uncertainty import paired_difference, t_quantile
+
+    method, baseline = {0: 3.0, 1: 5.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 2.5}
+    plain = paired_difference(method, baseline, span=None)
+    noisy = paired_difference(method, baseline, span=None, sample_variance=0.5)
+    diffs = [2.0, 3.0, 1.5]
+    s2 = float(np.var(diffs, ddof=1))
+    assert noisy.high - noisy.mean == pytest.approx(t_quantile(0.975, 2) * math.sqrt(s2 / 3 + 0.5))
+    assert noisy.p_value > plain.p_value
+    for d in (plain, noisy):
+        assert (d.p_value <= 0.05) == d.excludes_zero

@@ -85,16 +85,20 @@ def protocol_runs(tmp_path_factory):
 
 
 def test_each_rule_keeps_the_trial_it_scores_best(protocol_runs):
+    from fairbench.layouts.protocol import candidate
+
     _, runs = protocol_runs
     done, _ = finished(load_records(runs)[0])
     assert len(done) == 2 * (2 + 2 + 1)
     for rule, split, key in (("accuracy", "val", "accuracy"), ("worst_group_accuracy", "val", "worst_group_accuracy"),
                              ("test_oracle", "test", "worst_group_accuracy")):
         for (_, method, _), seeds in chosen_trials(done, rule).items():
-            for seed, (kept, n_trials) in seeds.items():
+            for seed, chosen in seeds.items():
                 trials = [r for r in done if r.method == method and r.seed == seed]
-                assert n_trials == len(trials) == (1 if method == "constant" else 2)
-                assert kept.metrics()[split][key] == max(r.metrics()[split][key] for r in trials)
+                assert chosen.trials == len(trials) == (1 if method == "constant" else 2)
+                kept = getattr(chosen.kept, split)[key]
+                assert kept == max(getattr(candidate(r, rule), split)[key] for r in trials)
+                assert not chosen.kept.fallback  # the runs kept every rule's epoch
 
 
 def test_protocol_rows_pair_with_erm_and_carry_floor_and_cost(protocol_runs):
@@ -216,3 +220,142 @@ def test_the_baseline_is_the_erm_given_the_most_compute(tmp_path):
                 for r in runs]
     assert baseline_variant(variants, variants[0][0]) == variants[1]
     assert baseline_variant(variants[2:], variants[0][0]) is None
+
+
+# -- (trial, epoch) selection, ties, statistics: constructed records, no training ------------------
+
+def _report(n: int, accuracy: float, worst: float, worst_n: int) -> dict:
+    return {"n": n, "accuracy": accuracy, "worst_group_accuracy": worst,
+            "group_accuracy": {"a": worst, "b": 100.0}, "group_support": {"a": {"n": worst_n}, "b": {"n": n - worst_n}}}
+
+
+def _predictions(path, n_wrong: int, seed: int = 0):
+    """64 test images (the same ids for every run: one test split), 2 groups x 2 classes;
+    ``n_wrong`` mistakes, spread over the cells."""
+    import numpy as np
+    import pandas as pd
+
+    target = np.tile([0, 1], 32)
+    group = np.repeat(["a", "b"], 32)
+    pred = target.copy()
+    wrong = np.random.default_rng(seed).choice(64, size=n_wrong, replace=False)
+    pred[wrong] = 1 - pred[wrong]
+    pd.DataFrame({"index": range(64), "sample_id": range(64), "target": target, "group": group,
+                  "pred": pred}).to_csv(path, index=False)
+
+
+def _record(tmp_path, method: str, seed: int, trial: int | None, rules: dict | None, own_val: dict,
+            train_flops: float = 1e9, n_wrong: int = 8, pred_seed: int = 0, name: str | None = None):
+    """A finished run whose metrics.json holds ``rules`` ({rule: (epoch, val report, test report)})."""
+    from fairbench.records import Record
+    from fairbench.runner import report_for
+
+    import pandas as pd
+
+    folder = tmp_path / (name or f"{method}-{seed}-{trial}")
+    folder.mkdir()
+    _predictions(folder / "predictions_test.csv", n_wrong, pred_seed)
+    test = report_for(pd.read_csv(folder / "predictions_test.csv", keep_default_na=False))
+    metrics = {"selection": {"rule": "last", "epoch": 2}, "val": own_val, "test": test,
+               "cost": {"train_flops": train_flops, "optimizer_steps": 10}}
+    if rules is not None:
+        metrics["rules"] = {name: {"epoch": epoch, "score": None, "train_flops": train_flops * epoch / 3,
+                                   "val": val, "test": test, "predictions": "predictions_test.csv"}
+                            for name, (epoch, val) in rules.items()}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    config = {"method": method, "train": {"seed": seed}, "data": {"name": "d", "target": "t", "protected": ["g"]},
+              "selection": "last"}
+    identity = {"method": method, "data.name": "d", "train.seed": seed, "selection": "last",
+                "train.lr": 0.1 * (1 + (trial or 0))}
+    return Record(folder.name, folder, config, {"state": "done"}, identity, trial=trial)
+
+
+def test_a_rule_keeps_the_trial_at_the_epoch_it_chose_within_the_run(tmp_path):
+    from fairbench.layouts.protocol import chosen_trials
+
+    # trial 0 at its own (last) epoch has the better validation accuracy, but the rule compares the
+    # epochs the accuracy rule chose within each run: trial 1's epoch 2 (90 %) beats trial 0's epoch 3 (85 %)
+    t0 = _record(tmp_path, "erm", 0, 0, {"accuracy": (3, _report(100, 85.0, 60.0, 20)),
+                                          "last": (3, _report(100, 85.0, 60.0, 20))}, _report(100, 85.0, 60.0, 20))
+    t1 = _record(tmp_path, "erm", 0, 1, {"accuracy": (2, _report(100, 90.0, 50.0, 20)),
+                                          "last": (3, _report(100, 70.0, 50.0, 20))}, _report(100, 70.0, 50.0, 20))
+    (seeds,) = chosen_trials([t0, t1], "accuracy").values()
+    kept = seeds[0]
+    assert kept.kept.record is t1 and kept.kept.epoch == 2 and kept.trials == 2
+    # the standard error of the kept validation accuracy, 90 % of 100 images: 3 pp; runner-up 5 pp behind
+    assert kept.standard_error == pytest.approx(3.0) and not kept.close
+
+
+def test_ties_go_to_the_cheaper_model_then_to_the_lower_trial(tmp_path):
+    from fairbench.layouts.protocol import chosen_trials
+
+    same = _report(100, 80.0, 60.0, 20)
+    rules = {"accuracy": (3, same)}
+    # (the run ids are made to disagree with both: ties used to go to the largest run id)
+    dear = _record(tmp_path, "erm", 0, 0, rules, same, train_flops=2e9, name="erm-zz")
+    cheap = _record(tmp_path, "erm", 0, 2, rules, same, train_flops=1e9, name="erm-aa")
+    (chosen,) = chosen_trials([dear, cheap], "accuracy").values()
+    assert chosen[0].kept.record is cheap  # equal score: fewer FLOPs wins over the lower trial
+    assert chosen[0].close  # a tie is within any standard error
+    later = _record(tmp_path, "erm", 1, 3, rules, same)
+    earlier = _record(tmp_path, "erm", 1, 1, rules, same)
+    chosen = next(iter(chosen_trials([later, earlier], "accuracy").values()))
+    assert chosen[1].kept.record is earlier  # equal score and cost: the lower trial, whatever the run ids
+
+
+def test_runs_recorded_before_rules_fall_back_to_their_own_checkpoint_and_say_so(tmp_path):
+    from fairbench.layouts.protocol import _notes, protocol_rows
+
+    old = [_record(tmp_path, "erm", s, 0, None, _report(100, 80.0, 60.0, 20), pred_seed=s) for s in range(2)]
+    (row,) = protocol_rows(old, "worst_group_accuracy")
+    assert row["epoch"] == "3 †" and row["fallback"]  # selection.epoch 2 (from 0) = epoch 3
+    assert any(n.startswith("Epoch '†': runs recorded before") for n in _notes([row]))
+    # a report older than the worst-cell metric: computed from the stored predictions
+    assert row["worst_cell_accuracy"] != "n/a"
+
+
+def test_intervals_hold_test_sample_noise_and_pairs_share_the_test_images(tmp_path):
+    import numpy as np
+
+    from fairbench.layouts.protocol import _sample, candidate, protocol_rows
+    from fairbench.metrics.resampling import variance_of_mean
+    from fairbench.metrics.uncertainty import clipped_t_interval
+
+    val = _report(100, 80.0, 60.0, 20)
+    erm = [_record(tmp_path, "erm", s, 0, {"accuracy": (3, val)}, val, n_wrong=10, pred_seed=s) for s in range(3)]
+    same = [_record(tmp_path, "groupdro", s, 0, {"accuracy": (3, val)}, val, n_wrong=10, pred_seed=s) for s in range(3)]
+    rows = {r["method"]: r for r in protocol_rows(erm + same, "accuracy")}
+    # identical predictions on the same test images: the paired difference is exactly 0, no noise left
+    assert rows["groupdro"]["worst_vs_erm"].startswith("+0.00 pp [+0.00, +0.00]")
+    replicates = [_sample(candidate(r, "accuracy"))[1]["accuracy"] for r in erm]
+    noise = variance_of_mean(replicates)
+    assert noise > 0 and variance_of_mean(replicates, replicates) == 0.0
+    accuracies = [candidate(r, "accuracy").test["accuracy"] for r in erm]
+    mean, low, high, _ = clipped_t_interval(accuracies, (0.0, 100.0), sample_variance=noise)
+    assert rows["erm"]["accuracy"] == f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+    _, seeds_low, seeds_high, _ = clipped_t_interval(accuracies, (0.0, 100.0))
+    assert high - low > seeds_high - seeds_low  # wider than the seeds alone
+    # the replicates resample one set of indices per test split: the same for every run on it
+    assert np.array_equal(_sample(candidate(erm[0], "accuracy"))[1]["accuracy"],
+                          _sample(candidate(same[0], "accuracy"))[1]["accuracy"])
+
+
+def test_beats_erm_only_after_holm_over_the_table(tmp_path):
+    from fairbench.layouts.protocol import _notes, protocol_rows
+    from fairbench.metrics.uncertainty import holm_adjusted
+
+    val = _report(100, 80.0, 60.0, 20)
+    runs = []
+    for s in range(5):
+        runs.append(_record(tmp_path, "erm", s, 0, {"accuracy": (3, val)}, val, n_wrong=24, pred_seed=s))
+        runs.append(_record(tmp_path, "groupdro", s, 0, {"accuracy": (3, val)}, val, n_wrong=0, pred_seed=s))
+        runs.append(_record(tmp_path, "jtt", s, 0, {"accuracy": (3, val)}, val, n_wrong=23, pred_seed=s + 10))
+    rows = protocol_rows(runs, "accuracy")
+    by = {r["method"]: r for r in rows}
+    assert by["groupdro"]["beats_erm"].startswith("yes") and by["jtt"]["beats_erm"].startswith("no")
+    assert by["erm"]["beats_erm"] == ""  # the baseline
+    # the p-values shown are the paired tests' raw ones, Holm-adjusted over the two rows
+    raw = [by["groupdro"]["p_vs_erm"], by["jtt"]["p_vs_erm"]]
+    shown = [float(by[m]["beats_erm"].split("p=")[1].rstrip(")")) for m in ("groupdro", "jtt")]
+    assert shown == pytest.approx([round(p, 3) for p in holm_adjusted(raw)], abs=1e-3)
+    assert any("Holm-adjusted over the rows of this table" in n for n in _notes(rows))

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -144,6 +145,59 @@ def test_a_loader_that_decodes_itself_is_fingerprinted_by_content():
     Tiny.pixels = 7
     assert Tiny(None).fingerprint(task)["digest"] != a["digest"]
 
+
+# -- the run seed draws the built-in benchmark's data ------------------------------------------------
+
+#: data.fingerprint of tiny_config("erm") (seed 0) and of its spurious scenario, recorded before the
+#: run seed drew the data: seed 0's data, and so its run ids, must stay what they were
+SEED_0_FINGERPRINTS = {"synthface": "f99225d7d349042a", "synthface-spurious": "e5ec23dc0ea85363"}
+
+
+def _train_images(cfg):
+    from fairbench.datasets.base import Task
+    from fairbench.runner import _dataset
+
+    return _dataset(cfg).load(Task(cfg.data.target, tuple(cfg.data.protected)), 32, ("train",)).splits["train"].images
+
+
+@pytest.mark.parametrize("name", sorted(SEED_0_FINGERPRINTS))
+def test_the_run_seed_draws_the_data_unless_the_data_seed_is_set(name):
+    from fairbench.config import run_id
+    from fairbench.runner import with_fingerprint
+
+    def cfg(*sets):
+        return with_fingerprint(tiny_config("erm", sets=[f"data.name={name}", *sets]))
+
+    seed0, seed1, fixed = cfg(), cfg("train.seed=1"), cfg("train.seed=1", "data.options.seed=0")
+    assert seed0.data.fingerprint == SEED_0_FINGERPRINTS[name]
+    assert run_id(seed0) == run_id(cfg("data.options.seed=0"))  # seed 0: the run it always was
+    assert (seed0.data.options["seed"], seed1.data.options["seed"], fixed.data.options["seed"]) == (0, 1, 0)
+    assert fixed.data.fingerprint == seed0.data.fingerprint != seed1.data.fingerprint
+    images0 = _train_images(seed0)
+    assert not np.array_equal(images0, _train_images(seed1))
+    assert np.array_equal(images0, _train_images(fixed))
+
+
+def test_data_read_from_files_has_no_data_seed_and_keeps_its_options():
+    from fairbench.config import build_config, resolve
+
+    cfg = resolve(build_config(None, {"method": "erm", "data.name": "manifest", "train.seed": 3}))
+    assert "seed" not in cfg.data.options
+
+
+def test_seeds_of_redrawn_data_are_one_setting_and_record_their_data_seed(tmp_path):
+    from fairbench.records import load_records
+    from fairbench.reporting import compare
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        execute(tiny_config("erm", sets=[f"train.seed={seed}"]), runs)
+    records, problems = load_records(runs)
+    assert not problems and len(records) == 2
+    assert {json.loads((r.path / "dataset.json").read_text())["data_seed"] for r in records} == {0, 1}
+    assert len({r.setting_key for r in records}) == 1 and {r.data_fingerprint for r in records} == {None}
+    text, _ = compare(runs)
+    assert [line.split()[0] for line in text.splitlines() if line.startswith("erm")] == ["erm"]  # one row, 2 seeds
 
 # -- --force and errors before training --------------------------------------------------------------
 

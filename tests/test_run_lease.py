@@ -219,3 +219,67 @@ def test_an_owner_on_another_host_is_taken_over_once_its_heartbeat_has_been_stil
         assert read_owner(run).pid == os.getpid()
     assert time.monotonic() - t0 >= 2.0  # it watched the marker for a whole lease first
     assert "looks dead" in capsys.readouterr().err
+
+
+def _take_over(run: Path) -> None:
+    """What another process does once this one has been frozen for longer than the lease: its own
+    marker (a new file) in place of this one's."""
+    marker = lease_file(run)
+    other = marker.with_name(marker.name + ".other")
+    other.write_text(f"pid={os.getpid() + 1}\nhost=another-host\nduration=180\ntoken=theirs\n")
+    os.replace(other, marker)
+
+
+def test_a_forced_run_that_lost_its_lease_does_not_swap_its_folder_over_the_new_owners(tmp_path):
+    """A --force run trains in a hidden folder beside the run; frozen past its lease and taken over,
+    it must neither write there nor swap it in: the new owner's run stays as the new owner made it."""
+    from fairbench.run_lease import LeaseLost
+    from fairbench.runner import _swap_in
+
+    final = tmp_path / "runs" / "r9"
+    side = final.with_name(f".{final.name}.force-{os.getpid()}")
+    side.mkdir(parents=True)
+    (side / "status.json").write_text('{"state": "done", "by": "the frozen process"}')
+    with hold(final):
+        writer = RunWriter(side, lease_of=final)
+        writer.write_json("history.json", [])  # owned: the side folder is written through the run's lease
+        _take_over(final)
+        final.mkdir()
+        (final / "status.json").write_text('{"state": "running", "by": "the new owner"}')
+        with pytest.raises(LeaseLost, match=f"lost its lease on {final}: now held by pid {os.getpid() + 1}"):
+            writer.write_json("metrics.json", {})
+        with pytest.raises(LeaseLost, match="nothing more is written to the run"):
+            _swap_in(side, final)
+    assert (final / "status.json").read_text() == '{"state": "running", "by": "the new owner"}'
+    assert sorted(p.name for p in final.iterdir()) == ["status.json"]
+    assert not (side / "metrics.json").exists()
+    assert read_owner(final).host == "another-host"  # this process's release left the new owner's lease alone
+
+
+def test_fairbench_run_force_that_lost_its_lease_leaves_the_run_to_its_new_owner(tmp_path, monkeypatch, capsys):
+    """End to end: the lease is taken over while a forced run trains aside (as after a freeze);
+    the run stops with one clear line (exit 1), and the new owner's run folder is untouched."""
+    from fairbench.cli import main
+    from fairbench.methods.erm import ERM
+
+    runs = tmp_path / "runs"
+    args = ["run", "erm", "--runs-dir", str(runs), "--device", "cpu", "--threads", "1", "--image-size", "32",
+            "--epochs", "1", "--max-train-samples", "64", "--max-eval-samples", "32", "--quiet",
+            "--set", "train.batch_size=32"]
+    assert main(args) == 0
+    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    original = ERM.update
+
+    def frozen_then_superseded(self, batch):  # the first update of the forced run
+        monkeypatch.setattr(ERM, "update", original)
+        _take_over(run)
+        return original(self, batch)
+
+    monkeypatch.setattr(ERM, "update", frozen_then_superseded)
+    capsys.readouterr()
+    assert main([*args, "--force"]) == 1
+    err = capsys.readouterr().err
+    assert f"fairbench run: error: this process lost its lease on {run}" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert not [p for p in runs.iterdir() if p.name.startswith(f".{run.name}")]  # its side folder is gone

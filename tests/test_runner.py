@@ -34,11 +34,11 @@ def test_run_writes_a_complete_record(run_tiny):
     assert env["torch_threads"] == torch.get_num_threads()  # results depend on it
     metrics = record.metrics()
     assert metrics["selection"]["rule"] == "accuracy"
-    assert metrics["selection"]["epoch"] in (0, 1)
+    assert metrics["selection"]["selected_epoch"] in (1, 2)  # counted from 1, as the log counts
     # the selected epoch is the best validation epoch, chosen on validation only
     history = json.loads((path / "history.json").read_text())
     val_accs = [h["val"]["accuracy"] for h in history]
-    assert metrics["selection"]["epoch"] == int(np.argmax(val_accs))
+    assert metrics["selection"]["selected_epoch"] == int(np.argmax(val_accs)) + 1
     test = record.predictions("test")
     assert len(test) == 128 and set(test["pred"]).issubset({0, 1})
     assert {"index", "sample_id", "target", "group", "skin_tone", "presentation", "score_0", "score_1"} <= set(test.columns)
@@ -50,7 +50,7 @@ def test_run_writes_a_complete_record(run_tiny):
     assert again["dob"] == pytest.approx(metrics["test"]["dob"])
     # checkpoints load with weights_only=True
     state = torch.load(path / "checkpoint.pt", weights_only=True)
-    assert state["epoch"] == metrics["selection"]["epoch"]
+    assert state["epoch"] + 1 == metrics["selection"]["selected_epoch"]  # the checkpoint's epoch is an index
 
 
 def test_same_configuration_again_is_reported_done(tmp_path):
@@ -181,3 +181,23 @@ def test_an_unreadable_status_is_flagged_and_refused_without_force(tmp_path):
     # a readable status that merely quotes the words is not unreadable
     (run / "status.json").write_text(json.dumps({"state": "failed", "error": "x", "reason": "unreadable status.json"}))
     assert "unreadable" not in RunRecord(run).status() and _existing_state(run, force=False) == "failed"
+
+
+def test_force_says_at_the_start_which_evaluations_it_discards(tmp_path, capsys):
+    """The evaluations of a run belong to its weights: a forced retrain drops them, and says so first."""
+    cfg = tiny_config("erm")
+    path = execute(cfg, tmp_path)
+    for name in ("utkface-test", "celeba-test"):
+        (path / "evaluations" / name).mkdir(parents=True)
+        (path / "evaluations" / name / "metrics.json").write_text("{}")
+    capsys.readouterr()
+    assert execute(cfg, tmp_path, force=True) == path
+    lines = capsys.readouterr().err.splitlines()
+    notes = [i for i, line in enumerate(lines) if "evaluations" in line]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    assert notes[0] < first_epoch
+    assert lines[notes[0]].startswith(f"note: --force replaces {path} once this run is done, and with it its "
+                                      "evaluations (celeba-test, utkface-test")
+    assert f"`fairbench eval {path} --dataset NAME" in lines[notes[0]]
+    assert lines[notes[-1]] == f"replaced the earlier run in {path}; its evaluations were discarded: celeba-test, utkface-test"
+    assert not (path / "evaluations").exists()

@@ -101,3 +101,25 @@ def test_show_method_prints_defaults_and_search_space(capsys):
 def test_show_unknown_method_is_a_clear_error(capsys):
     assert main(["show", "method", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_the_spaces_hold_the_regularisation_the_literature_tunes(capsys):
+    """Weight decay up to 1 for every method; GroupDRO's step size and adjustment C; JTT's
+    upweight and first-phase length: searched, defaults unchanged, shown by show method."""
+    for profile, dists in TRAIN_SPACES.items():
+        assert dists["weight_decay"] == LogUniform(1e-4, 1.0)
+        draws = [sample_trial("erm", registry.methods.get("erm").Hparams, profile, 0, t)["train"]["weight_decay"]
+                 for t in range(1, 201)]
+        assert min(draws) < 1e-3 and max(draws) > 0.1
+    expected = {"groupdro": {"eta": (0.01, "log-uniform [0.001, 0.1]"),
+                             "generalization_adjustment": (0, "integer in [0, 5]")},
+                "jtt": {"upweight": (50, "one of {5.0, 10.0, 20.0, 50.0, 100.0}"),
+                        "identification_epochs": (1, "integer in [1, 3]")}}
+    for method, keys in expected.items():
+        assert main(["show", "method", method, "--profile", "cpu-small"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        for key, (default, space) in keys.items():
+            line = next(l for l in lines if l.startswith(f"hparams.{key} "))
+            assert float(line.split()[1]) == default and space in line
+        line = next(l for l in lines if l.startswith("train.weight_decay (cpu-small)"))
+        assert "0.0005" in line and "log-uniform [0.0001, 1]" in line

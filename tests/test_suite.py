@@ -211,7 +211,7 @@ def test_suite_writes_table_and_pareto_plot(tiny_suite):
     assert "evaluated on synthface test" in table and "evaluated on synthface [evaluation] test" in table
     png = report / "pareto.png"
     assert png.is_file() and png.stat().st_size > 10_000
-    assert [p.name for p in tiny_suite["again"].outputs] == ["table.md", "pareto.png"]
+    assert [p.name for p in tiny_suite["again"].outputs] == ["table.md", "pareto.png", "report.html"]
 
 
 def test_compare_and_plot_restricted_to_the_suite(tiny_suite, tmp_path, capsys):
@@ -315,3 +315,43 @@ def test_protocol_suites_expand(file, jobs, methods, trials, flops):
     assert {j.spec["selection"] for j in expanded} == {"last"}
     assert {j.trial for j in expanded if j.method == "constant"} == {0}
     assert suite.report.layouts[0] == "protocol"
+
+
+# -- one code revision per table -------------------------------------------------------------------
+
+def test_tables_hold_one_clean_code_revision_unless_told(tmp_path, monkeypatch, capsys):
+    """Runs of two (fake) revisions, or of a dirty tree, are refused in a suite's tables and beside
+    a new training, with what to do; --allow-mixed-revisions makes the tables with a note."""
+    from fairbench.run_store import REVISION_ENV
+
+    old, new = "a" * 40, "b" * 40
+    runs = tmp_path / "runs"
+    monkeypatch.setenv(REVISION_ENV, old)
+    path = write_suite(tmp_path)
+    run_suite(Suite.load(path), runs, quiet=True)
+    compare = ["compare", "--runs-dir", str(runs), "--suite", str(path), "--layout", "summary"]
+    assert main(compare) == 0 and "revision" not in capsys.readouterr().out  # one clean revision: no note
+    # the code changed: one more seed would be trained beside runs of the old revision
+    monkeypatch.setenv(REVISION_ENV, new)
+    bigger = tmp_path / "bigger.toml"
+    bigger.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    before = sorted(p.name for p in runs.iterdir())
+    assert main(["suite", "run", str(bigger), "--runs-dir", str(runs), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"2 finished run(s) were trained at another code revision ({'a' * 10} (2 runs))" in err
+    assert "fresh --runs-dir" in err and "--allow-mixed-revisions" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in runs.iterdir()) == before  # nothing trained, nothing written
+    # a dirty tree: refused before training too
+    monkeypatch.setenv(REVISION_ENV, new + "+dirty")
+    assert main(["suite", "run", str(bigger), "--runs-dir", str(tmp_path / "fresh"), "--quiet"]) == 2
+    assert "uncommitted changes" in capsys.readouterr().err and not (tmp_path / "fresh").exists()
+    # told to: the third seed trains at the new revision and the tables say what they mix
+    monkeypatch.setenv(REVISION_ENV, new)
+    assert main(["suite", "run", str(bigger), "--runs-dir", str(runs), "--quiet", "--allow-mixed-revisions"]) == 0
+    note = f"runs of 2 code revision(s), allowed by --allow-mixed-revisions: {'a' * 10} (2 runs), {'b' * 10} (1 run)"
+    assert f"Note: {note}" in (runs / "suite-tiny" / "table.md").read_text()
+    capsys.readouterr()
+    bigger_compare = [*compare[:4], str(bigger), *compare[5:]]
+    assert main(bigger_compare) == 2 and "several code revisions" in capsys.readouterr().err
+    assert main([*bigger_compare, "--allow-mixed-revisions"]) == 0
+    assert f"note: {note}" in capsys.readouterr().out

@@ -334,3 +334,35 @@ def test_setting_labels_write_large_floats_short():
 
     assert (_short(1.15e13), _short(2.3e12), _short(0.02), _short(8.335e-05), _short(12)) == \
         ("1.15e+13", "2.3e+12", "0.02", "8.335e-05", "12")
+
+
+def test_compare_names_the_settings_that_differ_not_their_hash(tmp_path, capsys):
+    """ERM's golden FairFace runs again at 60 epochs and under a FLOPs budget: three rows, each
+    named by what sets it apart."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(GOLDEN_RUNS, runs)
+    records, _ = load_records(runs)
+    erm = [r for r in finished(records)[0] if r.dataset == "fairface" and r.method == "erm"]
+    for rec in erm:
+        for suffix, change in (("e60", {"epochs": 60}), ("budget", {"budget_flops": 1.15e13})):
+            copy = runs / f"{rec.run_id}{suffix}"
+            shutil.copytree(rec.path, copy)
+            config = json.loads((copy / "config.json").read_text())
+            config["train"].update(change)
+            (copy / "config.json").write_text(json.dumps(config))
+    assert main(["compare", "--runs-dir", str(runs), "--layout", "summary"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("erm ") and "fairface" in line]
+    for label in ("  budget_flops=1.15e+13, epochs=25  ", "  epochs=60  ", "  epochs=25  "):  # the setting column
+        assert len([line for line in lines if label in line]) == len(lines) // 3 > 0
+    hashes = {r.setting_key for r in load_records(runs)[0]}
+    assert not any(h in line for h in hashes for line in lines)
+
+
+def test_the_selected_epoch_counts_from_1_in_new_and_old_records():
+    from fairbench.run_store import selected_epoch
+
+    assert selected_epoch({"selection": {"rule": "accuracy", "selected_epoch": 3}}) == 3
+    assert selected_epoch({"selection": {"rule": "accuracy", "epoch": 2}}) == 3  # recorded from 0 before
+    assert selected_epoch({}) is None

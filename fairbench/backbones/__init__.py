@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fairbench.backbones.base import BackboneError, FeatureBackbone
+
+
+def _factory(name: str):
+    from fairbench import registry
+
+    try:
+        return registry.backbones.get(name)
+    except registry.RegistryError as exc:
+        raise BackboneError(f"{exc} Any timm model works as `timm/<model_name>`.") from None
+
+
+def check_backbone_name(name: str) -> None:
+    """A BackboneError unless ``name`` names a backbone; builds nothing (a configuration check)."""
+    if name.startswith("timm/"):
+        from fairbench.backbones.timm_models import check_model_name
+
+        check_model_name(name[len("timm/") :])
+    else:
+        _factory(name)
 
 
 def create_backbone(name: str, pretrained: bool | str | Path = False) -> FeatureBackbone:
@@ -13,11 +33,17 @@ def create_backbone(name: str, pretrained: bool | str | Path = False) -> Feature
 
     if name.startswith("timm/"):
         return registry.backbones.get("timm")(pretrained=pretrained, model_name=name[len("timm/") :])
-    try:
-        factory = registry.backbones.get(name)
-    except registry.RegistryError as exc:
-        raise BackboneError(f"{exc} Any timm model works as `timm/<model_name>`.") from None
-    return factory(pretrained=pretrained)
+    return _factory(name)(pretrained=pretrained)
 
 
-__all__ = ["BackboneError", "FeatureBackbone", "create_backbone"]
+@functools.lru_cache(maxsize=None)
+def stage_channels(name: str) -> tuple[int, ...]:
+    """Channels of each feature stage of backbone ``name``, shallow to deep, without weights or
+    arithmetic: the network is built on the ``meta`` device (shapes only), once per process."""
+    import torch
+
+    with torch.device("meta"):
+        return tuple(create_backbone(name, False).stage_channels)
+
+
+__all__ = ["BackboneError", "FeatureBackbone", "check_backbone_name", "create_backbone", "stage_channels"]

@@ -13,15 +13,22 @@ from fairbench.registry import register_backbone
 TIMM_PREFIX = "timm/"
 
 
+def check_model_name(model_name: str) -> None:
+    """A BackboneError unless timm knows ``model_name``."""
+    import timm
+
+    if not timm.list_models(model_name) and not timm.is_model(model_name):
+        raise BackboneError(
+            f"timm has no model {model_name!r}; list them with `python -c \"import timm; print(timm.list_models('res*'))\"`"
+        )
+
+
 class TimmBackbone(FeatureBackbone):
     def __init__(self, model_name: str, pretrained: bool | str | Path = False, num_stages: int = 4):
         super().__init__()
         import timm
 
-        if not timm.list_models(model_name) and not timm.is_model(model_name):
-            raise BackboneError(
-                f"timm has no model {model_name!r}; list them with `python -c \"import timm; print(timm.list_models('res*'))\"`"
-            )
+        check_model_name(model_name)
         try:
             net = timm.create_model(model_name, pretrained=pretrained is True, features_only=True)
         except Exception as exc:

@@ -26,6 +26,11 @@ class DatasetError(ValueError):
     """Bad or missing data: the message names the file / row and says what to do."""
 
 
+class DataNotice(UserWarning):
+    """Something in the data the user should know that is not an error (files skipped, values
+    normalised): issued with ``warnings.warn``, shown by the CLI as one ``warning:`` line."""
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -142,6 +147,10 @@ class Dataset:
     #: shared concepts this dataset's targets stand for, ``{concept: target column}`` (e.g. CelebA
     #: ``{"gender": "Male"}``): cross-dataset evaluation maps a run's target through them
     target_concepts: ClassVar[dict[str, str]] = {}
+    #: the Options field a generated dataset draws its images from, or None (data read from files):
+    #: left unset, the run's ``train.seed`` fills it (fairbench.config.resolve), so every seed is a
+    #: new draw of the data as well as of the initialisation; set, it holds the data fixed
+    data_seed_option: ClassVar[str | None] = None
 
     def __init__(self, root: Path | None, options: BaseModel | None = None, cache_dir: Path | None = None):
         self.root = root

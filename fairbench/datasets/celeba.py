@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fairbench.datasets import vocab
 from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.datasets.image_table import build_bundle
+from fairbench.datasets.image_table import build_bundle, in_two_splits
+from fairbench.datasets.label_text import label_lines, read_label_text
 from fairbench.datasets.sources import Source, locate
 from fairbench.registry import register_dataset
 
@@ -61,7 +62,7 @@ def _check_values(path: Path, files: list[str], values: np.ndarray, names: list[
 
 def read_attributes_txt(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(attribute names, file names, values N x 40 in {1, -1}) of ``list_attr_celeba.txt``."""
-    lines = path.read_text().splitlines()
+    lines = read_label_text(path, "celeba").splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise DatasetError(f"celeba: {path} line 1 should be the number of images, found {lines[0] if lines else ''!r}")
     count = int(lines[0])
@@ -85,7 +86,7 @@ def read_attributes_txt(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def read_attributes_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    frame = pd.read_csv(label_lines(read_label_text(path, "celeba")), dtype=str, skipinitialspace=True)
     if frame.columns[0] != "image_id" or "Male" not in frame.columns:
         raise DatasetError(f"celeba: {path} line 1: expected the header image_id,<40 attribute names>, "
                            f"found {list(frame.columns)[:5]}...")
@@ -97,21 +98,25 @@ def read_attributes_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 def read_partition(path: Path) -> dict[str, str]:
     """file name -> train / val / test."""
-    out = {}
+    out: dict[str, tuple[str, int]] = {}  # file -> (split, line)
     if path.suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str)
+        frame = pd.read_csv(label_lines(read_label_text(path, "celeba")), dtype=str)
         if list(frame.columns) != ["image_id", "partition"]:
             raise DatasetError(f"celeba: {path} line 1: expected the header image_id,partition, found {list(frame.columns)}")
         pairs = [(i + 2, [f, p]) for i, (f, p) in enumerate(zip(frame["image_id"], frame["partition"]))]
     else:
-        pairs = [(i + 1, line.split()) for i, line in enumerate(path.read_text().splitlines())]
+        pairs = [(i + 1, line.split()) for i, line in enumerate(read_label_text(path, "celeba").splitlines())]
     for line_no, tokens in pairs:
         if not tokens:
             continue
         if len(tokens) != 2 or str(tokens[1]).strip() not in PARTITIONS:
             raise DatasetError(f"celeba: {path} line {line_no}: expected '<file> 0|1|2', found {' '.join(map(str, tokens))!r}")
-        out[str(tokens[0]).strip()] = PARTITIONS[str(tokens[1]).strip()]
-    return out
+        file, split = str(tokens[0]).strip(), PARTITIONS[str(tokens[1]).strip()]
+        if file in out and out[file][0] != split:  # else the last line would win, silently
+            raise in_two_splits("celeba", file, (out[file][0], f"{path.name} line {out[file][1]}"),
+                                (split, f"{path.name} line {line_no}"))
+        out.setdefault(file, (split, line_no))
+    return {file: split for file, (split, _) in out.items()}
 
 
 def attribute_values(name: str, column: np.ndarray) -> np.ndarray:

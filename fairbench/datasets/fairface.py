@@ -38,8 +38,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from fairbench.datasets import splitting, vocab
-from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.datasets.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task
 from fairbench.datasets.image_table import build_bundle
+from fairbench.datasets.label_text import label_lines, read_label_text
 from fairbench.datasets.sources import Source, locate, safe_relative
 from fairbench.registry import register_dataset
 
@@ -55,7 +56,7 @@ SOURCE = Source(
 )
 
 
-class SpreadsheetNotice(UserWarning):
+class SpreadsheetNotice(DataNotice):
     """A label file had spreadsheet-damaged values of a known form, which were normalised."""
 
 
@@ -73,7 +74,7 @@ def read_labels(path: Path, images_root: Path, fixes: Counter) -> pd.DataFrame:
     """One official label CSV as a table (path, age, gender, race, service_test, source)."""
     rows = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with label_lines(read_label_text(path, "fairface")) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != HEADER:

@@ -8,9 +8,12 @@ A loader parses its own label files into a table with one row per image:
 - ``source``: where the row's labels come from (``"fairface_label_train.csv line 7"``), for errors;
 - any label columns (strings).
 
-:func:`build_bundle` checks the task's columns (no empty values), maps the target to class
-indices, decodes each split through :mod:`fairbench.image_cache` and records in ``info``
-what it skipped.
+:func:`build_bundle` checks that each image is listed once (one path in two splits would be
+trained on and then scored as held out), the task's columns (no empty values) and what each
+split holds (:mod:`fairbench.datasets.coverage`), all before any image is decoded; then it
+maps the target to class indices, decodes each split through :mod:`fairbench.image_cache` and
+records in ``info`` what it skipped. Images are compared by their path relative to the image
+root: the same picture stored under two names (a copy, a link) is not detected.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from fairbench.datasets.base import SPLITS, DataSplit, DatasetBundle, DatasetError, Task, fingerprint_box
-from fairbench.image_cache import OnBadImage, Progress, decode_images
+from fairbench.datasets.base import (GROUP_SEPARATOR, SPLITS, DataSplit, DatasetBundle, DatasetError, Task,
+                                     fingerprint_box)
+from fairbench.datasets.coverage import check_coverage
+from fairbench.image_cache import (DecodedImages, OnBadImage, Progress, bad_image_error, decode_images, discard,
+                                   file_problem)
 
 
 def _blank(values: pd.Series) -> np.ndarray:
@@ -46,6 +52,48 @@ def check_columns(name: str, table: pd.DataFrame, task: Task, where: str, target
             i = int(np.flatnonzero(blank)[0])
             raise DatasetError(f"{name}: empty {col!r} value for {table['path'].iloc[i]} ({table['source'].iloc[i]}); "
                                f"{int(blank.sum())} row(s) have none. Every row needs a value in the task's columns.")
+
+
+def in_two_splits(where: str, path: str, first: tuple[str, str], second: tuple[str, str]) -> DatasetError:
+    """The error of an image listed in two splits; ``first`` / ``second`` are (split, label row)."""
+    return DatasetError(f"{where}: {path} is in the {first[0]!r} split ({first[1]}) and in the {second[0]!r} split "
+                        f"({second[1]}): it would be trained on and then scored as a held-out image; list it in one "
+                        "split only")
+
+
+def check_each_path_once(where: str, table: pd.DataFrame, splits: pd.Series | None = None) -> None:
+    """No path in two rows of ``table`` (columns ``path``, ``source``); ``splits`` (default: the
+    ``split`` column, if any) names the rows' splits, so a path in two splits is told apart from
+    one listed twice in the same split."""
+    twice = table["path"].duplicated(keep="first").to_numpy()
+    if not twice.any():
+        return
+    if splits is None and "split" in table.columns:
+        splits = table["split"]
+    i = int(np.flatnonzero(twice)[0])
+    path = table["path"].iloc[i]
+    j = int(np.flatnonzero((table["path"] == path).to_numpy())[0])
+    if splits is not None and str(splits.iloc[i]) != str(splits.iloc[j]):
+        raise in_two_splits(where, path, (str(splits.iloc[j]), table["source"].iloc[j]),
+                            (str(splits.iloc[i]), table["source"].iloc[i]))
+    raise DatasetError(f"{where} ({table['source'].iloc[i]}): {path} is listed twice (also {table['source'].iloc[j]}); "
+                       "list every image once")
+
+
+def _group_labels(table: pd.DataFrame, protected: Sequence[str]) -> pd.Series:
+    labels = table[protected[0]].astype(str)
+    for col in protected[1:]:
+        labels = labels + GROUP_SEPARATOR + table[col].astype(str)
+    return labels
+
+
+def check_files(table: pd.DataFrame, image_root: Path) -> None:
+    """Every image file exists and is a non-empty file (a stat each), in all splits, before the
+    first split is decoded: a missing test image must not cost the decoding of the training split."""
+    for rel, source in zip(table["path"], table["source"]):
+        problem = file_problem(image_root / rel)
+        if problem is not None:
+            raise bad_image_error(image_root / rel, source, problem)
 
 
 def check_links(name: str, table: pd.DataFrame, image_root: Path) -> None:
@@ -100,6 +148,7 @@ def build_bundle(
 ) -> DatasetBundle:
     """Decode and assemble the requested ``splits`` of ``table`` (see the module docstring)."""
     info = dict(info or {})
+    check_each_path_once(name, table)
     check_columns(name, table, task, "the label table", targets or [task.target])
     target_values = table[task.target].astype(str)
     if classes is None:
@@ -113,31 +162,45 @@ def build_bundle(
         if not (table["split"] == split).any():
             raise DatasetError(f"{name}: the {split!r} split is empty (no rows of the label files fall into it); "
                                "check the files and the dataset options")
-    check_links(name, table[table["split"].isin(list(splits))], image_root)
+    requested = table[table["split"].isin(list(splits))]
+    by_split = {s: requested[requested["split"] == s] for s in splits}
+    check_coverage(name, task.target, classes, {s: rows[task.target].astype(str) for s, rows in by_split.items()},
+                   {s: _group_labels(rows, task.protected) for s, rows in by_split.items()})
+    check_links(name, requested, image_root)
     box = fingerprint_box()
     if box is not None:
-        box.update(table_fingerprint(table[table["split"].isin(list(splits))], image_root, classes))
+        box.update(table_fingerprint(requested, image_root, classes))
         return DatasetBundle(name, task, list(classes), {}, info, value_order=dict(value_order or {}))
+    if on_bad_image == "error":
+        check_files(requested, image_root)
     class_index = {c: i for i, c in enumerate(classes)}
     out: dict[str, DataSplit] = {}
     skipped: dict[str, Any] = {}
     caches: dict[str, str] = {}
-    for split in splits:
-        rows = table[table["split"] == split]
-        files = [image_root / p for p in rows["path"]]
-        decoded = decode_images(files, image_size, name=f"{name}-{split}", cache_dir=cache_dir,
-                                rows=rows["source"].tolist(), on_bad_image=on_bad_image, progress=progress)
-        kept = rows.iloc[decoded.kept]
-        if decoded.bad:
-            skipped[split] = {"count": len(decoded.bad),
-                              "files": [{"file": b.file, "row": b.row, "reason": b.reason} for b in decoded.bad]}
-        if kept.empty:
-            raise DatasetError(f"{name}: every image of the {split!r} split was skipped as unreadable "
-                               f"(first: {decoded.bad[0].file}: {decoded.bad[0].reason})")
-        caches[split] = str(decoded.path)
-        attrs = pd.DataFrame({c: kept[c].astype(str).to_numpy() for c in task.protected})
-        targets_idx = np.array(kept[task.target].astype(str).map(class_index), dtype=np.int64)  # a writable copy
-        out[split] = DataSplit(split, decoded.images, targets_idx, attrs, np.array(kept["path"], dtype=object))
+    built: list[DecodedImages] = []
+    try:
+        for split in splits:
+            rows = by_split[split]
+            files = [image_root / p for p in rows["path"]]
+            decoded = decode_images(files, image_size, name=f"{name}-{split}", cache_dir=cache_dir,
+                                    rows=rows["source"].tolist(), on_bad_image=on_bad_image, progress=progress)
+            if decoded.built:
+                built.append(decoded)
+            kept = rows.iloc[decoded.kept]
+            if decoded.bad:
+                skipped[split] = {"count": len(decoded.bad),
+                                  "files": [{"file": b.file, "row": b.row, "reason": b.reason} for b in decoded.bad]}
+            if kept.empty:
+                raise DatasetError(f"{name}: every image of the {split!r} split was skipped as unreadable "
+                                   f"(first: {decoded.bad[0].file}: {decoded.bad[0].reason})")
+            caches[split] = str(decoded.path)
+            attrs = pd.DataFrame({c: kept[c].astype(str).to_numpy() for c in task.protected})
+            targets_idx = np.array(kept[task.target].astype(str).map(class_index), dtype=np.int64)  # a writable copy
+            out[split] = DataSplit(split, decoded.images, targets_idx, attrs, np.array(kept["path"], dtype=object))
+    except DatasetError:  # a bad image in a later split: the caches of the earlier ones go too (nothing written)
+        for decoded in built:
+            discard(decoded)
+        raise
     info["skipped_images"] = {k: v["count"] for k, v in skipped.items()}
     if skipped:
         info["skipped_image_files"] = skipped

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fairbench.datasets import splitting
 from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.datasets.image_table import build_bundle, check_columns
+from fairbench.datasets.image_table import build_bundle, check_columns, check_each_path_once
+from fairbench.datasets.label_text import label_lines, read_label_text
 from fairbench.datasets.sources import Source, data_root, safe_relative
 from fairbench.registry import register_dataset
 
@@ -74,15 +75,23 @@ def read_manifest(path: Path) -> tuple[pd.DataFrame, str, int]:
         frame = pd.read_parquet(path)
         frame = frame.apply(_as_labels)
         return frame.reset_index(drop=True), "row", 1
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+    frame = pd.read_csv(label_lines(read_label_text(path, "manifest")), dtype=str, keep_default_na=False,
+                        na_values=[""], skipinitialspace=True)
     return frame, "line", 2
+
+
+def _split_names(table: pd.DataFrame) -> pd.Series | None:
+    """The split column as :func:`assign_splits` reads it (None without one)."""
+    if "split" not in table.columns:
+        return None
+    return table["split"].fillna("").astype(str).str.strip().str.lower()
 
 
 def assign_splits(table: pd.DataFrame, strata: pd.Series, val_fraction: float, test_fraction: float,
                   seed: int, where: str) -> tuple[np.ndarray, str]:
     """Split per row (the split column, completed with a val split, or drawn) and how it was made."""
     if "split" in table.columns:
-        split = table["split"].fillna("").astype(str).str.strip().str.lower()
+        split = _split_names(table)
         bad = ~split.isin(SPLITS)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -179,12 +188,8 @@ class Manifest(Dataset):
             raise DatasetError(f"manifest: {manifest} has no rows")
         table["path"] = [safe_relative(p if isinstance(p, str) else "", images, f"manifest: {manifest} ({s})")
                          for p, s in zip(table["path"], table["source"])]
-        twice = table["path"].duplicated(keep="first").to_numpy()
-        if twice.any():  # the same image twice: double weight in training, or in train and test at once
-            i = int(np.flatnonzero(twice)[0])
-            first = table["source"].iloc[int(np.flatnonzero((table["path"] == table["path"].iloc[i]).to_numpy())[0])]
-            raise DatasetError(f"manifest: {manifest} ({table['source'].iloc[i]}): {table['path'].iloc[i]} is listed "
-                               f"twice (also {first}); list every image once")
+        # the same image twice: double weight in training, or trained on and scored as held out
+        check_each_path_once(f"manifest: {manifest}", table, _split_names(table))
         labels = [c for c in table.columns if c not in (*RESERVED, "source")]
         if task.target not in table.columns:
             raise DatasetError(f"manifest: {manifest} has no target column {task.target!r}; pass --target COLUMN "

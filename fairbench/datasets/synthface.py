@@ -145,7 +145,7 @@ class SynthFaceOptions(BaseModel):
     n_train: int = Field(4000, ge=16, description="number of training images")
     n_val: int = Field(1000, ge=16, description="number of validation images (same distribution as train)")
     n_test: int = Field(2000, ge=16, description="number of test images (balanced over group x target class)")
-    seed: int = Field(0, ge=0, description="seed of the data generator (same seed = identical images)")
+    seed: int = Field(0, ge=0, description="seed of the data generator (same seed = identical images); in a run, train.seed unless set")
     train_skin_tone_shares: tuple[float, float, float, float] = Field(
         (0.45, 0.30, 0.15, 0.10), description="share of skin tones I..IV in train and val (bias 1)"
     )
@@ -477,6 +477,7 @@ class SynthFace(Dataset):
     profile = "cpu-small"
     default_image_size = 64
     needs_root = False
+    data_seed_option = "seed"  # seed N draws data N unless data.options.seed is set
 
     def targets(self) -> list[str]:
         return list(TARGETS)
@@ -570,7 +571,7 @@ class ScenarioOptions(BaseModel):
     n_train: int = Field(2000, ge=16, description="number of training images")
     n_val: int = Field(1000, ge=16, description="number of validation images (same distribution as train)")
     n_test: int = Field(5000, ge=16, description="number of test images (balanced over group x target x background)")
-    seed: int = Field(0, ge=0, description="seed of the data generator (same seed = identical images)")
+    seed: int = Field(0, ge=0, description="seed of the data generator (same seed = identical images); in a run, train.seed unless set")
 
 
 class SpuriousOptions(ScenarioOptions):

@@ -3,11 +3,14 @@
 Labels live in the file names: ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg`` in
 ``UTKFace/`` (the aligned & cropped set, 200 x 200; the default), or ``...jpg`` in the
 in-the-wild ``part1/ .. part3/`` (``image_set = "in_the_wild"``). age 0-116; gender 0 male,
-1 female; race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; datetime 17 digits.
+1 female; race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; datetime digits (17 in nearly
+every file; the release has a few with fewer, e.g. ``14_0_0_2017011022340900``: their labels
+are complete, so they are read).
 
 Names are parsed with a strict pattern: names that do not parse (the real set has a few,
 e.g. a missing race field or a space before ``.jpg``) are skipped, never guessed; their
-count and names are recorded in ``info["malformed_names"]``.
+count and names are recorded in ``info["malformed_names"]`` and said in one warning
+(a :class:`~fairbench.datasets.base.DataNotice`).
 
 Vocabularies follow FairFace's race-4 view, so cross-dataset tables line up: gender
 ``Male`` / ``Female``; race ``White``, ``Black``, ``Asian``, ``Indian``, ``Others``.
@@ -20,20 +23,24 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fairbench.datasets import splitting, vocab
-from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.datasets.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task, fingerprint_box
 from fairbench.datasets.image_table import build_bundle
 from fairbench.datasets.sources import Source, locate
 from fairbench.registry import register_dataset
 
-ALIGNED_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<datetime>\d{17})\.jpg\.chip\.jpg$")
-WILD_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<datetime>\d{17})\.jpg$")
+# the datetime is no label, only part of the name: up to 17 digits (the release has a 16-digit one)
+ALIGNED_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<datetime>\d{1,17})\.jpg\.chip\.jpg$")
+WILD_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<datetime>\d{1,17})\.jpg$")
+#: malformed names quoted in the warning (all of them are in ``info["malformed_names"]``)
+NAMES_IN_WARNING = 3
 MAX_AGE = 116
 GENDERS = {"0": "Male", "1": "Female"}
 GET_FROM = "https://susanqq.github.io/UTKFace/ (UTKFace.tar.gz: 'Aligned&Cropped Faces'; in-the-wild part1-3)"
@@ -90,7 +97,10 @@ class UTKFace(Dataset):
             return [folder / "UTKFace" if alternative == 0 else folder]
         return [folder / p for p in ("part1", "part2", "part3") if (folder / p).is_dir()]
 
-    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+    def label_table(self) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
+        """Every parsed file (``path`` relative to the image root, the labels, ``split``), the image
+        root and what ``load`` records in ``info``; decodes nothing. Warns about malformed names
+        (not inside ``fingerprint_only``: a run reads the labels twice, the warning is said once)."""
         opts: UTKFaceOptions = self.options  # type: ignore[assignment]
         folders = self._folders()
         base = folders[0] if opts.image_set == "aligned" else folders[0].parent
@@ -109,13 +119,16 @@ class UTKFace(Dataset):
         if not rows:
             raise DatasetError(f"utkface: no file in {', '.join(map(str, folders))} has a name of the form "
                                f"{pattern.pattern} ({len(malformed)} other files)")
+        if malformed and fingerprint_box() is None:  # said when the images are read, not at the fingerprint
+            shown = ", ".join(malformed[:NAMES_IN_WARNING]) + (
+                f" and {len(malformed) - NAMES_IN_WARNING} more" if len(malformed) > NAMES_IN_WARNING else "")
+            form = "[age]_[gender]_[race]_[datetime]" + (".jpg.chip.jpg" if opts.image_set == "aligned" else ".jpg")
+            warnings.warn(DataNotice(f"utkface: skipped {len(malformed)} file(s) whose names are not {form}: {shown} "
+                                     "(listed in the run's dataset.json, info.malformed_names)"))
         table = pd.DataFrame(rows)
         strata = table["race"] + "|" + table["gender"]
         table["split"] = splitting.stratified_split(
             strata, {"test": opts.test_fraction, "val": opts.val_fraction}, opts.split_seed)
-        classes = {"gender": vocab.GENDER_CLASSES, "race": vocab.UTK_RACES}.get(task.target)
-        if classes is None:
-            raise DatasetError(f"utkface has no target {task.target!r}; choose one of {self.targets()}")
         info = {
             "protocol": ("no official split: "
                          + splitting.describe({"test": opts.test_fraction, "val": opts.val_fraction},
@@ -128,6 +141,14 @@ class UTKFace(Dataset):
                                 "rule": f"skipped: names not matching {pattern.pattern} (age <= {MAX_AGE})"},
             "on_bad_image": opts.on_bad_image,
         }
+        return table, base, info
+
+    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+        opts: UTKFaceOptions = self.options  # type: ignore[assignment]
+        table, base, info = self.label_table()
+        classes = {"gender": vocab.GENDER_CLASSES, "race": vocab.UTK_RACES}.get(task.target)
+        if classes is None:
+            raise DatasetError(f"utkface has no target {task.target!r}; choose one of {self.targets()}")
         return build_bundle(
             "utkface", table, base, task, image_size, classes=list(classes), cache_dir=self.cache_dir,
             on_bad_image=opts.on_bad_image, info=info, targets=self.targets(), splits=splits,

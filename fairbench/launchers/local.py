@@ -172,8 +172,8 @@ def _worker_main() -> None:
     request = json.loads(sys.stdin.read())
     try:
         outcome = train_job(request["config"], Path(request["runs_dir"]))
-    except KeyboardInterrupt:
-        outcome = JobOutcome("failed", "interrupted")
+    except KeyboardInterrupt as exc:  # the runner's says what became of the run folder
+        outcome = JobOutcome("failed", str(exc) or "interrupted")
     atomic_write_bytes(Path(sys.argv[1]), outcome.to_json().encode())
 
 

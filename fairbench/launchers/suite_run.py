@@ -22,7 +22,7 @@ from fairbench.suite import Job, Suite, short
 def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run: bool = False,
               data_roots: dict[str, Path] | None = None, device: str | None = None,
               skip_invalid: bool = False, quiet: bool = False, out=None, launcher: str | None = None,
-              launcher_options: dict[str, Any] | None = None) -> SuiteResult:
+              launcher_options: dict[str, Any] | None = None, allow_mixed_revisions: bool = False) -> SuiteResult:
     """Train every job not yet done, run the listed evaluations, write the reports.
 
     Finished jobs are skipped; failed and incomplete ones run again (the runner resumes from
@@ -31,7 +31,9 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
     ``launcher`` (default: the suite's ``[launcher] default``, else ``local``) decides where the
     jobs run; ``launcher_options`` override its ``[launcher.NAME]`` table; ``jobs`` is the local
     launcher's worker count. A launcher that only submits (Slurm without ``wait``) leaves the
-    evaluations and reports to a later ``suite run``."""
+    evaluations and reports to a later ``suite run``. Its tables hold one code revision: training
+    at a dirty tree, or beside finished runs of another revision, is refused unless
+    ``allow_mixed_revisions`` (fairbench.revisions)."""
     out = out or sys.stdout
     runs_dir = Path(runs_dir)
     options = dict(launcher_options or {})
@@ -52,6 +54,12 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
         print(f"\n{len(todo)} of {len(all_jobs)} jobs would run through {chosen.describe(len(todo))}"
               + f"; runs under {runs_dir}/, reports in {runs_dir / suite.report_dir_name}/", file=out)
         return result
+    if todo and not allow_mixed_revisions:  # before anything trains: a table of one revision
+        from fairbench.revisions import check_before_training, revision_counts
+        from fairbench.run_store import git_revision
+
+        finished = revision_counts(runs_dir / j.run_id for j in all_jobs if before[j.index].state == "done")
+        check_before_training(git_revision(), finished, f"suite {suite.name} ({suite.path})")
     done_before = sum(1 for s in before.values() if s.state in ("done", "running", "queued", "invalid"))
     with SuiteProgress(len(all_jobs), done_before, quiet=quiet) as progress:
         skipped = [j for j in all_jobs if before[j.index].state == "done"]
@@ -75,7 +83,15 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
                          "run this command again once they are done for the evaluations and the report")
             return result
         _run_evaluations(all_jobs, runs_dir, progress, result, data_roots or {})
-    result.outputs = write_suite_report(suite, runs_dir, out=sys.stderr)
+    result.outputs = write_suite_report(suite, runs_dir, out=sys.stderr, allow_mixed_revisions=allow_mixed_revisions)
+    if result.outputs:  # the same runs as one page to open anywhere, beside table.md (fairbench.report_html)
+        from fairbench.report_html import write_report
+
+        page, _ = write_report(runs_dir, runs_dir / suite.report_dir_name / "report.html", suite,
+                               allow_mixed_revisions=allow_mixed_revisions)
+        if page is not None:
+            print(f"wrote {page}", file=sys.stderr)
+            result.outputs.append(page)
     return result
 
 
@@ -143,6 +159,20 @@ def _varying_keys(jobs: list[Job]) -> list[str]:
             if k not in keys and k not in ("method", "train.seed"):
                 keys.append(k)
     return [k for k in keys if len({json.dumps(j.spec.get(k), sort_keys=True) for j in jobs}) > 1]
+
+
+def status_json(suite: Suite, runs_dir: Path) -> dict[str, Any]:
+    """``suite status --json``: every job (index, run id, method, seed, trial, declared keys, state,
+    detail, error) and the count of each state."""
+    jobs = suite.resolve()
+    states = {j.index: job_state(j, runs_dir) for j in jobs}
+    counts: dict[str, int] = {}
+    for st in states.values():
+        counts[st.state] = counts.get(st.state, 0) + 1
+    return {"suite": suite.name, "file": str(suite.path), "runs_dir": str(runs_dir), "counts": counts,
+            "jobs": [{"index": j.index, "run_id": j.run_id, "method": j.method, "seed": j.seed, "trial": j.trial,
+                      "spec": j.spec, "state": states[j.index].state, "detail": states[j.index].detail,
+                      "error": j.error} for j in jobs]}
 
 
 def suite_status(suite: Suite, runs_dir: Path, out=None) -> dict[str, int]:

@@ -57,8 +57,8 @@ def summary_frame(done: list[Record]) -> pd.DataFrame:
                 row.update(values)
                 row["precision"] = record.precision
                 rows.append(row)
-            else:  # cross-dataset evaluations appear as their own rows
-                rows.append({**row, "eval": ev.dataset, **values})
+            else:  # cross-dataset evaluations appear as their own rows, with the data they evaluated
+                rows.append({**row, "eval": ev.dataset, "data": ev.fingerprint, **values})
     return pd.DataFrame(rows)
 
 
@@ -90,7 +90,30 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     return order
 
 
-def format_compare(table: pd.DataFrame, fmt: str) -> str:
+def setting_labels(done: list[Record]) -> dict[str, str]:
+    """Each setting key's label: the keys that tell it apart from the other settings of its method,
+    dataset and task, e.g. ``epochs=60`` or ``budget_flops=1.15e+13`` (train. and hparams. left out);
+    "—" for a method's only setting."""
+    from fairbench.tables import _short
+
+    groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for record in done:
+        ident = {k: v for k, v in record.identity.items() if k != "train.seed"}
+        groups.setdefault((record.method, record.dataset, record.task), {})[record.setting_key] = ident
+    labels = {}
+    for settings in groups.values():
+        values = lambda k: {json.dumps(i.get(k), sort_keys=True, default=str) for i in settings.values()}  # noqa: E731
+        keys = sorted(k for k in {k for i in settings.values() for k in i} if len(values(k)) > 1)
+        for key, ident in settings.items():
+            named = ", ".join(f"{k.removeprefix('train.').removeprefix('hparams.')}={_short(ident[k])}"
+                              for k in keys if ident.get(k) is not None)  # a key it does not set: nothing to name
+            labels[key] = named or "—"
+    return labels
+
+
+def format_compare(table: pd.DataFrame, fmt: str, labels: dict[str, str] | None = None) -> str:
+    """The table in ``fmt``; csv and json are its rows (``setting``: the key), the others name
+    what differs between the settings of one method (``labels``, from :func:`setting_labels`)."""
     if fmt == "json":
         return json.dumps(clean_nan(table.to_dict(orient="records")), indent=2)
     if fmt == "csv":
@@ -101,7 +124,7 @@ def format_compare(table: pd.DataFrame, fmt: str) -> str:
         "seeds": table["seeds"],
     })
     if table["setting"].nunique() > table[["method", "dataset", "task"]].drop_duplicates().shape[0]:
-        display["setting"] = table["setting"]
+        display["setting"] = [(labels or {}).get(key, key) for key in table["setting"]]
     # runs on different copies of a dataset are different settings: say which data each row used
     same = ["method", "dataset", "task", "selection", "eval"]
     if "data" in table and (table.groupby(same, dropna=False)["data"].nunique(dropna=False) > 1).any():
@@ -127,4 +150,4 @@ class Summary(Layout):
     summary = "one row per method, setting and evaluated dataset: headline metrics over seeds"
 
     def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
-        return format_compare(compare_table(summary_frame(done)), fmt)
+        return format_compare(compare_table(summary_frame(done)), fmt, setting_labels(done))

@@ -99,6 +99,21 @@ class Method(nn.Module):
     #: losses; batch statistics the loss reads summed with ``distributed.global_sum``);
     #: otherwise a sentence saying why not, and such runs are refused. Undeclared: refused.
     data_parallel: ClassVar[bool | str] = False
+    #: whether every ``update`` does the same forward / backward work (the cost meter then measures
+    #: the first update of each epoch only); False: the work depends on the batch (FairMixup's pairs
+    #: per group present), and every update is measured
+    same_work_every_update: ClassVar[bool] = True
+
+    #: how hyperparameters left unset follow the backbone, in words (``fairbench show method``);
+    #: empty when none do (see :meth:`backbone_hparams`)
+    backbone_rule: ClassVar[str] = ""
+
+    @classmethod
+    def backbone_hparams(cls, hparams: BaseModel, backbone: str) -> dict[str, Any]:
+        """Values for the hyperparameters left unset (None) whose defaults follow the backbone
+        named ``backbone`` (FineFACE's expert widths). ``config.resolve`` fills them in, so the
+        saved configuration and the run id hold the numbers. Default: none."""
+        return {}
 
     def __init__(self, ctx: MethodContext, hparams: BaseModel):
         super().__init__()

@@ -188,6 +188,7 @@ class FairMixup(Method):
     Hparams = FairMixupHparams
     data_parallel = ("it mixes pairs of samples of two groups drawn from the whole batch; split over processes it would "
                      "pair within each shard, a different regulariser")
+    same_work_every_update = False  # one mixup pass per pair of groups present in the batch
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: FairMixupHparams):

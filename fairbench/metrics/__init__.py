@@ -18,6 +18,7 @@ from fairbench.metrics.fairness import (
     group_rates,
     max_min_ratio,
     max_min_ratio_from_group_accuracies,
+    worst_cell_accuracy,
     worst_group_accuracy,
 )
 from fairbench.metrics.scoring import read_predictions, score_file, score_frame
@@ -53,5 +54,6 @@ __all__ = [
     "score_file",
     "score_frame",
     "t_quantile",
+    "worst_cell_accuracy",
     "worst_group_accuracy",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "deo",
     "deodds",
     "worst_group_accuracy",
+    "worst_cell_accuracy",
     "demographic_parity_difference",
     "equal_opportunity_difference",
     "equalized_odds_difference",
@@ -295,6 +296,23 @@ def worst_group_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: 
     """Worst-group accuracy: the minimum group accuracy, in %."""
     d = _prepare(y_true, y_pred, groups)
     return _min(_group_accuracy_array(d), _included(d, min_support))
+
+
+def _worst_cell(d: _Data, min_support: int) -> float:
+    """The minimum accuracy over (true class, group) cells with at least ``min_support`` samples
+    (and at least one): per-group recall of each class."""
+    cells = d.y_true * d.num_groups + d.codes
+    size = (int(d.y_true.max()) + 1) * d.num_groups
+    support = np.bincount(cells, minlength=size)
+    accs = _pct(np.bincount(cells[d.y_true == d.y_pred], minlength=size), support)
+    return _min(accs, support >= max(min_support, 1))
+
+
+@metric("worst_cell_accuracy", title="Worst-cell accuracy", unit="%", better="higher", reported=True)
+def worst_cell_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
+    """Worst (class, group) cell accuracy, in %: the lowest recall of any class within any group
+    (Sagawa et al.'s worst-group accuracy, groups = target x protected cells)."""
+    return _worst_cell(_prepare(y_true, y_pred, groups), min_support)
 
 
 # ----------------------------------------------------------------------------------
@@ -593,6 +611,7 @@ def evaluate_predictions(
         "max_group_accuracy": _max(accs, included),
         "min_group_accuracy": _min(accs, included),
         "worst_group_accuracy": _min(accs, included),
+        "worst_cell_accuracy": _worst_cell(d, min_support),
         "max_min_ratio": ratio,
         "dob": dob,
     }

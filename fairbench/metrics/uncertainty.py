@@ -8,7 +8,7 @@ the closed-form t distribution (Abramowitz & Stegun 26.7.3-4) and inverted by bi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,11 @@ __all__ = [
     "mean_t_interval",
     "mean_over_attributes",
     "DEFAULT_ATTRIBUTE_KEYS",
+    "resample_blocks",
+    "clipped_t_interval",
+    "paired_difference",
+    "two_sided_t_p_value",
+    "holm_adjusted",
 ]
 
 NAN = float("nan")
@@ -58,6 +63,17 @@ class BootstrapInterval(tuple):
 
 # Resample indices are drawn in blocks of at most this many entries (memory bound).
 _BLOCK_ENTRIES = 1 << 22
+
+
+def resample_blocks(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of ``n`` samples as blocks of m x n indices (with replacement), m at
+    most what fits ``_BLOCK_ENTRIES``; ``n_resamples`` rows in all, in a fixed order for one rng."""
+    block = max(1, min(n_resamples, _BLOCK_ENTRIES // max(n, 1)))
+    done = 0
+    while done < n_resamples:
+        m = min(block, n_resamples - done)
+        yield rng.integers(0, n, size=(m, n))
+        done += m
 
 
 def bootstrap_ci(
@@ -103,13 +119,10 @@ def bootstrap_ci(
     if s is not None and len(s) != n:
         raise ValueError(f"scores has {len(s)} rows but y_true has {n}")
 
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n_resamples, _BLOCK_ENTRIES // n))
     values = np.empty(n_resamples, dtype=np.float64)
     done = 0
-    while done < n_resamples:
-        m = min(block, n_resamples - done)
-        for idx in rng.integers(0, n, size=(m, n)):
+    for block in resample_blocks(n, n_resamples, np.random.default_rng(seed)):
+        for idx in block:
             kwargs = dict(metric_kwargs)
             if s is not None:
                 kwargs["scores"] = s[idx]
@@ -277,10 +290,17 @@ MIN_SEEDS_FOR_INTERVALS = 5
 
 
 def clipped_t_interval(values: Iterable[float], bounds: tuple[float, float] | None = (0.0, 100.0),
-                       confidence: float = 0.95) -> tuple[float, float, float, int]:
+                       confidence: float = 0.95, sample_variance: float = 0.0) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)``: the t-interval over seeds, clipped to the metric's range
-    (``bounds``; None = unbounded), so that an interval never leaves 0-100 %."""
+    (``bounds``; None = unbounded), so that an interval never leaves 0-100 %.
+
+    ``sample_variance``: the test-sample variance of the mean over seeds (e.g. its bootstrap
+    variance over test images); it is added to the seed-to-seed variance of the mean, s^2 / n,
+    so the interval holds both sources of noise (degrees of freedom stay n - 1)."""
     mean, half, n = mean_t_interval(values, confidence)
+    if sample_variance and not math.isnan(half):
+        t = t_quantile((1.0 + confidence) / 2.0, n - 1)
+        half = t * math.sqrt((half / t) ** 2 + sample_variance)
     low, high = mean - half, mean + half
     if bounds is not None and not math.isnan(half):
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -289,11 +309,12 @@ def clipped_t_interval(values: Iterable[float], bounds: tuple[float, float] | No
 
 class PairedDifference(tuple):
     """``(mean, low, high)`` of method - baseline over the seeds both have, with ``n``,
-    ``seeds``, ``rough`` (n < MIN_SEEDS_FOR_INTERVALS) and ``excludes_zero``."""
+    ``seeds``, ``rough`` (n < MIN_SEEDS_FOR_INTERVALS), ``excludes_zero`` and ``p_value``
+    (two-sided, of the same t statistic the interval inverts; NaN with fewer than 2 seeds)."""
 
-    def __new__(cls, mean: float, low: float, high: float, seeds: list[Any]):
+    def __new__(cls, mean: float, low: float, high: float, seeds: list[Any], p_value: float = NAN):
         self = super().__new__(cls, (mean, low, high))
-        self.mean, self.low, self.high = mean, low, high
+        self.mean, self.low, self.high, self.p_value = mean, low, high, p_value
         self.seeds, self.n = seeds, len(seeds)
         self.rough = self.n < MIN_SEEDS_FOR_INTERVALS
         self.excludes_zero = not math.isnan(low) and (low > 0 or high < 0)
@@ -309,16 +330,47 @@ class PairedDifference(tuple):
 
 
 def paired_difference(method: Mapping[Any, float], baseline: Mapping[Any, float],
-                      span: float | None = 100.0, confidence: float = 0.95) -> PairedDifference:
+                      span: float | None = 100.0, confidence: float = 0.95,
+                      sample_variance: float = 0.0) -> PairedDifference:
     """Paired t-interval of ``method[s] - baseline[s]`` over the seeds s both have (NaN dropped).
 
     Same seed = same data order and initialisation, so pairing removes the seed-to-seed
-    variance both share. ``span`` (the metric's range width) clips the interval to
-    [-span, span]; None leaves it unbounded."""
+    variance both share. ``sample_variance``: the test-sample variance of the mean difference
+    (both resampled with the same test images), added as in :func:`clipped_t_interval`.
+    ``span`` (the metric's range width) clips the interval to [-span, span]; None leaves it
+    unbounded. The p-value is that of t = mean / its standard error, n - 1 degrees of freedom."""
     seeds = sorted(s for s in method if s in baseline
                    and not (math.isnan(float(method[s])) or math.isnan(float(baseline[s]))))
     diffs = [float(method[s]) - float(baseline[s]) for s in seeds]
     if not diffs:
         return PairedDifference(NAN, NAN, NAN, [])
-    mean, low, high, _ = clipped_t_interval(diffs, None if span is None else (-span, span), confidence)
-    return PairedDifference(mean, low, high, seeds)
+    mean, low, high, _ = clipped_t_interval(diffs, None if span is None else (-span, span), confidence,
+                                            sample_variance)
+    p_value = NAN
+    if len(diffs) >= 2:
+        se = math.sqrt(float(np.var(diffs, ddof=1)) / len(diffs) + sample_variance)
+        p_value = two_sided_t_p_value(mean / se, len(diffs) - 1) if se > 0 else (1.0 if mean == 0 else 0.0)
+    return PairedDifference(mean, low, high, seeds, p_value)
+
+
+def two_sided_t_p_value(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with integer ``df`` >= 1."""
+    if math.isnan(t):
+        return NAN
+    return max(0.0, 1.0 - _t_central_probability(abs(t), int(df))) if math.isfinite(t) else 0.0
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (NaN stays NaN, not counted).
+
+    Sorted ascending, p_(i) becomes max over j <= i of min(1, (m - j + 1) p_(j)), m the number
+    of tests; a hypothesis is rejected at level alpha when its adjusted p-value is <= alpha,
+    which controls the family-wise error rate over the m tests."""
+    valid = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    m = len(valid)
+    out = [NAN] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(valid)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

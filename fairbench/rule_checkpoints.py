@@ -1,0 +1,81 @@
+"""Early stopping as selection: the best epoch of every validation rule within one run.
+
+A run's own rule (``selection`` in its configuration) keeps ``checkpoint.pt`` as it always did.
+Every other rule that reads validation only (:func:`fairbench.selection.checkpoint_rules`) is
+followed too: when its best epoch moves, that epoch's weights are saved as
+``checkpoint-epoch<N>.pt`` (one file per epoch, however many rules chose it; a file no rule
+points at any more is deleted). After training, the runner predicts test once per chosen epoch
+that differs from the run's own (``predictions_test-epoch<N>.csv``) and deletes those files.
+The epochs are fixed from validation before test is predicted, so test labels never choose.
+
+``metrics.json`` then holds ``rules``: ``{rule: {"epoch": N (counted from 1, as in the log),
+"score", "train_flops" (spent up to that epoch), "val", "test", "predictions"}}``. A table can
+select (trial, epoch) by any of these rules from the stored reports; runs recorded before, or
+resumed from a ``last.pt`` written before, have no ``rules`` (the tables fall back to the run's
+own checkpoint and say so).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from fairbench.selection import checkpoint_rules, get_rule
+
+_FILE = re.compile(r"checkpoint-epoch(\d+)\.pt")
+
+
+def checkpoint_file(epoch: int) -> str:
+    """The file of a 0-based epoch's weights (named from 1, as the log counts)."""
+    return f"checkpoint-epoch{epoch + 1}.pt"
+
+
+def predictions_split(epoch: int) -> str:
+    """The split name of a 0-based epoch's test predictions: ``predictions_<split>.csv``."""
+    return f"test-epoch{epoch + 1}"
+
+
+class RuleBests:
+    """The best selectable epoch so far of every validation rule but the run's own.
+
+    ``state`` (from ``last.pt``) continues an interrupted run; ``None`` there means the run was
+    started before rules were followed: nothing is followed then (``active`` is False)."""
+
+    def __init__(self, own_rule: str, state: dict[str, Any] | None = None, resumed: bool = False):
+        self.active = not (resumed and state is None)
+        fresh = {"score": float("-inf"), "epoch": None, "report": None}
+        self.bests: dict[str, dict[str, Any]] = {}
+        if state is not None:  # the rules followed since the run started, no other
+            self.bests = {name: dict(best) for name, best in state.items()}
+        elif self.active:
+            self.bests = {name: dict(fresh) for name in checkpoint_rules() if name != own_rule}
+
+    def observe(self, epoch: int, report: dict[str, Any], selectable: bool) -> bool:
+        """Score one validated epoch under every rule; True if some rule's best is now this epoch
+        (its weights must then be saved under :func:`checkpoint_file`). Ties keep the earlier,
+        cheaper epoch."""
+        moved = False
+        if not selectable:
+            return False
+        for name, best in self.bests.items():
+            score = get_rule(name).score(report, epoch)
+            if best["epoch"] is None or score > best["score"]:
+                self.bests[name] = {"score": score, "epoch": epoch, "report": report}
+                moved = True
+        return moved
+
+    def state(self) -> dict[str, Any] | None:
+        return dict(self.bests) if self.active else None
+
+    def epochs(self) -> set[int]:
+        return {b["epoch"] for b in self.bests.values() if b["epoch"] is not None}
+
+    def prune(self, folder: Path, finished: bool = False) -> None:
+        """Delete the epoch files no rule points at; once the run has ``finished`` (test
+        predicted), all of them."""
+        wanted = set() if finished else self.epochs()
+        for path in Path(folder).glob("checkpoint-epoch*.pt"):
+            match = _FILE.fullmatch(path.name)
+            if match and int(match.group(1)) - 1 not in wanted:
+                path.unlink(missing_ok=True)
