@@ -173,7 +173,7 @@ def evaluate_run(
                            f"run's classes {run_classes} ({cfg.data.name} {cfg.data.target!r})")
 
     method, _ = load_trained_method(run_dir, device)
-    dev = next(method.parameters()).device
+    dev = method.ctx.device  # not next(parameters()): the constant control has none
     frames = []
     for part in parts_of(split):  # "all": split by split, then one frame
         data = bundle.splits[part]
