@@ -220,5 +220,5 @@ def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):
     return run_summary({label: m["report"], "selection": run_metrics["selection"]}, label)
 
 
-__all__ = ["ALL_SPLITS", "EVAL_SPLITS", "CrossEvaluation", "evaluate_run", "evaluation_folder", "load_split", "recorded_fingerprint", "summary_table",
-           "target_for"]
+__all__ = ["ALL_SPLITS", "EVAL_SPLITS", "CrossEvaluation", "evaluate_run", "evaluation_folder", "load_split",
+           "parts_of", "recorded_fingerprint", "summary_table", "target_for"]

@@ -17,13 +17,16 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def one_clean_revision(monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def one_clean_revision():
     """Runs record one clean code revision, whatever state the developer's working tree is in: a
-    suite refuses runs of a dirty tree (fairbench.revisions). Tests of that check set their own."""
+    suite refuses runs of a dirty tree (fairbench.revisions). Session-wide, so that module-scoped
+    fixtures' suites see it too; tests of that check set their own."""
     from fairbench.run_store import REVISION_ENV
 
-    monkeypatch.setenv(REVISION_ENV, "0123456789abcdef0123456789abcdef01234567")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(REVISION_ENV, "0123456789abcdef0123456789abcdef01234567")
+        yield
 
 
 @pytest.fixture(autouse=True)
