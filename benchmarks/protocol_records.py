@@ -61,6 +61,9 @@ def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
             "optimizer_steps": cost.get("optimizer_steps"), "train_flops": cost.get("train_flops"),
             "train_seconds": cost.get("train_seconds"), "peak_memory_bytes": cost.get("peak_memory_bytes"),
             "last_train_loss": last_train_loss(rec.path),
+            # where the job's wall time went (fairbench.timing; empty for runs recorded before it)
+            "job_seconds": (metrics.get("timing") or {}).get("total_s"),
+            **{f"{phase}_seconds": s for phase, s in ((metrics.get("timing") or {}).get("phases_s") or {}).items()},
             "device": env.get("device"), "precision": rec.precision, "torch_threads": env.get("torch_threads"),
             "torch": env.get("packages", {}).get("torch"), "git_revision": env.get("git_revision"),
             **{f"kept_by_{rule}": rec.run_id in kept[rule] for rule in RULES},

@@ -363,6 +363,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from fairbench.registry import summary_of
     from fairbench.search import describe_space
 
+    if args.kind == "run":
+        return _show_run(args)
     method = registry.methods.get(args.name)
     if args.json:
         print(json.dumps({"name": args.name, "summary": summary_of(method), "needs": needs_label(method),
@@ -389,6 +391,41 @@ def cmd_show(args: argparse.Namespace) -> int:
                    headers=["key", "default", "search space", "description"], tablefmt="simple"))
     print("\nTrial 0 of a search is the defaults; other trials draw every searched key (fixed keys keep "
           "their default).")
+    return 0
+
+
+def _show_run(args: argparse.Namespace) -> int:
+    """``show run RUN_DIR``: where the run's wall time went (fairbench.timing), and its training cost."""
+    from tabulate import tabulate
+
+    from fairbench.run_store import RunRecord, RunStoreError
+
+    record = RunRecord(Path(args.name))
+    if not (record.path / "metrics.json").is_file():
+        print(f"fairbench show run: {record.path} is not a finished run folder (no metrics.json); pass the folder of "
+              "a finished run", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        metrics = record.metrics()
+    except (RunStoreError, OSError, ValueError) as exc:
+        print(f"fairbench show run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if metrics is None or "timing" not in metrics:
+        print(f"fairbench show run: {args.name} has no time breakdown (an unfinished run, or one recorded before "
+              "fairbench.timing); run it again to get one", file=sys.stderr)
+        return EXIT_USAGE
+    timing, cost = metrics["timing"], metrics.get("cost", {})
+    if args.json:
+        print(json.dumps({"run": str(record.path), "timing": timing, "train_seconds": cost.get("train_seconds"),
+                          "train_flops": cost.get("train_flops")}, indent=2))
+        return 0
+    total = timing["total_s"] or 1.0
+    rows = [[name, f"{s:.2f}", f"{100 * s / total:.1f}"] for name, s in timing["phases_s"].items()]
+    rows.append(["total", f"{timing['total_s']:.2f}", "100.0"])
+    print(f"{record.path}: wall time from the job's start ({timing['started']}) to its metrics")
+    print(tabulate(rows, headers=["phase", "seconds", "%"], tablefmt="simple", disable_numparse=True))
+    for name, at in timing.get("marks_s", {}).items():
+        print(f"{name.replace('_', ' ')} at {at:.2f} s")
     return 0
 
 
@@ -448,9 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="a JSON list of {name, summary (, needs)}, for scripts")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="one method in full: hyperparameters, defaults, search space, needs")
-    p.add_argument("kind", choices=["method"])
-    p.add_argument("name", help="method name (see `fairbench list methods`)")
+    p = sub.add_parser("show", help="one method in full (hyperparameters, defaults, search space, needs), or "
+                                     "where one run's wall time went")
+    p.add_argument("kind", choices=["method", "run"])
+    p.add_argument("name", help="method name (see `fairbench list methods`), or a run folder for `show run`")
     p.add_argument("--profile", choices=["cpu-small", "paper"],
                    help="show only this dataset profile's training search space")
     p.add_argument("--json", action="store_true", help="the same as one JSON object, for scripts")

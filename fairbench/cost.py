@@ -27,7 +27,7 @@ import sys
 import time
 import weakref
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -82,6 +82,8 @@ class CostMeter:
         self._measure_next = True
         self._epoch_flops = 0.0
         self._measure_every_update = not getattr(method, "same_work_every_update", True)
+        # seconds and count of updates run under the FLOP counter and of the others (counting_seconds)
+        self._timed = {True: [0.0, 0], False: [0.0, 0]}
 
     # -- activation ------------------------------------------------------------------------
     def __enter__(self) -> "CostMeter":
@@ -155,7 +157,8 @@ class CostMeter:
     def update(self, run_update):
         """Run one ``Method.update`` (a zero-argument callable) and account for it."""
         start = time.perf_counter()
-        if self._measure_next or self._measure_every_update:
+        measured = self._measure_next or self._measure_every_update
+        if measured:
             counter = FlopCounterMode(display=False)
             with counter:
                 out = run_update()
@@ -167,10 +170,21 @@ class CostMeter:
         else:
             out = run_update()
             flops = self._epoch_flops
-        self.cost.train_seconds += time.perf_counter() - start
+        took = time.perf_counter() - start
+        self.cost.train_seconds += took
+        self._timed[measured][0] += took
+        self._timed[measured][1] += 1
         self.cost.updates += 1
         self.cost.train_flops += flops
         return out
+
+    def counting_seconds(self) -> float:
+        """Wall time the FLOP counter added to the updates it measured (an estimate: their time less
+        as many updates at the mean time of the unmeasured ones; 0 when every update is measured)."""
+        (measured_s, measured_n), (plain_s, plain_n) = self._timed[True], self._timed[False]
+        if not plain_n:
+            return 0.0
+        return max(0.0, measured_s - measured_n * plain_s / plain_n)
 
 
 def format_flops(flops: float) -> str:
@@ -197,12 +211,28 @@ def probe_update(method: nn.Module, device: torch.device, make_batch) -> Trainin
     return meter.cost
 
 
+def probe_prediction_pass(method: nn.Module, x: torch.Tensor, n_images: int) -> float:
+    """FLOPs of one prediction pass over ``n_images`` images, measured on the batch ``x`` (the
+    evaluation transform's size) with ``method`` in eval mode and no autograd, as ``predict_train``."""
+    was_training = method.training
+    method.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        method.predict(x)
+    method.train(was_training)
+    return float(counter.get_total_flops()) * n_images / x.shape[0]
+
+
 def epochs_for_budget(key: str, amount: float, per_update: TrainingCost, updates_per_epoch: int,
-                      method: str, trains_nothing: bool = False) -> tuple[int, float]:
+                      method: str, trains_nothing: bool = False, pass_flops: float = 0.0,
+                      passes: Callable[[int], int] = lambda epochs: 0) -> tuple[int, float]:
     """Whole epochs that fit in the budget (never more than it), and the cost of one epoch.
 
-    A method with no trainable parameter (the constant control) spends nothing: one epoch, so
-    that it sits in a budgeted suite beside the methods it is a floor for."""
+    A FLOPs budget also pays for ``passes(epochs)`` prediction passes over the training split of
+    ``pass_flops`` each (JTT's identification: ``Method.training_set_passes``); a steps budget
+    does not (they take no optimizer step). A method with no trainable parameter (the constant
+    control) spends nothing: one epoch, so that it sits in a budgeted suite beside the methods it
+    is a floor for."""
     per_epoch = updates_per_epoch * getattr(per_update, BUDGET_FIELDS[key])
     if per_epoch <= 0 and trains_nothing:
         return 1, 0.0
@@ -210,6 +240,9 @@ def epochs_for_budget(key: str, amount: float, per_update: TrainingCost, updates
         raise BudgetError(f"train.{key}: one epoch of {method} costs no {BUDGET_UNITS[key]} as measured; "
                           "use train.epochs for this method")
     epochs = int(amount // per_epoch)
+    if key == "budget_flops":
+        while epochs >= 1 and epochs * per_epoch + passes(epochs) * pass_flops > amount:
+            epochs -= 1
     if epochs < 1:
         shown = f"{per_epoch:g}" if key == "budget_steps" else format_flops(per_epoch)
         raise BudgetError(f"train.{key}={amount:g} is less than one epoch of {method} ({shown} {BUDGET_UNITS[key]} "

@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairbench import checkpointing, distributed, registry
+from fairbench import checkpointing, distributed, registry, timing
 from fairbench.config import RunConfig, run_id
-from fairbench.cost import BUDGET_FIELDS, BudgetError, CostMeter, TrainingCost, epochs_for_budget, probe_update
+from fairbench.cost import (BUDGET_FIELDS, BudgetError, CostMeter, TrainingCost, epochs_for_budget,
+                            probe_prediction_pass, probe_update)
 from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.datasets.coverage import check_coverage, untested_error
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
@@ -355,13 +356,20 @@ def _apply_budget(cfg: RunConfig, bundle: DatasetBundle, device: torch.device,
     with autocast(device, cfg.train.amp):
         per_update = probe_update(probe_method, device, first_batch)
     trains_nothing = not any(p.requires_grad for p in probe_method.parameters())
+    pass_flops = 0.0
+    if key == "budget_flops" and probe_method.training_set_passes(provisional.train.epochs):
+        view = center_crop_view(train.images[rows], cfg.data.image_size)  # predict_train's transform
+        x = to_float(torch.from_numpy(np.ascontiguousarray(view)).to(device))
+        with autocast(device, cfg.train.amp):
+            pass_flops = probe_prediction_pass(probe_method, x, len(train.targets))
     epochs, per_epoch = epochs_for_budget(key, getattr(cfg.train, key), per_update, n_batches, cfg.method,
-                                          trains_nothing)
+                                          trains_nothing, pass_flops, probe_method.training_set_passes)
     cfg = cfg.model_copy(deep=True)
     cfg.train.epochs = epochs
     checkpointing.restore_rng_states(generators)
     return cfg, {"key": key, "amount": getattr(cfg.train, key), "epochs": epochs, "per_epoch": per_epoch,
-                 "per_update": {"optimizer_steps": per_update.optimizer_steps, "train_flops": per_update.train_flops}}
+                 "per_update": {"optimizer_steps": per_update.optimizer_steps, "train_flops": per_update.train_flops},
+                 **({"training_set_pass_flops": pass_flops} if pass_flops else {})}
 
 
 def _existing_state(path: Path, force: bool) -> str | None:
@@ -448,6 +456,8 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
     trained again beside the old one, in a hidden folder, and swapped in only when it is done."""
     from fairbench.progress import Reporter
 
+    clock = timing.PhaseClock(timing.job_started())  # "startup" until here: the process, imports, the CLI
+    clock.enter("data")
     reporter = reporter or Reporter(quiet=True)
     runs_dir = Path(runs_dir)
     fingerprint = data_fingerprint(cfg)
@@ -463,11 +473,14 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
             if procs.is_main:
                 with storage_errors(final.parent, name_the_file=True):  # a full disk can fail the lease's marker file
                     held.enter_context(hold_run(final))  # else RunBusy (fairbench.run_lease)
-            return _execute_owned(cfg, rid, final, fingerprint, force, reporter, procs)
+            return _execute_owned(cfg, rid, final, fingerprint, force, reporter, procs, clock)
 
 
 def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str, Any], force: bool,
-                   reporter: "Reporter", procs: distributed.Processes = distributed.Processes()) -> Path:
+                   reporter: "Reporter", procs: distributed.Processes = distributed.Processes(),
+                   clock: timing.PhaseClock | None = None) -> Path:
+    clock = clock or timing.PhaseClock(timing.job_started())
+    clock.enter("setup")
     runs_dir = final.parent
     if procs.active:  # refused before anything is read or written
         distributed.check_method(registry.methods.get(cfg.method), cfg.method)
@@ -487,13 +500,15 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         reporter.log(f"note: --force replaces {final} once this run is done, and with it its evaluations "
                      f"({', '.join(discarded)}: they evaluated the old weights); redo them then with `fairbench eval "
                      f"{final} --dataset NAME [--split SPLIT] [--data-root PATH]` (a suite's: `fairbench suite run`)")
-    bundle = load_bundle(cfg)
+    with clock.phase("data"):
+        bundle = load_bundle(cfg)
     train = bundle.splits["train"]
     n_batches = len(train) // cfg.train.batch_size
     if n_batches == 0:
         raise ValueError(f"the training split has {len(train)} samples, fewer than one batch of {cfg.train.batch_size}; "
                          "lower --set train.batch_size")
-    cfg, budget = _apply_budget(cfg, bundle, device, n_batches)
+    with clock.phase("budget_probe"):
+        cfg, budget = _apply_budget(cfg, bundle, device, n_batches)
     try:
         method = build_method(cfg, bundle, device, n_batches)
     except ValueError as exc:  # a method whose phases do not fit the epochs a budget gave it
@@ -516,6 +531,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                               "sync_batchnorm": cfg.train.sync_batchnorm}
     try:
         writer = RunWriter(path, lease_of=final) if procs.is_main else distributed.DiscardWrites()
+        writer = timing.TimedCalls(writer, clock, "writing")
         writer.write_json("config.json", {**cfg.model_dump(mode="json"), "run_id": rid})
         writer.write_json("environment.json", env)
         writer.set_status("running", epoch=None, started=env["started"])
@@ -566,6 +582,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                                                "torch_threads": torch.get_num_threads()})
 
         val = bundle.splits["val"]
+        clock.enter("training")
         with meter, reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
             for epoch in range(position.epoch, cfg.train.epochs):
                 writer.set_status("running", epoch=epoch, started=env["started"])
@@ -589,6 +606,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                 bar.start_epoch(epoch)
                 shards = batches[first:] if rows is None else [b[rows] for b in batches[first:]]
                 for step, (idx, raw) in enumerate(stream(shards), start=first):
+                    clock.mark("first_batch")
                     idx_t = torch.from_numpy(idx)
                     x = augment_uint8(raw, cfg.train.crop_padding, aug_gen,
                                       None if rows is None else (rows, cfg.train.batch_size), size=cfg.data.image_size)
@@ -617,6 +635,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                         f"{train_logs[diverged[0]]} (learning rate {cfg.train.lr}); lower it, e.g. "
                         f"--set train.lr={cfg.train.lr / 10:g}")
                 agree_on_batchnorm()
+                clock.enter("validation")
                 val_frame = predictions_frame(val, predict_images(method, val.images, cfg.train.eval_batch_size, device,
                                                                   cfg.train.amp, bar.advance_eval),
                                               bundle.task.protected, bundle.classes)
@@ -638,6 +657,9 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                 if procs.is_main:  # after last.pt: the files its rule_bests point at stay until then
                     rules.prune(path)
                 bar.end_epoch(epoch, train_logs, val_report, best["epoch"] == epoch)
+                clock.enter("training")
+        clock.move("training", "flop_counting", meter.counting_seconds())
+        clock.enter("test")
         epoch = None
         if best["epoch"] is None:
             raise RuntimeError("no epoch was selectable; check the method's phases and --epochs")
@@ -683,11 +705,13 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
             "wall_time_s": time.time() - t0,
             "cost": {**meter.cost.to_json(), "processes": procs.world_size},
         }
+        clock.enter("writing")
         if budget is not None:
             budget["used"] = getattr(meter.cost, BUDGET_FIELDS[budget["key"]])
             metrics["budget"] = budget
         if rules.active:
             metrics["rules"] = by_rule  # fairbench.rule_checkpoints; epochs counted from 1
+        metrics["timing"] = clock.breakdown()  # fairbench.timing: up to this write, which takes milliseconds
         writer.write_json("metrics.json", metrics)
         if procs.is_main:
             (path / "last.pt").unlink(missing_ok=True)

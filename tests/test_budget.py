@@ -51,6 +51,25 @@ def test_a_flop_budget_uses_the_measured_flops(tmp_path):
     assert metrics["budget"]["used"] == pytest.approx(2 * per_epoch)
 
 
+def test_a_flop_budget_pays_for_jtts_identification_pass_in_advance(tmp_path):
+    jtt = {"hparams.identification_epochs": 1}
+    direct = execute(tiny_config("jtt", epochs=3, **jtt), tmp_path / "direct")
+    cost = json.loads((direct / "metrics.json").read_text())["cost"]
+    pass_flops = cost["between_epoch_flops"]
+    assert pass_flops > 0
+    # the FLOPs of 3 epochs' updates plus half the pass: 3 epochs would overspend, so 2 fit
+    updates_flops = cost["train_flops"] - pass_flops
+    short = execute(tiny_config("jtt", epochs=None, **jtt, **{"train.budget_flops": updates_flops + pass_flops / 2}),
+                    tmp_path / "short")
+    metrics = json.loads((short / "metrics.json").read_text())
+    assert metrics["budget"]["epochs"] == 2
+    assert metrics["budget"]["training_set_pass_flops"] == pytest.approx(pass_flops, rel=1e-6)
+    assert metrics["cost"]["train_flops"] <= metrics["budget"]["amount"]
+    exact = execute(tiny_config("jtt", epochs=None, **jtt, **{"train.budget_flops": cost["train_flops"] * 1.0001}),
+                    tmp_path / "exact")
+    assert json.loads((exact / "metrics.json").read_text())["budget"]["epochs"] == 3
+
+
 def test_budgets_that_cannot_be_met_are_errors_before_anything_is_written(tmp_path):
     with pytest.raises(BudgetError, match=r"train.budget_steps=3 is less than one epoch of erm \(8 optimizer steps "
                                           r"per epoch: 8 batches\); raise train.budget_steps to at least 8"):

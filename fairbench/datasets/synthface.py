@@ -1,7 +1,8 @@
 """SynthFace: a procedurally rendered face-attribute benchmark with documented, tunable biases.
 
-No files and no network: every image is drawn with numpy from a seed, in a few seconds, and
-nothing is cached on disk. It is the default dataset, so that ``fairbench run <method>``
+No files and no network: every image is drawn with numpy from a seed, in a few seconds; the
+rendered splits are kept in the cache folder (``fairbench.datasets.render_cache``), so the jobs
+of a suite that share a dataset render it once. It is the default dataset, so that ``fairbench run <method>``
 trains out of the box on a CPU and CI can train every method.
 
 What is drawn
@@ -92,6 +93,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fairbench.datasets import render_cache
 from fairbench.datasets.base import SPLITS, DataSplit, Dataset, DatasetBundle, DatasetError, Task
 from fairbench.registry import register_dataset
 
@@ -519,7 +521,10 @@ class SynthFace(Dataset):
                 continue  # every split has its own random stream: skipping one changes no other
             lat = lats[split] = self.sample(split, sizes[split], task.target)
             ids = np.array([f"{split}/{i:06d}" for i in range(sizes[split])], dtype=object)
-            out[split] = DataSplit(split, render_all(lat, image_size), labels(lat), frame(lat), ids)
+            # rendered once per suite: the pixels of equal latents come from the cache (render_cache)
+            pixels = render_cache.rendered(self.registered_name, split, lat, image_size, self.cache_dir, render_all,
+                                           render)
+            out[split] = DataSplit(split, pixels, labels(lat), frame(lat), ids)
             values, n = np.unique(out[split].group_labels(tuple(protected)), return_counts=True)
             counts[split] = {str(v): int(c) for v, c in zip(values, n)}
         return out, counts, lats

@@ -9,12 +9,18 @@
   this process may use, divided among the workers, never fewer than one): torch's default of
   one thread per core in every worker oversubscribes the machine.
 
-Every job runs in a fresh process (``python -m fairbench.launchers.local``): a crash, an
-out-of-memory kill or a CUDA error ends that job only, and its GPU slot goes to the next job.
+A pool's worker processes (``python -m fairbench.launchers.local --serve``) run up to
+``jobs_per_process`` jobs one after another, each with its own log, so that starting Python and
+importing torch (seconds per job) is paid once per worker, not once per job; a job's results do
+not depend on the jobs its worker ran before (every generator is seeded per job; jobs whose
+process-wide torch settings differ, threads or deterministic algorithms, get separate workers).
+A crash, an out-of-memory kill or a CUDA error ends the job running in that worker only: the
+next job of its slot starts a fresh worker. ``jobs_per_process = 1`` is a fresh process per job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,6 +55,8 @@ class LocalLauncher(Launcher):
         jobs_per_gpu: int = Field(default=1, ge=1)
         #: torch threads per worker (default: usable cores // workers, at least 1)
         threads: int | None = Field(default=None, ge=1)
+        #: jobs a worker process runs before a fresh one takes its slot (1: a fresh process per job)
+        jobs_per_process: int = Field(default=8, ge=1)
 
     def plan(self, todo) -> tuple[list[str | None], int]:
         """The workers' GPU slots (None = CPU worker) and each worker's thread count."""
@@ -71,21 +79,25 @@ class LocalLauncher(Launcher):
         if len(slots) == 1 and self.options.gpus is None and self.options.threads is None:
             _run_here(todo, ctx)  # one at a time on this machine's one GPU or its CPU: nothing to pin
         else:
-            _run_pool(todo, ctx, slots, threads, self.options.threads is not None)
+            _run_pool(todo, ctx, slots, threads, self.options.threads is not None, self.options.jobs_per_process)
 
 
 def _run_here(todo, ctx: LaunchContext) -> None:
     """One job after the other in this process (progress bars per epoch)."""
     from fairbench.launchers.progress import suite_reporter
 
+    from fairbench import timing
+
     for job in todo:
         ctx.progress.begin(job)
         t0 = time.time()
+        timing.begin_job(t0)  # its metrics' timing starts here, not at this process's start
         outcome = train_job(job.config.model_dump(mode="json"), ctx.runs_dir, suite_reporter(ctx.progress, job))
         record_outcome(ctx, job, outcome, time.time() - t0)
 
 
-def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, explicit_threads: bool) -> None:
+def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, explicit_threads: bool,
+              jobs_per_process: int = 1) -> None:
     from fairbench.run_store import RunRecord
 
     logs = ctx.report_dir / "logs"
@@ -96,28 +108,39 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
                      f"{threads} torch thread(s) each; logs in {logs}/")
     queue = list(todo)
     free = list(range(len(slots)))
-    running: dict[int, tuple] = {}  # slot -> (job, process, result file, log handle, start)
+    running: dict[int, tuple] = {}  # slot -> (job, result file, start)
+    workers: dict[int, _Worker] = {}  # slot -> its worker process, kept between jobs
     try:
         while queue or running:
             while queue and free:
                 slot, job = free.pop(0), queue.pop(0)
-                running[slot] = _start_worker(job, ctx, slots[slot], threads, explicit_threads, logs)
+                running[slot] = _start_job(job, ctx, slot, slots[slot], threads, explicit_threads, logs, workers,
+                                           jobs_per_process)
                 ctx.progress.begin(job)
             time.sleep(0.5)
-            for slot, (job, proc, result, log, t0) in list(running.items()):
-                if proc.poll() is None:
+            for slot, (job, result, t0) in list(running.items()):
+                proc = workers[slot].proc
+                exited = proc.poll() is not None  # a crash, or the end of its last job
+                if not exited and not _has_outcome(result):
                     status = RunRecord(ctx.runs_dir / job.run_id).status()
                     if status.get("epoch") is not None:
                         ctx.progress.epoch(job, status["epoch"], f"epoch {status['epoch'] + 1}/{job.config.train.epochs}")
                     continue
-                log.close()
-                record_outcome(ctx, job, _read_outcome(result, proc.returncode), time.time() - t0)
+                if exited:
+                    workers.pop(slot).close()
+                record_outcome(ctx, job, _read_outcome(result, proc.returncode if exited else 0), time.time() - t0)
                 del running[slot]
                 free.append(slot)
+        for worker in workers.values():  # end of input: each exits after the job it has (none)
+            worker.close()
+        for worker in workers.values():
+            worker.proc.wait()
     except KeyboardInterrupt:
         # A Ctrl-C at the terminal reaches the workers too: each records "interrupted" and lets go of
         # its run. A second SIGINT could cut that short, so they are sent one only if they linger.
-        procs = [proc for _, proc, *_ in running.values()]
+        for worker in workers.values():
+            worker.close()
+        procs = [worker.proc for worker in workers.values()]
         for escalate in (lambda proc: proc.send_signal(signal.SIGINT), lambda proc: proc.kill()):
             deadline = time.monotonic() + 30
             for proc in procs:
@@ -130,7 +153,65 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
         raise
 
 
-def _start_worker(job, ctx: LaunchContext, gpu: str | None, threads: int, explicit: bool, logs: Path):
+class _Worker:
+    """A pool's worker process on one slot: jobs go to it one JSON line at a time on its stdin."""
+
+    def __init__(self, key: tuple, env: dict[str, str], logs: Path, jobs_per_process: int):
+        self.key, self.served = key, 0
+        self.log = open(logs / "workers.log", "a")  # what a worker prints between its jobs
+        self.proc = subprocess.Popen([sys.executable, "-m", "fairbench.launchers.local", "--serve",
+                                      str(jobs_per_process)], stdin=subprocess.PIPE, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env, text=True)
+        self.limit = jobs_per_process
+
+    def takes(self, key: tuple) -> bool:
+        return self.key == key and self.served < self.limit and self.proc.poll() is None
+
+    def send(self, request: dict) -> bool:
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):  # it ended meanwhile
+            return False
+        self.served += 1
+        return True
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        self.log.close()
+
+
+def _start_job(job, ctx: LaunchContext, slot: int, gpu: str | None, threads: int, explicit: bool, logs: Path,
+               workers: dict[int, _Worker], jobs_per_process: int):
+    """Hand ``job`` to its slot's worker, started afresh when there is none that can take it."""
+    config, env = _job_config(job, gpu, threads, explicit)
+    # what a worker sets once for the whole process: jobs that differ in it do not share one
+    key = (env.get("CUDA_VISIBLE_DEVICES"), config["train"]["threads"], config["train"].get("deterministic"))
+    fd, result = tempfile.mkstemp(prefix=f".{job.run_id}.", suffix=".outcome", dir=logs)
+    os.close(fd)
+    request = {"config": config, "runs_dir": str(ctx.runs_dir), "result": result,
+               "log": str(logs / f"{job.run_id}.log")}
+    worker = workers.get(slot)
+    if worker is None or not worker.takes(key) or not worker.send(request):
+        if worker is not None:
+            worker.close()
+        worker = workers[slot] = _Worker(key, env, logs, jobs_per_process)
+        if not worker.send(request):
+            worker.proc.wait()  # it could not even start: the job fails with its exit code
+    return job, Path(result), time.time()
+
+
+def _has_outcome(result: Path) -> bool:
+    try:
+        return result.stat().st_size > 0  # written whole by an atomic rename
+    except FileNotFoundError:
+        return False
+
+
+def _job_config(job, gpu: str | None, threads: int, explicit: bool) -> tuple[dict, dict[str, str]]:
     config = job.config.model_dump(mode="json")
     if explicit or not config["train"].get("threads"):  # train.threads is not part of the run id
         config["train"]["threads"] = threads
@@ -142,14 +223,7 @@ def _start_worker(job, ctx: LaunchContext, gpu: str | None, threads: int, explic
             config["train"]["device"] = "cuda"
     elif config["train"]["device"] == "auto":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU worker stays off the GPUs
-    fd, result = tempfile.mkstemp(prefix=f".{job.run_id}.", suffix=".outcome", dir=logs)
-    os.close(fd)
-    log = open(logs / f"{job.run_id}.log", "a")
-    proc = subprocess.Popen([sys.executable, "-m", "fairbench.launchers.local", result], stdin=subprocess.PIPE,
-                            stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
-    proc.stdin.write(json.dumps({"config": config, "runs_dir": str(ctx.runs_dir)}))
-    proc.stdin.close()
-    return job, proc, Path(result), log, time.time()
+    return config, env
 
 
 def _read_outcome(result: Path, returncode: int) -> JobOutcome:
@@ -165,17 +239,53 @@ def _read_outcome(result: Path, returncode: int) -> JobOutcome:
     return JobOutcome("failed", f"the worker process ended with {how} before recording an outcome (see its log)")
 
 
-def _worker_main() -> None:
-    """A pool worker: one job from stdin, its outcome to the file named on the command line."""
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """This process's stdout and stderr (file descriptors 1 and 2, C libraries' output too) into ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _serve(jobs_per_process: int) -> None:
+    """A pool worker: jobs from stdin, one JSON line each, until its end or ``jobs_per_process`` jobs;
+    each job's output to its log, its outcome to its result file. A Ctrl-C while a job runs ends
+    the worker after recording that job (the runner's message says what became of the run folder)."""
+    from fairbench import timing
     from fairbench.run_store import atomic_write_bytes
 
-    request = json.loads(sys.stdin.read())
-    try:
-        outcome = train_job(request["config"], Path(request["runs_dir"]))
-    except KeyboardInterrupt as exc:  # the runner's says what became of the run folder
-        outcome = JobOutcome("failed", str(exc) or "interrupted")
-    atomic_write_bytes(Path(sys.argv[1]), outcome.to_json().encode())
+    for served in range(jobs_per_process):
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # idle: nothing to record
+            return
+        if not line.strip():
+            return
+        request = json.loads(line)
+        if served:  # the first job's time starts at the process's start (its imports are that job's)
+            timing.begin_job()
+        interrupted = False
+        with _output_to(Path(request["log"])):
+            try:
+                outcome = train_job(request["config"], Path(request["runs_dir"]))
+            except KeyboardInterrupt as exc:
+                outcome, interrupted = JobOutcome("failed", str(exc) or "interrupted"), True
+        atomic_write_bytes(Path(request["result"]), outcome.to_json().encode())
+        if interrupted:
+            return
 
 
 if __name__ == "__main__":
-    _worker_main()
+    _serve(int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "--serve" else 1)

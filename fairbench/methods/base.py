@@ -146,6 +146,12 @@ class Method(nn.Module):
         """Whether this epoch's checkpoint may be selected (multi-phase methods say no early)."""
         return True
 
+    def training_set_passes(self, epochs: int) -> int:
+        """Prediction passes over the whole training split that ``begin_epoch`` makes in a run of
+        ``epochs`` epochs (JTT's identification). The meter counts them as they happen; a FLOPs
+        budget charges them in advance, so that the run never spends more than its budget."""
+        return 0
+
     def attention_maps(self, x: torch.Tensor) -> dict[str, Any] | None:
         """For ``fairbench explain``: {panel name: B x H x W maps in [0, 1]} and optionally
         ``"boxes"``: {panel name: B x 4 (y0, y1, x0, x1)}; None if unsupported."""

@@ -87,5 +87,8 @@ class JTT(ERM):
         self.apply_cosine_lr(epoch, start=t)
         return upweighted_sampling_weights(self.errors.cpu().numpy(), self.hparams.upweight)
 
+    def training_set_passes(self, epochs: int) -> int:
+        return 1 if epochs > self.hparams.identification_epochs else 0  # the identification pass
+
     def is_selectable_epoch(self, epoch: int) -> bool:
         return epoch >= self.hparams.identification_epochs
