@@ -29,6 +29,14 @@ Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
     trials = 10                    # trials (trial 0 = the defaults), drawn from each method's
     seed = 0                       # declared search space, deterministic from this seed;
     methods = ["groupdro"]         # optional: only these methods (default: every method)
+    untuned = [{method = "fineface", "train.epochs" = 30}]  # optional: jobs matching every key
+                                   # of an entry run trial 0 only (an extra row kept cheap)
+    profile = "cpu-small"          # optional: the shared training space (lr, weight decay, batch)
+                                   # of this profile instead of the dataset's
+    strategy = "halving"           # optional: successive halving (fairbench.halving) instead of
+    eta = 3                        # training every trial in full; keeps 1/eta per rung, the first
+    min_budget = 0.111             # rung at this share of the epochs, ranked on validation by
+    rule = "accuracy"              # this rule (default: the jobs' selection rule)
 
     [report]                       # what `suite run` writes at the end, next to the runs
     layouts = ["methods", "groups"]            # `fairbench compare --layout` -> table.md
@@ -51,7 +59,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -156,6 +164,29 @@ class SearchSpec(_Strict):
     trials: int = Field(ge=1)
     seed: int = 0
     methods: list[str] | None = None
+    #: jobs that run the defaults only (trial 0): each entry a table of resolved keys that must all
+    #: match, e.g. {method = "fineface", "train.budget_flops" = 1.2e14}: an extra, costly row
+    untuned: list[dict[str, Any]] = []
+    #: the shared training space to draw from (fairbench.search.TRAIN_SPACES; default: the
+    #: dataset's profile): "cpu-small" for a real dataset trained from scratch like the built-in one
+    profile: str | None = None
+    #: "random": every trial trains its whole budget; "halving": successive halving (fairbench.halving)
+    strategy: Literal["random", "halving"] = "random"
+    #: halving: each rung keeps the best 1/eta of the trials (of one job: method, seed, grid point)
+    eta: int = Field(default=3, ge=2)
+    #: halving: the first rung's share of each trial's epochs (default 1/eta^2: three rungs)
+    min_budget: float | None = Field(default=None, gt=0, lt=1)
+    #: halving: the validation rule that ranks trials at a rung (default: the jobs' own selection rule)
+    rule: str | None = None
+
+    @field_validator("rule")
+    @classmethod
+    def _validation_rule(cls, v: str | None) -> str | None:
+        if v is not None:
+            from fairbench.halving import check_rule
+
+            check_rule(v)
+        return v
 
 
 class SuiteFile(_Strict):
@@ -197,6 +228,7 @@ class Job:
     trial: int = 0  # search trial (0: the defaults)
     run_id: str | None = None
     error: str | None = None  # the configuration does not resolve (unknown method, bad key ...)
+    family: str = ""  # the trials of one job (seed and grid point) share it: a halving search ranks within it
 
     @property
     def method(self) -> str:
@@ -304,7 +336,8 @@ class Suite:
                             continue
                         same_group.append(full)
                         evals = [e for e in self.evaluations if e.methods is None or method in e.methods]
-                        jobs.append(Job(len(jobs) + 1, full, evals, trial=trial))
+                        family = json.dumps([seed, swept], sort_keys=True, default=str)
+                        jobs.append(Job(len(jobs) + 1, full, evals, trial=trial, family=family))
         self._jobs = jobs
         return jobs
 
@@ -315,12 +348,15 @@ class Suite:
         search = self.search
         if search is None or (search.methods is not None and method not in search.methods):
             return [(0, dict(spec))]
+        if any(all(spec.get(k, None if k != "method" else "erm") == v for k, v in entry.items())
+               for entry in search.untuned):
+            return [(0, dict(spec))]
         from fairbench import registry
         from fairbench.search import SearchSpaceError, sample_trial
 
         try:
             hparams_model = registry.methods.get(method).Hparams
-            profile = registry.datasets.get(spec.get("data.name", "synthface")).profile
+            profile = search.profile or registry.datasets.get(spec.get("data.name", "synthface")).profile
             drawn = [sample_trial(method, hparams_model, profile, search.seed, t) for t in range(search.trials)]
         except (registry.RegistryError, SearchSpaceError) as exc:
             raise ConfigError(f"{self.path}: [search]: {exc}") from None

@@ -89,6 +89,40 @@ def test_job_ids_are_the_run_ids_of_fairbench_run(tmp_path):
         assert job.run_id == run_id(with_fingerprint(cfg))
 
 
+def test_untuned_jobs_run_the_defaults_only(tmp_path):
+    path = write_suite(tmp_path, """
+[grid]
+method = ["erm", "jtt"]
+[per_method.erm.sweep]
+"train.epochs" = [1, 2]
+[search]
+trials = 3
+untuned = [{ method = "erm", "train.epochs" = 2 }, { method = "nothing-matches" }]
+""")
+    jobs = Suite.load(path).jobs()
+    trials = {(j.spec["method"], j.spec.get("train.epochs"), j.seed): sorted(k.trial for k in jobs
+              if (k.spec["method"], k.spec.get("train.epochs"), k.seed) == (j.spec["method"], j.spec.get("train.epochs"), j.seed))
+              for j in jobs}
+    assert trials[("erm", 2, 0)] == [0]  # the extra row: the defaults only
+    assert trials[("erm", 1, 0)] == [0, 1, 2] and trials[("jtt", 1, 0)] == [0, 1, 2]
+
+
+def test_a_search_can_draw_from_another_profiles_training_space(tmp_path):
+    from fairbench.search import TRAIN_SPACES
+
+    extra = """
+[grid]
+method = ["erm"]
+[search]
+trials = 4
+profile = "paper"
+"""
+    lrs = {j.spec["train.lr"] for j in Suite.load(write_suite(tmp_path, extra)).jobs() if j.trial > 0}
+    paper = TRAIN_SPACES["paper"]["lr"]
+    assert lrs and all(paper.low <= lr <= paper.high for lr in lrs)  # synthface's own space is 0.005-0.1
+    assert any(lr < TRAIN_SPACES["cpu-small"]["lr"].low for lr in lrs)
+
+
 def test_per_method_keys_and_sweeps(tmp_path):
     path = write_suite(tmp_path, """
 [grid]
