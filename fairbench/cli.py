@@ -64,8 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fairbench.progress import Reporter
     from fairbench.reporting import run_summary
     from fairbench.run_store import RunRecord
+    from fairbench import timing
     from fairbench.runner import RunAlreadyDone, default_threads, execute
 
+    timing.begin_job(timing.process_started())  # the run's time breakdown counts Python's start and the imports
     cfg = build_config(args.config, _overrides(args, args.method), args.sets)
     if cfg.data.fingerprint is not None:  # "start again" cannot help: every start compares it with the data anew
         given = next((f"--set {s}" for s in args.sets or [] if s.replace(" ", "").startswith("data.fingerprint=")),

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,6 +89,10 @@ class TrainConfig(Strict):
     #: with torchrun: BatchNorm statistics over the global batch instead of each process's shard;
     #: recorded, not part of the run id (nor is the number of processes; environment.json has both)
     sync_batchnorm: bool = False
+    #: train only this share of the epochs (rounded up, at least one), then stop with the run
+    #: incomplete and resumable: a rung of a halving search (fairbench.halving). Resuming is exact,
+    #: and the full run is the same run, so not part of the run id
+    stop_after_share: float | None = Field(default=None, gt=0, le=1)
 
     @field_validator("epochs", "batch_size", "eval_batch_size", "threads", "budget_steps", "budget_flops")
     @classmethod
@@ -118,7 +122,7 @@ class RunConfig(Strict):
 
 # Fields that say where or how fast, not what: excluded from the run id.
 NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers"), ("train", "threads"),
-              ("train", "checkpoint_every_steps"), ("train", "sync_batchnorm")}
+              ("train", "checkpoint_every_steps"), ("train", "sync_batchnorm"), ("train", "stop_after_share")}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Built-in benchmark on a CPU: small network from scratch, small images.

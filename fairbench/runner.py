@@ -456,7 +456,7 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
     trained again beside the old one, in a hidden folder, and swapped in only when it is done."""
     from fairbench.progress import Reporter
 
-    clock = timing.PhaseClock(timing.job_started())  # "startup" until here: the process, imports, the CLI
+    clock = timing.PhaseClock(timing.take_job_start())  # "startup" until here: the process, imports, the CLI
     clock.enter("data")
     reporter = reporter or Reporter(quiet=True)
     runs_dir = Path(runs_dir)
@@ -479,7 +479,7 @@ def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: "R
 def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str, Any], force: bool,
                    reporter: "Reporter", procs: distributed.Processes = distributed.Processes(),
                    clock: timing.PhaseClock | None = None) -> Path:
-    clock = clock or timing.PhaseClock(timing.job_started())
+    clock = clock or timing.PhaseClock(time.time())
     clock.enter("setup")
     runs_dir = final.parent
     if procs.active:  # refused before anything is read or written
@@ -582,9 +582,18 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                                                "torch_threads": torch.get_num_threads()})
 
         val = bundle.splits["val"]
+        # a halving search's rung: stop, resumable, after this many epochs (never a --force run's hidden copy)
+        share = cfg.train.stop_after_share
+        stop_at = None if share is None or share >= 1 or aside else max(1, math.ceil(share * cfg.train.epochs - 1e-9))
         clock.enter("training")
         with meter, reporter.training(cfg.train.epochs, n_batches, len(val)) as bar:
             for epoch in range(position.epoch, cfg.train.epochs):
+                if stop_at is not None and epoch >= stop_at and not resume_mid_epoch:
+                    writer.set_status("incomplete", reason=f"paused after epoch {epoch}/{cfg.train.epochs} (a rung of "
+                                      "a halving search); run it again to resume", epoch=epoch - 1,
+                                      started=env["started"], ended=now(), paused=True)
+                    reporter.log(f"paused after epoch {epoch}/{cfg.train.epochs} (train.stop_after_share={share:g})")
+                    return final
                 writer.set_status("running", epoch=epoch, started=env["started"])
                 method.train()
                 weights = meter.between_epochs(lambda: method.begin_epoch(epoch, trainer))  # JTT's identification pass

@@ -8,9 +8,12 @@ and ``fairbench show run RUN_DIR`` prints it.
 
 The clock is always in exactly one phase: time goes to the innermost phase entered (``with
 clock.phase("writing")`` inside ``"training"`` pauses training), so the parts add up to the
-total; what a phase holds besides its name's work is the runner's placement of the switches. The total starts at the job's start: the process's own start (read from ``/proc``, so the
-interpreter's start and the imports count), or, in a process that runs several jobs one after
-the other, the moment :func:`begin_job` was called for this one.
+total; what a phase holds besides its name's work is the runner's placement of the switches.
+The total starts at the job's start, which the entry point says with :func:`begin_job`:
+``fairbench run`` and a pool worker's first job, the process's own start (read from ``/proc``,
+so the interpreter's start and the imports count); a job in a process that ran others before,
+the moment it was handed over. A run started without it (a library call) starts at its call. ``flop_counting`` is an
+estimate: the measured updates' time less as many unmeasured updates (``CostMeter.counting_seconds``).
 """
 
 from __future__ import annotations
@@ -40,14 +43,17 @@ def process_started() -> float:
 
 
 def begin_job(at: float | None = None) -> None:
-    """Say that a new job starts now in this process (a suite that runs jobs one after another
-    in one process): its timing starts here, not at the process's start."""
+    """Say when the next run of this process started (default: now); :func:`take_job_start` reads it once."""
     global _job_started
     _job_started = time.time() if at is None else at
 
 
-def job_started() -> float:
-    return _job_started if _job_started is not None else process_started()
+def take_job_start() -> float:
+    """The start :func:`begin_job` gave the run starting now, once (a later run in this process
+    does not inherit it); now if none was given."""
+    global _job_started
+    started, _job_started = (_job_started if _job_started is not None else time.time()), None
+    return started
 
 
 class PhaseClock:

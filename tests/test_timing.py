@@ -48,6 +48,13 @@ def test_process_start_is_before_this_module_was_imported():
     assert time.time() - started < 24 * 3600  # this test process, not the machine's boot
 
 
+def test_a_job_start_given_by_the_entry_point_is_read_once():
+    timing.begin_job(123.0)
+    assert timing.take_job_start() == 123.0
+    before = time.time()
+    assert timing.take_job_start() >= before  # a later run in this process starts at its own call
+
+
 def test_a_job_records_a_breakdown_that_matches_its_wall_time_from_outside(tmp_path: Path):
     """The tiny job runs as its own process; its recorded total (from the process's start to its
     metrics) is its wall time from outside less the report it prints and the interpreter's teardown."""

@@ -109,7 +109,7 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
     queue = list(todo)
     free = list(range(len(slots)))
     running: dict[int, tuple] = {}  # slot -> (job, result file, start)
-    workers: dict[int, _Worker] = {}  # slot -> its worker process, kept between jobs
+    workers: dict[int, _Worker] = {}  # slot -> its worker process, kept between jobs (< 0: retired ones)
     try:
         while queue or running:
             while queue and free:
@@ -196,8 +196,9 @@ def _start_job(job, ctx: LaunchContext, slot: int, gpu: str | None, threads: int
                "log": str(logs / f"{job.run_id}.log")}
     worker = workers.get(slot)
     if worker is None or not worker.takes(key) or not worker.send(request):
-        if worker is not None:
+        if worker is not None:  # it ends at the end of its input; reaped with the others
             worker.close()
+            workers[min(0, *workers) - 1] = worker
         worker = workers[slot] = _Worker(key, env, logs, jobs_per_process)
         if not worker.send(request):
             worker.proc.wait()  # it could not even start: the job fails with its exit code
@@ -274,8 +275,8 @@ def _serve(jobs_per_process: int) -> None:
         if not line.strip():
             return
         request = json.loads(line)
-        if served:  # the first job's time starts at the process's start (its imports are that job's)
-            timing.begin_job()
+        # the first job's time starts at the process's start (its imports are that job's)
+        timing.begin_job(None if served else timing.process_started())
         interrupted = False
         with _output_to(Path(request["log"])):
             try:

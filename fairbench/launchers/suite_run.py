@@ -71,7 +71,12 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
                              f"({before[job.index].detail})")
         ctx = LaunchContext(suite, runs_dir, progress, result, data_roots=dict(data_roots or {}))
         try:
-            if todo:
+            if todo and suite.search is not None and suite.search.strategy == "halving":
+                from fairbench.halving import launch_halving
+
+                launch_halving(chosen, todo, all_jobs, ctx, suite.search)  # rung by rung (fairbench.halving)
+                result.ran = list(dict.fromkeys(result.ran))  # a trial trained at several rungs counts once
+            elif todo:
                 chosen.launch(todo, ctx)
         except KeyboardInterrupt:
             result.interrupted = True
