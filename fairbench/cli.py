@@ -222,17 +222,23 @@ def _suite_or_runs(source: Path, runs_dir: Path):
                             "under --runs-dir) or a runs folder")
 
 
+def _said_what_was_left_out(skipped, wrote: bool, runs_dir: Path, suite) -> bool:
+    """Print the runs left out (and that nothing was written, if so); False when nothing was."""
+    for run, reason in skipped:
+        print(f"skipped {run}: {reason}", file=sys.stderr)
+    if not wrote:
+        print(f"no finished runs under {runs_dir}" + (f" of suite {suite.path}" if suite else "") + ": nothing written",
+              file=sys.stderr)
+    return wrote
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from fairbench.report_html import check_output, write_report
 
     suite, runs_dir = _suite_or_runs(args.source, args.runs_dir)
     output = check_output(args.output or (runs_dir / suite.report_dir_name if suite else runs_dir) / "report.html")
     path, skipped = write_report(runs_dir, output, suite, allow_mixed_revisions=args.allow_mixed_revisions)
-    for run, reason in skipped:
-        print(f"skipped {run}: {reason}", file=sys.stderr)
-    if path is None:
-        print(f"no finished runs under {runs_dir}" + (f" of suite {suite.path}" if suite else "") + ": nothing written",
-              file=sys.stderr)
+    if not _said_what_was_left_out(skipped, path is not None, runs_dir, suite):
         return 1
     print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -244,11 +250,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output(args.output)
     suite, runs_dir = _suite_or_runs(args.source, args.runs_dir)
     frame, skipped = export_runs(runs_dir, args.output, suite)
-    for run, reason in skipped:
-        print(f"skipped {run}: {reason}", file=sys.stderr)
-    if frame is None:
-        print(f"no finished runs under {runs_dir}" + (f" of suite {suite.path}" if suite else "") + ": nothing written",
-              file=sys.stderr)
+    if not _said_what_was_left_out(skipped, frame is not None, runs_dir, suite):
         return 1
     print(f"wrote {args.output} ({len(frame)} rows, {frame['run_id'].nunique()} runs)", file=sys.stderr)
     return 0

@@ -35,26 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairbench.config import ConfigError
+from fairbench.selection import check_ranking_rule
 
 if TYPE_CHECKING:
     from fairbench.launchers.base import LaunchContext, Launcher
     from fairbench.suite import Job, SearchSpec
-
-
-def check_rule(name: str) -> None:
-    """A rule that ranks trials at a rung: one of the validation split, with a metric the runs'
-    histories keep. Raises ValueError naming the fix."""
-    from fairbench.selection import get_rule
-
-    try:
-        rule = get_rule(name)
-    except LookupError as exc:  # names the registered rules
-        raise ValueError(str(exc)) from None
-    if rule.split != "val":
-        raise ValueError(f"rule {name!r} reads the {rule.split} split; halving ranks trials on validation only")
-    if rule.metric is None:
-        raise ValueError(f"rule {name!r} ranks no metric (every trial would tie); set [search] rule to "
-                         "\"accuracy\" or \"worst_group_accuracy\"")
 
 
 def rung_shares(eta: int, min_budget: float | None) -> list[float]:
@@ -106,7 +91,7 @@ def launch_halving(launcher: "Launcher", todo: list["Job"], all_jobs: list["Job"
     for key, jobs in families.items():
         rules[key] = search.rule or jobs[0].config.selection
         try:
-            check_rule(rules[key])
+            check_ranking_rule(rules[key])
         except ValueError as exc:
             raise ConfigError(f"{ctx.suite.path}: [search] strategy = \"halving\": the jobs of "
                               f"{jobs[0].describe()}: {exc}") from None

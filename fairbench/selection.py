@@ -111,3 +111,17 @@ def get_rule(name: str) -> type[SelectionRule]:
 def checkpoint_rules() -> list[str]:
     """Rules a run may select its checkpoint with: every rule that reads validation only."""
     return [n for n, rule in selection_rules.items() if not rule.is_oracle]
+
+
+def check_ranking_rule(name: str) -> None:
+    """A rule that ranks trials at a rung: one of the validation split, with a metric the runs'
+    histories keep. Raises ValueError naming the fix."""
+    try:
+        rule = get_rule(name)
+    except LookupError as exc:  # names the registered rules
+        raise ValueError(str(exc)) from None
+    if rule.split != "val":
+        raise ValueError(f"rule {name!r} reads the {rule.split} split; halving ranks trials on validation only")
+    if rule.metric is None:
+        raise ValueError(f"rule {name!r} ranks no metric (every trial would tie); set [search] rule to "
+                         "\"accuracy\" or \"worst_group_accuracy\"")

@@ -183,9 +183,9 @@ class SearchSpec(_Strict):
     @classmethod
     def _validation_rule(cls, v: str | None) -> str | None:
         if v is not None:
-            from fairbench.halving import check_rule
+            from fairbench.selection import check_ranking_rule
 
-            check_rule(v)
+            check_ranking_rule(v)
         return v
 
 

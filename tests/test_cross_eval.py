@@ -271,3 +271,23 @@ def test_a_suite_may_evaluate_every_image_and_unknown_splits_are_refused(tmp_pat
     suite.write_text(suite.read_text().replace('"all"', '"everything"'))
     with pytest.raises(ConfigError, match="unknown split 'everything'; valid: train, val, test, all"):
         Suite.load(suite)
+
+
+def test_the_constant_control_can_be_evaluated_on_another_dataset(tmp_path, capsys):
+    """The constant predictor has no parameters (only a buffer): eval must not look for one."""
+    from fairbench.config import build_config, resolve
+    from fairbench.runner import execute
+
+    write_fairface(tmp_path / "fairface", train_per_group=2, val_per_group=1)
+    write_utkface(tmp_path / "utk")
+    cfg = resolve(build_config(None, {
+        "method": "constant", "data.name": "fairface", "data.root": str(tmp_path / "fairface"),
+        "data.cache_dir": str(tmp_path / "cache"), "data.image_size": 32, "train.epochs": 1, "train.batch_size": 8,
+        "train.device": "cpu", "train.workers": 0, "backbone.name": "resnet_tiny", "backbone.pretrained": False,
+    }))
+    run = execute(cfg, tmp_path / "runs")
+    code = main(["eval", str(run), "--dataset", "utkface", "--data-root", str(tmp_path / "utk"),
+                 "--device", "cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert code == 0, capsys.readouterr().err
+    predictions = pd.read_csv(run / "evaluations" / "utkface-test" / "predictions.csv")
+    assert predictions["pred"].nunique() == 1  # one class for every face, as trained

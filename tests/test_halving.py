@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from fairbench.config import ConfigError
-from fairbench.halving import check_rule, epochs_at, rung_shares
+from fairbench.halving import epochs_at, rung_shares
+from fairbench.selection import check_ranking_rule as check_rule
 from fairbench.launchers.suite_run import run_suite
 from fairbench.run_store import RunRecord
 from fairbench.suite import Suite
