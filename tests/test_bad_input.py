@@ -116,6 +116,10 @@ class Expect:
     message: str  # the exact text after "fairbench <command>: error: "
     new_failed_run: bool = False  # the case trains and must leave one failed record
     env: dict[str, str] | None = None  # run in a subprocess with this environment
+    # the case fails only after the built-in benchmark was rendered (a resume refused, a diverging or
+    # full-disk run): it may add that rendering to the cache (rendered/, content-addressed and
+    # verified on read: the next run reuses it), and must change nothing that was there
+    renders: bool = False
 
 
 # -- the cases: each builds its bad input in ``w`` and says what the command must print ------------
@@ -336,7 +340,7 @@ def data_root_missing(w: World) -> Expect:
 def nan_loss(w: World) -> Expect:
     return Expect([*SYNTH, "--runs-dir", str(w.runs), "--set", "train.lr=1e30", "--set", "train.backbone_lr=1e30"],
                   "training diverged in epoch 1/1: loss is nan (learning rate 1e+30); lower it, e.g. "
-                  "--set train.lr=1e+29", new_failed_run=True)
+                  "--set train.lr=1e+29", new_failed_run=True, renders=True)
 
 
 def config_unknown_key(w: World) -> Expect:
@@ -430,7 +434,7 @@ def checkpoint_tampered(w: World) -> Expect:
     torch.save({"model": {}, "epoch": 0, "payload": _Payload()}, w.done / "last.pt")
     return Expect([*SYNTH, "--runs-dir", str(w.runs)], f"refusing to resume from {w.done / 'last.pt'}: it holds Python "
                   "objects other than tensors and plain values, which torch.load(weights_only=True) does not run (they "
-                  "could execute code); delete it to train from the start")
+                  "could execute code); delete it to train from the start", renders=True)
 
 
 def checkpoint_tampered_eval(w: World) -> Expect:
@@ -439,7 +443,7 @@ def checkpoint_tampered_eval(w: World) -> Expect:
     return Expect(["eval", str(w.done), "--dataset", "synthface", "--device", "cpu", "--set", "data.options.n_test=32"],
                   f"refusing to load {w.done / 'checkpoint.pt'}: it holds Python objects other than tensors and plain "
                   "values, which torch.load(weights_only=True) does not run (they could execute code); train the run "
-                  "again (its command with --force)")
+                  "again (its command with --force)", renders=True)
 
 
 def checkpoint_other_run(w: World) -> Expect:
@@ -447,7 +451,7 @@ def checkpoint_other_run(w: World) -> Expect:
     weights = torch.load(w.done / "checkpoint.pt", weights_only=True)["model"]
     torch.save({"model": weights, "epoch": 0, "run_id": "erm-synthface-0123456789"}, w.done / "last.pt")
     return Expect([*SYNTH, "--runs-dir", str(w.runs)], f"refusing to resume from {w.done / 'last.pt'}: it belongs to "
-                  f"run erm-synthface-0123456789, not {w.done.name}; delete it to train from the start")
+                  f"run erm-synthface-0123456789, not {w.done.name}; delete it to train from the start", renders=True)
 
 
 def checkpoint_other_model(w: World) -> Expect:
@@ -455,7 +459,7 @@ def checkpoint_other_model(w: World) -> Expect:
     torch.save({"model": {"head.weight": torch.zeros(3, 3)}, "epoch": 0}, w.done / "last.pt")
     return Expect([*SYNTH, "--runs-dir", str(w.runs)], f"refusing to resume from {w.done / 'last.pt'}: its weights do "
                   "not fit this configuration's model (Error(s) in loading state_dict for ERM:); it comes from another "
-                  "configuration: delete it to train from the start")
+                  "configuration: delete it to train from the start", renders=True)
 
 
 def runs_folder_is_a_file(w: World) -> Expect:
@@ -503,7 +507,7 @@ def runs_folder_fills_up_during_the_run(w: World) -> Expect:
     _fill(point, leave_kib=64)
     argv = [*SYNTH, "--runs-dir", str(w.runs), "--seed", "1"]
     return Expect(argv, f"cannot write {w.runs / run_id_of(argv) / 'checkpoint.pt'}: the disk is full (No space left "
-                  "on device); free some space")
+                  "on device); free some space", renders=True)
 
 
 def concurrent_writer(w: World) -> Expect:
@@ -573,7 +577,11 @@ def test_bad_input(case, finished_runs, tmp_path, capsys, monkeypatch):
     assert marker in err, err
     assert err[err.index(marker) + len(marker):].rstrip("\n") == expect.message
     assert code == 2
-    assert cache_after == cache_before  # no image was decoded into the cache, or what was is gone again
+    if expect.renders:
+        assert {k: v for k, v in cache_after.items() if k in cache_before} == cache_before
+        assert all(Path(k).parts[0] == "rendered" for k in set(cache_after) - set(cache_before))
+    else:
+        assert cache_after == cache_before  # no image was decoded into the cache, or what was is gone again
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that was there has changed
     new = sorted(set(after) - set(before))
     if expect.new_failed_run:  # training started: one record, marked failed, with the same message
