@@ -13,7 +13,7 @@ Run: .venv/bin/pytest benchmarks/test_bench_job_overhead.py --benchmark-only -s
 The ratio (cut / baseline) is in ``extra_info["ratio_to_baseline"]``; nothing is asserted about speed.
 Whole jobs: time ``fairbench suite run FILE --threads 1 --launcher-option jobs_per_process=1``
 against ``=8``, and a run with ``FAIRBENCH_RENDER_CACHE=0`` against one without, with
-``/usr/bin/time`` (README, "Running on a cluster": where a job's wall time goes).
+``/usr/bin/time`` (docs/clusters.md, "Where a job's wall time goes").
 """
 
 from __future__ import annotations
