@@ -64,7 +64,7 @@ def default_threads() -> int:
     ``OMP_NUM_THREADS`` says if set, else one per core this process may use (its affinity mask),
     less the cores other processes keep busy right now, at least one. torch's own default takes
     every core; beside one busy process on a shared 2-core machine its threads wait for each
-    other and a run is many times slower (README, "Threads")."""
+    other and a run is many times slower (docs/configuration.md, "Threads")."""
     if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     try:
