@@ -72,8 +72,10 @@ def test_a_job_records_a_breakdown_that_matches_its_wall_time_from_outside(tmp_p
     assert sum(parts.values()) == pytest.approx(recorded["total_s"], rel=0.05)
     # the total starts at the fork, before Python's start: never more than the outside wall time
     assert recorded["total_s"] <= outside + 0.05
-    # what follows the metrics: the printed table and the teardown (about a second on a busy machine)
-    assert outside - recorded["total_s"] < max(0.1 * outside, 2.0)
+    # from outside, up to the moment metrics.json was written (what follows it, the printed table
+    # and the interpreter's teardown, took 1-4 s on a loaded machine and is not the job's)
+    until_metrics = (run / "metrics.json").stat().st_mtime - before
+    assert recorded["total_s"] == pytest.approx(until_metrics, rel=0.05, abs=0.5)
     assert parts["startup"] > 0.2  # the interpreter and the imports of torch count
     assert 0 < recorded["marks_s"]["first_batch"] < recorded["total_s"]
 
