@@ -89,6 +89,19 @@ def test_job_ids_are_the_run_ids_of_fairbench_run(tmp_path):
         assert job.run_id == run_id(with_fingerprint(cfg))
 
 
+@pytest.mark.parametrize("file, jobs, trained", [("utkface-cpu.toml", 115, 7), ("utkface-cpu-core.toml", 50, 3)])
+def test_utkface_suites_expand(file, jobs, trained):
+    """The real-face suites (their data is not needed to expand them): every searched method 3
+    trials x 5 seeds at the common budget; FineFACE's extra 30-epoch row at its defaults only."""
+    expanded = Suite.load(ROOT / "benchmarks" / file).jobs()
+    assert len(expanded) == jobs
+    common = [j for j in expanded if j.spec["train.budget_flops"] == 1.96e13 and j.spec["method"] != "constant"]
+    assert len(common) == trained * 3 * 5 and {j.trial for j in common} == {0, 1, 2}
+    extra = [j for j in expanded if j.spec["train.budget_flops"] != 1.96e13]
+    assert all(j.spec["method"] == "fineface" and j.trial == 0 for j in extra) and len(extra) in (0, 5)
+    assert len(extra) == (5 if file == "utkface-cpu.toml" else 0)
+
+
 def test_untuned_jobs_run_the_defaults_only(tmp_path):
     path = write_suite(tmp_path, """
 [grid]
