@@ -40,8 +40,9 @@ def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
     by_id = {job.run_id: job for job in jobs if job.run_id}
     records, _ = load_records(runs_dir)
     done, _ = finished([r for r in records if r.run_id in by_id])
-    kept = {rule: {(rec.run_id) for seeds in chosen_trials(done, rule).values() for rec, _ in seeds.values()}
-            for rule in RULES}
+    # rule -> {run id of the kept trial: the epoch the rule chose inside it (from 1)}
+    kept = {rule: {chosen.kept.record.run_id: chosen.kept.epoch for seeds in chosen_trials(done, rule).values()
+                   for chosen in seeds.values()} for rule in RULES}
     rows: list[dict[str, Any]] = []
     for rec in done:
         job, metrics = by_id[rec.run_id], rec.metrics()
@@ -67,6 +68,7 @@ def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
             "device": env.get("device"), "precision": rec.precision, "torch_threads": env.get("torch_threads"),
             "torch": env.get("packages", {}).get("torch"), "git_revision": env.get("git_revision"),
             **{f"kept_by_{rule}": rec.run_id in kept[rule] for rule in RULES},
+            **{f"epoch_by_{rule}": kept[rule].get(rec.run_id) for rule in RULES},
             "run": rec.run_id,
         })
     missing = sorted(set(by_id) - {r["run"] for r in rows})
