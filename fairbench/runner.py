@@ -694,8 +694,9 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                 continue
             if at not in tested:
                 if procs.is_main:
-                    method.load_state_dict(torch.load(path / checkpoint_file(at), map_location=device,
-                                                      weights_only=True)["model"])
+                    saved = load_checkpoint(path / checkpoint_file(at), device, "refusing to predict from",
+                                            "delete it and train the run again (its command with --force)")
+                    method.load_state_dict(saved["model"])
                 if procs.active:
                     distributed.broadcast_state(method)
                 frame = predictions_frame(test, predict_images(method, test.images, cfg.train.eval_batch_size, device,
