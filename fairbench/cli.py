@@ -433,6 +433,12 @@ def _show_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_source(p: argparse.ArgumentParser, help_text: str) -> None:
+    """`report` and `export` read a suite's runs or a plain runs folder."""
+    p.add_argument("source", type=Path, metavar="SUITE_OR_RUNS_DIR", help=help_text)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a suite's runs (default: ./runs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairbench",
@@ -572,9 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="one self-contained HTML page of a suite's or a runs folder's results "
                                        "(tables, plots, cost, curves, provenance); opens offline")
-    p.add_argument("source", type=Path, metavar="SUITE_OR_RUNS_DIR", help="a suite file (its runs under --runs-dir) "
-                                                                           "or a runs folder")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a suite's runs (default: ./runs)")
+    _add_source(p, "a suite file (its runs under --runs-dir) or a runs folder")
     p.add_argument("--output", type=Path, metavar="FILE.html",
                    help="default: report.html beside the suite's table.md (<runs-dir>/suite-<name>/), or in the runs folder")
     p.add_argument("--allow-mixed-revisions", action="store_true",
@@ -583,9 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="every finished run's metrics as one long table: a row per (run, evaluation, "
                                        "split, group, metric), with its configuration, cost and revision")
-    p.add_argument("source", type=Path, metavar="SUITE_OR_RUNS_DIR", help="a suite file (its runs under --runs-dir; "
-                                                                           "fills the trial column) or a runs folder")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a suite's runs (default: ./runs)")
+    _add_source(p, "a suite file (its runs under --runs-dir; fills the trial column) or a runs folder")
     p.add_argument("--output", type=Path, required=True, metavar="FILE",
                    help="FILE.parquet or FILE.csv (schema: docs/results-files.md)")
     p.set_defaults(func=cmd_export)
