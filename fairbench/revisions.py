@@ -11,12 +11,12 @@ than ``environment.json``) count as one revision, "not recorded".
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from fairbench.config import ConfigError
+from fairbench.run_store import RunRecord
 
 NOT_RECORDED = "not recorded"
 DIRTY = "+dirty"
@@ -30,7 +30,7 @@ class MixedRevisions(ConfigError):
 def run_revision(run_dir: Path) -> str | None:
     """The code revision a run recorded; None when it recorded none (or its record is unreadable)."""
     try:
-        return json.loads((Path(run_dir) / "environment.json").read_text()).get("git_revision")
+        return RunRecord(Path(run_dir)).environment().get("git_revision")
     except (OSError, ValueError, AttributeError):
         return None
 
