@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairbench.datasets.synthface import SCENARIOS
+from fairbench.data.synthface import SCENARIOS
 from fairbench.metrics.uncertainty import mean_t_interval, paired_difference
 from fairbench.run_store import selected_epoch
 

@@ -3,7 +3,7 @@ the same process.
 
 (a) synthface rendering: the three splits of one quickstart job (``synthface-spurious``, data
     seed 0, 32 px) rendered (baseline: what every job did) against read back from the render
-    cache (``fairbench.datasets.render_cache``, warm: the suite's later jobs on that dataset).
+    cache (``fairbench.data.render_cache``, warm: the suite's later jobs on that dataset).
 (b) process start: a fresh ``python -c`` that imports what a job imports and builds an SGD
     optimizer (torch.optim imports torch._dynamo on first use), timed from outside (baseline:
     what a pool's fresh process per job paid), against the same work in this warm process
@@ -25,8 +25,8 @@ import time
 import pytest
 import torch
 
-from fairbench.datasets import render_cache
-from fairbench.datasets.synthface import SPLITS, render, render_all
+from fairbench.data import render_cache
+from fairbench.data.synthface import SPLITS, render, render_all
 from fairbench.registry import datasets
 
 ROUNDS = 3

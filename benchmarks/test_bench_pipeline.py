@@ -52,7 +52,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairbench.image_cache import decode_images
+from fairbench.data.image_cache import decode_images
 from fairbench.pipeline import BatchStream, augment_uint8, epoch_batches, random_crop_flip, to_float
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fairface-sample"

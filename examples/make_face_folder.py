@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fairbench.datasets.synthface import SynthFaceOptions, attributes_frame, render_all, sample_split
+from fairbench.data.synthface import SynthFaceOptions, attributes_frame, render_all, sample_split
 
 
 def make_face_folder(out: Path, n_train: int = 2000, n_val: int = 500, n_test: int = 500, size: int = 112,

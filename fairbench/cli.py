@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
 def _data_notices_on_one_line(command: str, show_other):
     """A ``warnings.showwarning`` that prints a :class:`DataNotice` (files skipped, values
     normalised) as one ``warning:`` line, without Python's file:line and source line."""
-    from fairbench.datasets.base import DataNotice
+    from fairbench.data.base import DataNotice
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, DataNotice):
@@ -689,7 +689,7 @@ def _main(argv: list[str] | None, interrupted: list[bool]) -> int:
         return EXIT_USAGE
     from fairbench.backbones.base import BackboneError
     from fairbench.config import ConfigError
-    from fairbench.datasets.base import DatasetError
+    from fairbench.data.base import DatasetError
     from fairbench.registry import RegistryError
     from fairbench.run_lease import LeaseLost
 

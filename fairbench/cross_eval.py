@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 
 from fairbench import registry
-from fairbench.datasets import vocab
-from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data import vocab
+from fairbench.data.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
 from fairbench.pipeline import center_crop_view, decode_size
 
 

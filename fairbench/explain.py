@@ -69,7 +69,7 @@ def sample_split(bundle, split: str, n: int, seed: int = 0) -> Faces:
 
 
 def load_files(paths: list[Path], size: int) -> Faces:
-    from fairbench.image_cache import decode_image
+    from fairbench.data.image_cache import decode_image
 
     images = []
     for path in paths:

@@ -202,7 +202,7 @@ class Registry(Generic[T]):
 
 
 methods: Registry = Registry("method", "fairbench.methods", "fairbench.methods")
-datasets: Registry = Registry("dataset", "fairbench.datasets", "fairbench.datasets")
+datasets: Registry = Registry("dataset", "fairbench.datasets", "fairbench.data")
 backbones: Registry = Registry("backbone", "fairbench.backbones", "fairbench.backbones")
 metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics")
 #: how a suite's jobs are trained: local processes, Slurm, a lab's own (fairbench.launchers.base)

@@ -28,8 +28,8 @@ from fairbench import checkpointing, distributed, registry, timing
 from fairbench.config import RunConfig, run_id
 from fairbench.cost import (BUDGET_FIELDS, BudgetError, CostMeter, TrainingCost, epochs_for_budget,
                             probe_prediction_pass, probe_update)
-from fairbench.datasets.base import DatasetBundle, DatasetError, DataSplit, Task
-from fairbench.datasets.coverage import check_coverage, untested_error
+from fairbench.data.base import DatasetBundle, DatasetError, DataSplit, Task
+from fairbench.data.coverage import check_coverage, untested_error
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
                                 eval_batches, to_float)

@@ -366,7 +366,7 @@ class Suite:
     def resolve(self, data_roots: dict[str, Path] | None = None, device: str | None = None) -> list[Job]:
         """Resolve every job's configuration (imports the methods and datasets it names)."""
         from fairbench.config import resolve, run_id
-        from fairbench.datasets.base import DatasetError
+        from fairbench.data.base import DatasetError
         from fairbench.runner import data_fingerprint, with_fingerprint
 
         ids: dict[str, Job] = {}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fairbench.datasets import vocab
+from fairbench.data import vocab
 
 # -- images -------------------------------------------------------------------------------------------
 
@@ -22,7 +22,7 @@ from fairbench.datasets import vocab
 def face_images(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
     """``n`` face-like RGB images of ``size`` = (width, height)."""
     try:
-        from fairbench.datasets.synthface import SynthFaceOptions, render_all, sample_split
+        from fairbench.data.synthface import SynthFaceOptions, render_all, sample_split
 
         lat = sample_split("train", max(n, 1), "smiling", SynthFaceOptions(seed=seed))
         small = render_all(lat, 64)[:n]

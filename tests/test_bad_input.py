@@ -372,7 +372,7 @@ def config_unknown_method(w: World) -> Expect:
 
 
 def config_unknown_dataset_option(w: World) -> Expect:
-    from fairbench.datasets.synthface import SynthFaceOptions
+    from fairbench.data.synthface import SynthFaceOptions
 
     return Expect(["run", "erm", "--runs-dir", str(w.runs), "--set", "data.options.n_trian=10"],
                   f"unknown key 'n_trian' in options of dataset 'synthface'; valid keys: "

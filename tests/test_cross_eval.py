@@ -11,12 +11,12 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.cross_eval import evaluate_run, target_for
-from fairbench.datasets import vocab
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.celeba import CelebA
-from fairbench.datasets.lfwa import LFWA
-from fairbench.datasets.manifest import Manifest
-from fairbench.datasets.utkface import UTKFace
+from fairbench.data import vocab
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.celeba import CelebA
+from fairbench.data.lfwa import LFWA
+from fairbench.data.manifest import Manifest
+from fairbench.data.utkface import UTKFace
 from fairbench.pipeline import center_crop_view
 from fairbench.runner import load_trained_method, predict_images
 
@@ -130,7 +130,7 @@ def test_an_evaluation_of_other_data_is_kept_beside_the_earlier_one(fairface_run
     first; each records its data's fingerprint, and compare shows the evaluated data's."""
     import shutil
 
-    from fairbench.datasets.manifest import Manifest
+    from fairbench.data.manifest import Manifest
 
     first, second = tmp_path / "m1", tmp_path / "m2"
     write_manifest(first, gender_values=("man", "woman"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fairbench.datasets import vocab
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.celeba import CelebA, CelebAOptions, read_attributes_txt, read_partition
+from fairbench.data import vocab
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.celeba import CelebA, CelebAOptions, read_attributes_txt, read_partition
 
 from .fixtures_datasets import truncate_file, write_celeba
 

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from fairbench.datasets import vocab
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.fairface import FairFace, FairFaceOptions, SpreadsheetNotice
+from fairbench.data import vocab
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.fairface import FairFace, FairFaceOptions, SpreadsheetNotice
 
 from .conftest import FAIRFACE_SAMPLE
 from .fixtures_datasets import corrupt_file, truncate_file, write_fairface

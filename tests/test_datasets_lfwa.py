@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from fairbench.datasets import vocab
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.lfwa import LFWA, LFWAOptions, convert, main, read_attribute_file
+from fairbench.data import vocab
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.lfwa import LFWA, LFWAOptions, convert, main, read_attribute_file
 
 from .fixtures_datasets import LFW_73, _mat73, write_lfwa
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.manifest import Manifest, ManifestOptions
-from fairbench.datasets.sources import safe_relative
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.manifest import Manifest, ManifestOptions
+from fairbench.data.sources import safe_relative
 
 from .fixtures_datasets import write_manifest
 

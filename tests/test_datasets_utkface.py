@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fairbench.datasets import vocab
-from fairbench.datasets.base import DataNotice, DatasetError, Task, fingerprint_only
-from fairbench.datasets.utkface import UTKFace, UTKFaceOptions, parse_name
+from fairbench.data import vocab
+from fairbench.data.base import DataNotice, DatasetError, Task, fingerprint_only
+from fairbench.data.utkface import UTKFace, UTKFaceOptions, parse_name
 
 from .fixtures_datasets import UTKFACE_MALFORMED, corrupt_file, utkface_name, write_utkface
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fairbench import image_cache
-from fairbench.datasets.base import DatasetError
-from fairbench.image_cache import decode_image, decode_images
+from fairbench.data import image_cache
+from fairbench.data.base import DatasetError
+from fairbench.data.image_cache import decode_image, decode_images
 
 from .fixtures_datasets import corrupt_file, truncate_file, write_jpegs
 

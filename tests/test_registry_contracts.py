@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fairbench import registry
-from fairbench.datasets.base import SPLITS, Task
+from fairbench.data.base import SPLITS, Task
 from fairbench.metrics import evaluate_predictions
 from fairbench.metrics.specs import MetricSpec, metric, metric_specs
 from tests import fixtures_datasets as fx
@@ -181,7 +181,7 @@ def test_a_plugin_layout_is_one_registered_class(tmp_path, capsys):
 def test_datasets_declare_their_target_concepts():
     """Cross-dataset evaluation maps a target through the concepts each dataset class declares,
     so a plugin dataset joins it by declaring its own."""
-    from fairbench.datasets import vocab
+    from fairbench.data import vocab
 
     fairface, celeba = registry.datasets.get("fairface"), registry.datasets.get("celeba")
     assert vocab.mapped_target(fairface.target_concepts, "gender", celeba.target_concepts, ["Smiling", "Male"]) == "Male"

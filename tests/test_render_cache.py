@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairbench.datasets import render_cache
-from fairbench.datasets.synthface import SynthFace, render, render_all
+from fairbench.data import render_cache
+from fairbench.data.synthface import SynthFace, render, render_all
 from tests.conftest import tiny_config
 
 

@@ -110,7 +110,7 @@ def test_other_data_is_another_run(tmp_path, change):
 
 def test_synthface_fingerprint_follows_the_generator(monkeypatch):
     """No files: the fingerprint hashes the generator's output, so changing the renderer changes the ids."""
-    import fairbench.datasets.synthface as synthface
+    import fairbench.data.synthface as synthface
     from fairbench.runner import data_fingerprint
 
     cfg = tiny_config("erm")
@@ -126,7 +126,7 @@ def test_a_loader_that_decodes_itself_is_fingerprinted_by_content():
     """Datasets that do not use the shared label-table path are hashed from their decoded content."""
     import numpy as np
 
-    from fairbench.datasets.base import DataSplit, Dataset, DatasetBundle, Task
+    from fairbench.data.base import DataSplit, Dataset, DatasetBundle, Task
 
     class Tiny(Dataset):
         pixels = 0
@@ -154,7 +154,7 @@ SEED_0_FINGERPRINTS = {"synthface": "f99225d7d349042a", "synthface-spurious": "e
 
 
 def _train_images(cfg):
-    from fairbench.datasets.base import Task
+    from fairbench.data.base import Task
     from fairbench.runner import _dataset
 
     return _dataset(cfg).load(Task(cfg.data.target, tuple(cfg.data.protected)), 32, ("train",)).splits["train"].images

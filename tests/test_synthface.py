@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.synthface import (
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.synthface import (
     PRESENTATIONS,
     SKIN_TONES,
     TARGETS,

@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from fairbench.config import RunConfig, resolve
-from fairbench.datasets.base import DatasetError, Task
-from fairbench.datasets.synthface import (
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.synthface import (
     SCENARIO_GROUPS,
     SCENARIOS,
     SynthFaceLabelNoise,

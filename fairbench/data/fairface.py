@@ -11,7 +11,7 @@ absolute), else the CSV folder itself when it holds ``train/`` / ``val/``, else
 
 Protocol (FairFace has no public test split): test = the official val; val = a fixed-seed
 ``val_fraction`` of the official train, stratified by race (7) x gender, with at least one
-image per group (see :mod:`fairbench.datasets.splitting`); train = the rest. The split is the
+image per group (see :mod:`fairbench.data.splitting`); train = the rest. The split is the
 same for every task and race view, and is recorded in the run's ``dataset.json``.
 
 Default image size 448: the paper's recipe (margin125 files are 448 px; margin025 files are
@@ -37,11 +37,11 @@ from typing import Literal, Sequence
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from fairbench.datasets import splitting, vocab
-from fairbench.datasets.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.datasets.image_table import build_bundle
-from fairbench.datasets.label_text import label_lines, read_label_text
-from fairbench.datasets.sources import Source, locate, safe_relative
+from fairbench.data import splitting, vocab
+from fairbench.data.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data.image_table import build_bundle
+from fairbench.data.label_text import label_lines, read_label_text
+from fairbench.data.sources import Source, locate, safe_relative
 from fairbench.registry import register_dataset
 
 HEADER = ["file", "age", "gender", "race", "service_test"]

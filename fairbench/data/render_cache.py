@@ -79,7 +79,7 @@ def rendered(name: str, split: str, lat: dict[str, np.ndarray], image_size: int,
     """``render_all(lat, image_size)``, read from the cache when it holds exactly these pixels."""
     if not enabled() or len(lat[next(iter(lat))]) == 0:
         return render_all(lat, image_size)
-    from fairbench.image_cache import default_cache_dir
+    from fairbench.data.image_cache import default_cache_dir
 
     folder = Path(cache_dir or default_cache_dir()) / "rendered"
     key = cache_key(lat, image_size, render)

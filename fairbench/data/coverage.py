@@ -7,7 +7,7 @@
 - every group of the training split in the test split: its accuracy, and every gap that involves
   it, could not be measured.
 
-Checked on the label table, before any image is decoded (:func:`fairbench.datasets.image_table.build_bundle`),
+Checked on the label table, before any image is decoded (:func:`fairbench.data.image_table.build_bundle`),
 and again on the decoded splits (``fairbench.runner.load_bundle``) for loaders that assemble no
 table and for images skipped as unreadable. The sample caps of smoke runs
 (``--max-train-samples`` / ``--max-eval-samples``) thin the splits after these checks and are not
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from fairbench.datasets.base import SPLITS, DatasetError
+from fairbench.data.base import SPLITS, DatasetError
 
 
 def _more(items: list[str], what: str) -> str:

@@ -10,8 +10,8 @@ A loader parses its own label files into a table with one row per image:
 
 :func:`build_bundle` checks that each image is listed once (one path in two splits would be
 trained on and then scored as held out), the task's columns (no empty values) and what each
-split holds (:mod:`fairbench.datasets.coverage`), all before any image is decoded; then it
-maps the target to class indices, decodes each split through :mod:`fairbench.image_cache` and
+split holds (:mod:`fairbench.data.coverage`), all before any image is decoded; then it
+maps the target to class indices, decodes each split through :mod:`fairbench.data.image_cache` and
 records in ``info`` what it skipped. Images are compared by their path relative to the image
 root: the same picture stored under two names (a copy, a link) is not detected.
 """
@@ -26,10 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from fairbench.datasets.base import (GROUP_SEPARATOR, SPLITS, DataSplit, DatasetBundle, DatasetError, Task,
+from fairbench.data.base import (GROUP_SEPARATOR, SPLITS, DataSplit, DatasetBundle, DatasetError, Task,
                                      fingerprint_box)
-from fairbench.datasets.coverage import check_coverage
-from fairbench.image_cache import (DecodedImages, OnBadImage, Progress, bad_image_error, decode_images, discard,
+from fairbench.data.coverage import check_coverage
+from fairbench.data.image_cache import (DecodedImages, OnBadImage, Progress, bad_image_error, decode_images, discard,
                                    file_problem)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from fairbench.datasets.base import DatasetError
+from fairbench.data.base import DatasetError
 
 BOM = b"\xef\xbb\xbf"
 

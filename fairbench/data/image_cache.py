@@ -44,7 +44,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from fairbench.datasets.base import DatasetError
+from fairbench.data.base import DatasetError
 
 CACHE_VERSION = 2  # 2: 16-bit and 32-bit greyscale images scaled to 8 bits (1 clipped them)
 #: the resize rule, part of the cache key: the paper's transforms.Resize((S, S)) on a PIL image

@@ -1,7 +1,7 @@
 """SynthFace: a procedurally rendered face-attribute benchmark with documented, tunable biases.
 
 No files and no network: every image is drawn with numpy from a seed, in a few seconds; the
-rendered splits are kept in the cache folder (``fairbench.datasets.render_cache``), so the jobs
+rendered splits are kept in the cache folder (``fairbench.data.render_cache``), so the jobs
 of a suite that share a dataset render it once. It is the default dataset, so that ``fairbench run <method>``
 trains out of the box on a CPU and CI can train every method.
 
@@ -93,8 +93,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fairbench.datasets import render_cache
-from fairbench.datasets.base import SPLITS, DataSplit, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data import render_cache
+from fairbench.data.base import SPLITS, DataSplit, Dataset, DatasetBundle, DatasetError, Task
 from fairbench.registry import register_dataset
 
 TARGETS = ("smiling", "eyeglasses", "narrow_eyes")
@@ -544,7 +544,7 @@ class SynthFace(Dataset):
                 "background); test is balanced over skin_tone x presentation x target class, "
                 "with the background family independent of the target"
             ),
-            "generator": "fairbench.datasets.synthface",
+            "generator": "fairbench.data.synthface",
             "options": options.model_dump(mode="json"),
             "image_size": image_size,
             "skin_tones": "I (lightest) .. IV (darkest)",
@@ -698,7 +698,7 @@ class _Scenario(SynthFace):
             "dial": {options.dial: getattr(options, options.dial)} if options.dial else {},
             "protocol": ("synthetic; train and val share the scenario's biased distribution; test is balanced "
                          "over tone (I, IV) x target x background family"),
-            "generator": "fairbench.datasets.synthface",
+            "generator": "fairbench.data.synthface",
             "options": options.model_dump(mode="json"),
             "image_size": image_size,
             "group_counts": counts,

@@ -9,7 +9,7 @@ torchvision lays them out, ``root/celeba/``. The Kaggle variant (``list_attr_cel
 
 Protocol: the official partition. Target: any of the 40 attributes (classes ``no`` / ``yes``),
 default ``Smiling``, one of the 13 gender-independent attributes of the paper's attribute
-experiments (:data:`fairbench.datasets.vocab.CELEBA_GENDER_INDEPENDENT`; run each with
+experiments (:data:`fairbench.data.vocab.CELEBA_GENDER_INDEPENDENT`; run each with
 ``--target NAME``). Protected: ``Male`` (values ``Male`` / ``Female``). The gender task is
 ``--target Male`` (classes ``Female`` / ``Male``, the same names as FairFace's ``gender``),
 which is also what a FairFace gender model is evaluated on (``fairbench eval``).
@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from fairbench.datasets import vocab
-from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.datasets.image_table import build_bundle, in_two_splits
-from fairbench.datasets.label_text import label_lines, read_label_text
-from fairbench.datasets.sources import Source, locate
+from fairbench.data import vocab
+from fairbench.data.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data.image_table import build_bundle, in_two_splits
+from fairbench.data.label_text import label_lines, read_label_text
+from fairbench.data.sources import Source, locate
 from fairbench.registry import register_dataset
 
 SOURCE = Source(

@@ -10,7 +10,7 @@ names use backslashes), ``label`` is the 0/1 matrix, transposed as h5py reads it
 
 :func:`convert` turns these files into the generic manifest (``path, split, identity, gender,
 race, <attributes>``); the loader runs it on first use and keeps the manifest in the cache
-folder, keyed by the ``.mat`` files' size and mtime (``python -m fairbench.datasets.lfwa ROOT
+folder, keyed by the ``.mat`` files' size and mtime (``python -m fairbench.data.lfwa ROOT
 OUT.csv`` writes one by hand).
 
 Demographics: gender from ``Male``; race is the one race flag set among Asian / White /
@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from fairbench.datasets import vocab
-from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.datasets.manifest import bundle_from_table, read_manifest
-from fairbench.datasets.sources import Source, locate, safe_relative
+from fairbench.data import vocab
+from fairbench.data.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data.manifest import bundle_from_table, read_manifest
+from fairbench.data.sources import Source, locate, safe_relative
 from fairbench.registry import register_dataset
 
 SOURCE = Source(
@@ -177,7 +177,7 @@ def convert(root: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def _manifest_path(root: Path, cache_dir: Path | None) -> Path:
-    from fairbench.image_cache import default_cache_dir
+    from fairbench.data.image_cache import default_cache_dir
 
     stamps = []
     for name in ("lfw_att_73.mat", "lfw_att_40.mat", "indices_train_test.mat"):
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fairbench.run_store import atomic_write_csv
 
-    parser = argparse.ArgumentParser(prog="python -m fairbench.datasets.lfwa",
+    parser = argparse.ArgumentParser(prog="python -m fairbench.data.lfwa",
                                      description="convert the LFWA+ .mat files to a generic fairbench manifest")
     parser.add_argument("root", type=Path, help="folder with lfw/, lfw_att_73.mat, indices_train_test.mat")
     parser.add_argument("output", type=Path, help="manifest CSV to write (use it with --dataset manifest)")

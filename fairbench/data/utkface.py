@@ -10,7 +10,7 @@ are complete, so they are read).
 Names are parsed with a strict pattern: names that do not parse (the real set has a few,
 e.g. a missing race field or a space before ``.jpg``) are skipped, never guessed; their
 count and names are recorded in ``info["malformed_names"]`` and said in one warning
-(a :class:`~fairbench.datasets.base.DataNotice`).
+(a :class:`~fairbench.data.base.DataNotice`).
 
 Vocabularies follow FairFace's race-4 view, so cross-dataset tables line up: gender
 ``Male`` / ``Female``; race ``White``, ``Black``, ``Asian``, ``Indian``, ``Others``.
@@ -30,10 +30,10 @@ from typing import Any, Literal, Sequence
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fairbench.datasets import splitting, vocab
-from fairbench.datasets.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task, fingerprint_box
-from fairbench.datasets.image_table import build_bundle
-from fairbench.datasets.sources import Source, locate
+from fairbench.data import splitting, vocab
+from fairbench.data.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task, fingerprint_box
+from fairbench.data.image_table import build_bundle
+from fairbench.data.sources import Source, locate
 from fairbench.registry import register_dataset
 
 # the datetime is no label, only part of the name: up to 17 digits (the release has a 16-digit one)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Sequence
 
-from fairbench.datasets.base import DatasetError
+from fairbench.data.base import DatasetError
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ class Dataset:
     profile: ClassVar[str] = "paper"
     default_image_size: ClassVar[int] = 224
     #: False for a dataset that reads no files (the built-in generated benchmarks); a loader that
-    #: needs files finds them from ``root`` or its environment variable (datasets/sources.py)
+    #: needs files finds them from ``root`` or its environment variable (data/sources.py)
     needs_root: ClassVar[bool] = True
     #: shared concepts this dataset's targets stand for, ``{concept: target column}`` (e.g. CelebA
     #: ``{"gender": "Male"}``): cross-dataset evaluation maps a run's target through them
@@ -170,7 +170,7 @@ class Dataset:
 
         Computed before anything is decoded, so a run on other data never shares an id (and a
         finished result) with this one, while a moved copy does. Loaders that assemble through
-        :func:`fairbench.datasets.image_table.build_bundle` get it from their label table (rows,
+        :func:`fairbench.data.image_table.build_bundle` get it from their label table (rows,
         splits, image sizes) without decoding; any other loader is loaded once at a small size
         and its decoded content hashed (override this to do better)."""
         with fingerprint_only() as box:
@@ -196,7 +196,7 @@ _FINGERPRINT_ONLY: contextvars.ContextVar[dict[str, Any] | None] = contextvars.C
 @contextlib.contextmanager
 def fingerprint_only() -> Iterator[dict[str, Any]]:
     """Inside this block a loader's ``load`` checks its label files as usual, but
-    :func:`fairbench.datasets.image_table.build_bundle` decodes nothing: it fills the yielded dict
+    :func:`fairbench.data.image_table.build_bundle` decodes nothing: it fills the yielded dict
     with its table's fingerprint and returns a bundle without splits. The labels' errors come out;
     the images' do not."""
     box: dict[str, Any] = {}

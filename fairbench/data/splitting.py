@@ -51,7 +51,7 @@ def stratified_split(strata: Sequence[str], fractions: dict[str, float], seed: i
 def describe(fractions: dict[str, float], seed: int, stratified_by: str, source: str) -> str:
     parts = ", ".join(f"{name} = {f:.0%}" for name, f in fractions.items())
     return (f"{parts} of {source}, stratified by {stratified_by}, split_seed {seed} (at least one sample per "
-            "group in each held-out split when the group has enough samples; see fairbench.datasets.splitting)")
+            "group in each held-out split when the group has enough samples; see fairbench.data.splitting)")
 
 
 def check_split_fractions(val_fraction: float, test_fraction: float) -> None:

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fairbench.datasets import splitting
-from fairbench.datasets.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.datasets.image_table import build_bundle, check_columns, check_each_path_once
-from fairbench.datasets.label_text import label_lines, read_label_text
-from fairbench.datasets.sources import Source, data_root, safe_relative
+from fairbench.data import splitting
+from fairbench.data.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data.image_table import build_bundle, check_columns, check_each_path_once
+from fairbench.data.label_text import label_lines, read_label_text
+from fairbench.data.sources import Source, data_root, safe_relative
 from fairbench.registry import register_dataset
 
 RESERVED = ("path", "split", "identity")
@@ -37,7 +37,7 @@ DEFAULT_NAMES = ("manifest.csv", "manifest.parquet")
 SOURCE = Source(
     "manifest", "FAIRBENCH_MANIFEST_ROOT", required=[("manifest.csv",), ("manifest.parquet",)],
     get_from="your own data: a CSV / Parquet file with a path column, optional split and identity columns, "
-             "and label columns (see fairbench.datasets.manifest)",
+             "and label columns (see fairbench.data.manifest)",
 )
 
 
