@@ -29,7 +29,9 @@ import torch
 
 from fairbench.cli import build_parser, main
 
-from .fixtures_datasets import corrupt_file, truncate_file, write_fairface, write_manifest
+from .fixtures_datasets import corrupt_file, truncate_file
+from .test_datasets_fairface import write_fairface
+from .test_datasets_manifest import write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,10 @@ from fairbench.data.utkface import UTKFace
 from fairbench.pipeline import center_crop_view
 from fairbench.runner import load_trained_method, predict_images
 
-from .fixtures_datasets import write_celeba, write_fairface, write_manifest, write_utkface
+from .test_datasets_celeba import write_celeba
+from .test_datasets_fairface import write_fairface
+from .test_datasets_manifest import write_manifest
+from .test_datasets_utkface import write_utkface
 
 
 @pytest.fixture(scope="module")

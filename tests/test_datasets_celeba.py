@@ -2,14 +2,73 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
 from fairbench.data import vocab
 from fairbench.data.base import DatasetError, Task
-from fairbench.data.celeba import CelebA, CelebAOptions, read_attributes_txt, read_partition
+from fairbench.data.celeba import GENDER_INDEPENDENT, CelebA, CelebAOptions, read_attributes_txt, read_partition
 
-from .fixtures_datasets import truncate_file, write_celeba
+from .fixtures_datasets import DatasetFixture, truncate_file, write_jpegs
+
+
+# -- the miniature copy, official layout (write_fixture: found by name by test_registry_contracts) --
+
+def _celeba_values(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = np.where(rng.random((n, 40)) < 0.4, 1, -1)
+    values[:, vocab.CELEBA_ATTRIBUTES.index("Male")] = np.where(np.arange(n) % 2 == 0, 1, -1)
+    return values
+
+
+def write_celeba(root: Path, *, n: int = 24, layout: str = "official", seed: int = 2) -> dict[str, Any]:
+    """CelebA: ``official`` (files in root), ``torchvision`` (in root/celeba) or ``kaggle`` (CSVs).
+
+    The txt files have the official irregular spacing: a count line, the 40 names with a
+    trailing space, then ``000001.jpg -1  1 ...`` (values right-aligned in 2 columns)."""
+    folder = root / "celeba" if layout == "torchvision" else root
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [f"{i:06d}.jpg" for i in range(1, n + 1)]
+    values = _celeba_values(n, seed)
+    partition = [0 if i < n * 0.6 else 1 if i < n * 0.8 else 2 for i in range(n)]
+    identity = [1 + i // 3 for i in range(n)]
+    if layout == "kaggle":
+        images = folder / "img_align_celeba" / "img_align_celeba"
+        (folder / "list_attr_celeba.csv").write_text(
+            "image_id," + ",".join(vocab.CELEBA_ATTRIBUTES) + "\n"
+            + "".join(f + "," + ",".join(str(v) for v in row) + "\n" for f, row in zip(files, values)))
+        (folder / "list_eval_partition.csv").write_text(
+            "image_id,partition\n" + "".join(f"{f},{p}\n" for f, p in zip(files, partition)))
+        (folder / "list_bbox_celeba.csv").write_text(
+            "image_id,x_1,y_1,width,height\n" + "".join(f"{f},95,71,226,313\n" for f in files))
+        (folder / "list_landmarks_align_celeba.csv").write_text(
+            "image_id,lefteye_x,lefteye_y,righteye_x,righteye_y,nose_x,nose_y,leftmouth_x,leftmouth_y,"
+            "rightmouth_x,rightmouth_y\n" + "".join(f"{f},69,109,106,113,77,142,73,152,108,154\n" for f in files))
+    else:
+        images = folder / "img_align_celeba"
+        (folder / "list_attr_celeba.txt").write_text(
+            f"{n}\n" + " ".join(vocab.CELEBA_ATTRIBUTES) + " \n"
+            + "".join(f + "".join(f" {v:>2}" for v in row) + "\n" for f, row in zip(files, values)))
+        (folder / "list_eval_partition.txt").write_text("".join(f"{f} {p}\n" for f, p in zip(files, partition)))
+        (folder / "identity_CelebA.txt").write_text("".join(f"{f} {k}\n" for f, k in zip(files, identity)))
+        (folder / "list_bbox_celeba.txt").write_text(
+            f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{f}    95  71 226 313\n" for f in files))
+        (folder / "list_landmarks_align_celeba.txt").write_text(
+            f"{n}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x "
+            "rightmouth_y\n" + "".join(f"{f} 69  109  106  113   77  142   73  152  108  154\n" for f in files))
+    write_jpegs([images / f for f in files], (178, 218), seed)
+    return {"folder": folder, "images": images, "files": files, "values": values, "partition": partition}
+
+
+def write_fixture(root: Path) -> DatasetFixture:
+    write_celeba(root)
+    return DatasetFixture()
+
+
+# -- tests ------------------------------------------------------------------------------------------
 
 SPLIT_NAMES = {"train": 0, "val": 1, "test": 2}
 
@@ -56,7 +115,7 @@ def test_gender_task_and_every_attribute_as_target(tmp_path):
     assert gender.classes == ["Female", "Male"]
     check_against_fixture(gender, fixture, "Male")
     assert load(tmp_path / "r", tmp_path / "c").task.target == CelebA.default_target == "Smiling"
-    assert set(vocab.CELEBA_GENDER_INDEPENDENT) <= set(CelebA(None).targets())
+    assert set(GENDER_INDEPENDENT) <= set(CelebA(None).targets())
     hat = load(tmp_path / "r", tmp_path / "c", task=Task("Wearing_Hat", ("Male",)))
     check_against_fixture(hat, fixture, "Wearing_Hat")
     with pytest.raises(DatasetError, match="no attribute 'Smile'.*attributes: 5_o_Clock_Shadow"):

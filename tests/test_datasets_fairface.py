@@ -2,18 +2,66 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from fairbench.data import vocab
 from fairbench.data.base import DatasetError, Task
-from fairbench.data.fairface import FairFace, FairFaceOptions, SpreadsheetNotice
+from fairbench.data.fairface import AGES, RACE7, FairFace, FairFaceOptions, SpreadsheetNotice
 
 from .conftest import FAIRFACE_SAMPLE
-from .fixtures_datasets import corrupt_file, truncate_file, write_fairface
+from .fixtures_datasets import DatasetFixture, corrupt_file, truncate_file, write_jpegs
+
+
+# -- the miniature copy, official layout (write_fixture: found by name by test_registry_contracts) --
+
+FAIRFACE_HEADER = "file,age,gender,race,service_test"
+# Excel's damage to the age bins and booleans (datasets.md): the forms a loader must normalise
+FAIRFACE_DAMAGED_AGES = {"3-9": ["9-Mar", "03-Sep"], "10-19": ["19-Oct", "Oct-19"]}
+
+
+def write_fairface(root: Path, *, train_per_group: int = 3, val_per_group: int = 1, damaged: bool = False,
+                   images_dir: str | None = None, size: int = 224, seed: int = 0) -> dict[str, Any]:
+    """FairFace: label CSVs in ``root``; ``train/<n>.jpg``, ``val/<n>.jpg`` in ``root/images_dir`` (or root).
+
+    With ``damaged``, the CSVs look re-saved by a spreadsheet: ``9-Mar`` / ``03-Sep`` for 3-9,
+    ``19-Oct`` / ``Oct-19`` for 10-19, ``TRUE`` / ``FALSE``."""
+    root.mkdir(parents=True, exist_ok=True)
+    image_root = root / images_dir if images_dir else root
+    groups = list(itertools.product(RACE7, ["Male", "Female"]))
+    ages = itertools.cycle(AGES)
+    damage = {age: itertools.cycle(forms) for age, forms in FAIRFACE_DAMAGED_AGES.items()}
+    rows: dict[str, list[list[str]]] = {"train": [], "val": []}
+    numbers = {"train": itertools.count(1), "val": itertools.count(1)}
+    for split, per_group in (("train", train_per_group), ("val", val_per_group)):
+        for race, gender in groups:
+            for _ in range(per_group):
+                age = next(ages)
+                service = "True" if len(rows[split]) % 3 == 0 else "False"
+                if damaged and age in FAIRFACE_DAMAGED_AGES:
+                    age = next(damage[age])
+                if damaged:
+                    service = service.upper()
+                rows[split].append([f"{split}/{next(numbers[split])}.jpg", age, gender, race, service])
+    for split, name in (("train", "fairface_label_train.csv"), ("val", "fairface_label_val.csv")):
+        lines = [FAIRFACE_HEADER] + [",".join(r) for r in rows[split]]
+        (root / name).write_text("\n".join(lines) + "\n")
+        write_jpegs([image_root / r[0] for r in rows[split]], (size, size), seed + (split == "val"))
+    return {"rows": rows, "image_root": image_root}
+
+
+def write_fixture(root: Path) -> DatasetFixture:
+    write_fairface(root)
+    return DatasetFixture()
+
+
+# -- tests ------------------------------------------------------------------------------------------
 
 TASK = Task("gender", ("race", "gender"))
 

@@ -2,15 +2,124 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+from typing import Any
+
 import h5py
 import numpy as np
 import pytest
 
 from fairbench.data import vocab
 from fairbench.data.base import DatasetError, Task
-from fairbench.data.lfwa import LFWA, LFWAOptions, convert, main, read_attribute_file
+from fairbench.data.lfwa import UNDEFINED_RACE, LFWA, LFWAOptions, convert, main, read_attribute_file
 
-from .fixtures_datasets import LFW_73, _mat73, write_lfwa
+from .fixtures_datasets import DatasetFixture, write_jpegs
+
+
+# -- the miniature copy, official layout (write_fixture: found by name by test_registry_contracts) --
+
+LFW_73 = [
+    "Male", "Asian", "White", "Black", "Baby", "Child", "Youth", "Middle Aged", "Senior", "Black Hair",
+    "Blond Hair", "Brown Hair", "Bald", "No Eyewear", "Eyeglasses", "Sunglasses", "Mustache", "Smiling",
+    "Frowning", "Chubby", "Blurry", "Harsh Lighting", "Flash", "Soft Lighting", "Outdoor", "Curly Hair",
+    "Wavy Hair", "Straight Hair", "Receding Hairline", "Bangs", "Sideburns", "Fully Visible Forehead",
+    "Partially Visible Forehead", "Obstructed Forehead", "Bushy Eyebrows", "Arched Eyebrows", "Narrow Eyes",
+    "Eyes Open", "Big Nose", "Pointy Nose", "Big Lips", "Mouth Closed", "Mouth Slightly Open", "Mouth Wide Open",
+    "Teeth Not Visible", "No Beard", "Goatee", "Round Jaw", "Double Chin", "Wearing Hat", "Oval Face",
+    "Square Face", "Round Face", "Color Photo", "Posed Photo", "Attractive Man", "Attractive Woman", "Indian",
+    "Gray Hair", "Bags Under Eyes", "Heavy Makeup", "Rosy Cheeks", "Shiny Skin", "Pale Skin",
+    "5 o' Clock Shadow", "Strong Nose-Mouth Lines", "Wearing Lipstick", "Flushed Face", "High Cheekbones",
+    "Brown Eyes", "Wearing Earrings", "Wearing Necktie", "Wearing Necklace",
+]
+MAT_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+
+
+def _mat73(path: Path, cells: dict[str, list[str]], doubles: dict[str, np.ndarray]) -> None:
+    """A MATLAB v7.3 file as MATLAB writes it: HDF5 with a 512-byte header, cell arrays of
+    strings as object references into ``#refs#`` (uint16 characters), matrices transposed."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        counter = itertools.count()
+        for key, strings in cells.items():
+            ref_list = []
+            for text in strings:
+                chars = np.array([[ord(c)] for c in text], dtype=np.uint16)  # MATLAB 1 x L char, transposed
+                ds = refs.create_dataset(f"r{next(counter)}", data=chars)
+                ds.attrs["MATLAB_class"] = np.bytes_(b"char")
+                ds.attrs["MATLAB_int_decode"] = np.int32(2)
+                ref_list.append(ds.ref)
+            # a MATLAB N x 1 cell is stored (as h5py reads it) 1 x N; AttrName is 1 x K -> K x 1
+            shape = (len(ref_list), 1) if key == "AttrName" else (1, len(ref_list))
+            cell = f.create_dataset(key, shape=shape, dtype=h5py.ref_dtype)
+            cell[...] = np.array(ref_list, dtype=object).reshape(shape)
+            cell.attrs["MATLAB_class"] = np.bytes_(b"cell")
+        for key, matrix in doubles.items():
+            ds = f.create_dataset(key, data=np.asarray(matrix, dtype=np.float64).T)  # column-major: transposed
+            ds.attrs["MATLAB_class"] = np.bytes_(b"double")
+    with open(path, "r+b") as fh:
+        fh.write(MAT_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
+
+
+def write_lfwa(root: Path, *, people: int = 20, per_person: int = 3, seed: int = 3) -> dict[str, Any]:
+    """LFWA+: ``lfw/<Person>/<Person>_NNNN.jpg`` (250 x 250), ``lfw_att_73.mat``, ``lfw_att_40.mat`` and
+    ``indices_train_test.mat`` (1-based, identity-disjoint train / test), names with backslashes.
+
+    Row 0 of the second-to-last person has two race flags and the last person none: those rows
+    have no race group. Person p has race p % 4 and gender (p // 4) % 2, so persons 8-15 (test)
+    repeat the groups of persons 0-7 (train): every race x gender group is in both splits, as
+    the loader requires."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names, person_of = [], []
+    for p in range(people):
+        person = f"Person_{chr(65 + p)}{'abcdefghij'[p % 10]}"
+        for k in range(1, per_person + 1):
+            names.append(f"{person}\\{person}_{k:04d}.jpg")
+            person_of.append(p)
+    n = len(names)
+    att73 = (rng.random((n, len(LFW_73))) < 0.3).astype(np.float64)
+    races = ["Asian", "White", "Black", "Indian"]
+    race_cols = [LFW_73.index(r) for r in races]
+    att73[:, race_cols] = 0
+    expected_race = []
+    for i, p in enumerate(person_of):
+        if p == people - 2 and i % per_person == 0:
+            att73[i, race_cols[:2]] = 1
+            expected_race.append(UNDEFINED_RACE)
+        elif p == people - 1:
+            expected_race.append(UNDEFINED_RACE)
+        else:
+            att73[i, race_cols[p % 4]] = 1
+            expected_race.append(races[p % 4])
+    att73[:, LFW_73.index("Male")] = [(p // 4) % 2 == 0 for p in person_of]
+    att40 = (rng.random((n, 40)) < 0.4).astype(np.float64)
+    att40[:, vocab.CELEBA_ATTRIBUTES.index("Male")] = att73[:, LFW_73.index("Male")]
+    test_people = {p for p in range(people) if 8 <= p < 16} | {people - 1}
+    train_idx = [i + 1 for i, p in enumerate(person_of) if p not in test_people]
+    test_idx = [i + 1 for i, p in enumerate(person_of) if p in test_people]
+    _mat73(root / "lfw_att_73.mat", {"AttrName": LFW_73, "name": names}, {"label": att73})
+    _mat73(root / "lfw_att_40.mat", {"AttrName": vocab.CELEBA_ATTRIBUTES, "name": names}, {"label": att40})
+    _mat73(root / "indices_train_test.mat", {}, {
+        "indices_img_train": np.array(train_idx, dtype=float)[:, None],
+        "indices_img_test": np.array(test_idx, dtype=float)[:, None],
+        "indices_identity_train": np.array(sorted({person_of[i - 1] + 1 for i in train_idx}), dtype=float)[:, None],
+        "indices_identity_test": np.array(sorted({person_of[i - 1] + 1 for i in test_idx}), dtype=float)[:, None],
+    })
+    paths = [root / "lfw" / Path(*name.split("\\")) for name in names]
+    write_jpegs(paths, (250, 250), seed)
+    return {"names": names, "att73": att73, "att40": att40, "race": expected_race,
+            "train": train_idx, "test": test_idx, "paths": paths}
+
+
+def write_fixture(root: Path) -> DatasetFixture:
+    write_lfwa(root)
+    return DatasetFixture()
+
+
+# -- tests ------------------------------------------------------------------------------------------
 
 TASK = Task("gender", ("race", "gender"))
 
@@ -61,7 +170,7 @@ def test_loader_converts_once_into_the_cache_and_reports_undefined_race(lfwa, tm
     assert len(manifests) == 1 and not list((tmp_path / "lfwa").glob("*.csv"))  # never written into the data
     assert b.info["race_undefined"]["count"] == 4 and b.info["conversion"]["race_no_flag"] == 3
     assert "Undefined|Male" in b.group_names or "Undefined|Female" in b.group_names
-    assert set(g.split("|")[0] for g in b.group_names) <= {*vocab.RACE4, vocab.LFWA_UNDEFINED_RACE}
+    assert set(g.split("|")[0] for g in b.group_names) <= {*vocab.RACE4, UNDEFINED_RACE}
     test_ids = set(b.splits["test"].sample_ids)
     assert len(test_ids) == len(lfwa["test"])
     assert set(b.splits["val"].sample_ids).isdisjoint(test_ids) and len(b.splits["val"]) > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,47 @@ from fairbench.data.base import DatasetError, Task
 from fairbench.data.manifest import Manifest, ManifestOptions
 from fairbench.data.sources import safe_relative
 
-from .fixtures_datasets import write_manifest
+from .fixtures_datasets import DatasetFixture, write_jpegs
+
+
+# -- the miniature copy, official layout (write_fixture: found by name by test_registry_contracts) --
+
+def write_manifest(root: Path, *, n: int = 24, split_column: bool = True, escaping: str | None = None,
+                   fmt: str = "csv", gender_values: tuple[str, str] = ("Male", "Female"), seed: int = 4) -> Path:
+    """``root/manifest.csv`` (or .parquet): path, split, identity, gender, race, smiling; images in ``root/img``.
+
+    ``escaping`` adds one row whose path leaves the root (e.g. ``../outside.jpg``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        rows.append({
+            "path": f"img/{i:03d}.jpg",
+            "split": ["train", "train", "train", "val", "test"][i % 5] if split_column else None,
+            "identity": f"id{i // 2}",
+            "gender": gender_values[i % 2],
+            "race": ["A", "B"][(i // 2) % 2],
+            "smiling": str(int(i % 3 == 0)),
+        })
+    write_jpegs([root / r["path"] for r in rows], (96, 96), seed)
+    if escaping is not None:
+        rows.append({**rows[0], "path": escaping})
+    frame = pd.DataFrame(rows)
+    if not split_column:
+        frame = frame.drop(columns="split")
+    path = root / f"manifest.{fmt}"
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def write_fixture(root: Path) -> DatasetFixture:
+    write_manifest(root)
+    return DatasetFixture(task=Task("smiling", ("gender",)))
+
+
+# -- tests ------------------------------------------------------------------------------------------
 
 TASK = Task("smiling", ("gender", "race"))
 

@@ -1,11 +1,14 @@
 """Contracts over whole registries (methods: tests/test_contracts.py): every registered dataset
 loads its fixture; every metric spec is computed on a fixture and shown in a table and a plot.
 
-A dataset or metric registered later is covered the moment it is registered: a dataset without
-a fixture here fails until one is added (tests/fixtures_datasets.py)."""
+A dataset or metric registered later is covered the moment it is registered: a dataset that reads
+files is loaded from the miniature copy that ``write_fixture(root)`` of its own test module,
+``tests/test_datasets_NAME.py``, writes (found by the dataset's name, as timm's tests iterate its
+model registry); without one, it fails naming the dataset."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -17,27 +20,36 @@ from fairbench import registry
 from fairbench.data.base import SPLITS, Task
 from fairbench.metrics import evaluate_predictions
 from fairbench.metrics.specs import MetricSpec, metric, metric_specs
-from tests import fixtures_datasets as fx
+from tests.fixtures_datasets import DatasetFixture
 
 DATASETS = sorted(registry.datasets.names())
-#: name -> (writes the fixture under a root and returns the options; the task to load)
-FIXTURES = {
-    "fairface": (lambda root: (fx.write_fairface(root), {})[1], None),
-    "utkface": (lambda root: (fx.write_utkface(root), {})[1], None),
-    "celeba": (lambda root: (fx.write_celeba(root), {})[1], None),
-    "lfwa": (lambda root: (fx.write_lfwa(root), {})[1], None),
-    "manifest": (lambda root: (fx.write_manifest(root), {})[1], Task("smiling", ("gender",))),
-}
 SMALL = {"n_train": 64, "n_val": 32, "n_test": 32}  # the built-in generated benchmarks
+
+
+def dataset_fixture(name: str, root: Path) -> DatasetFixture:
+    """Write the miniature copy of dataset ``name`` under ``root``, with the ``write_fixture`` of
+    ``tests/test_datasets_NAME.py`` (``-`` in the name read as ``_``)."""
+    module_name = f"tests.test_datasets_{name.replace('-', '_')}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        module = None
+    write = getattr(module, "write_fixture", None)
+    if write is None:
+        pytest.fail(f"dataset {name!r} reads files but has no fixture: add write_fixture(root), which writes a "
+                    f"miniature copy and returns a DatasetFixture, to tests/test_datasets_{name.replace('-', '_')}.py")
+    return write(root)
 
 
 @pytest.mark.parametrize("name", DATASETS)
 def test_every_dataset_loads_its_fixture(name, tmp_path):
     cls = registry.datasets.get(name)
     if cls.needs_root:
-        assert name in FIXTURES, f"dataset {name!r} has no fixture in tests/test_registry_contracts.py"
-        write, task = FIXTURES[name]
-        root, options = tmp_path / "data", write(tmp_path / "data")
+        root = tmp_path / "data"
+        fixture = dataset_fixture(name, root)
+        options, task = fixture.options, fixture.task
     else:
         root, task = None, None
         options = {k: v for k, v in SMALL.items() if k in cls.Options.model_fields}
@@ -51,6 +63,23 @@ def test_every_dataset_loads_its_fixture(name, tmp_path):
         assert split.targets.min() >= 0 and split.targets.max() < len(bundle.classes)
         assert list(split.attributes.columns) >= list(task.protected) or set(task.protected) <= set(split.attributes.columns)
         assert len(set(split.sample_ids)) == n  # ids tell samples apart (predictions are keyed by them)
+
+
+def test_a_dataset_without_a_fixture_fails_naming_it(tmp_path):
+    with pytest.raises(pytest.fail.Exception, match="dataset 'no-such-set' reads files but has no fixture"):
+        dataset_fixture("no-such-set", tmp_path)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_built_in_dataset_registers_through_its_entry_point(name):
+    """Built-ins use the plugins' path (one entry-point line in pyproject.toml each): a built-in
+    module found only by scanning the package would hide a missing line."""
+    registry.datasets.get(name)
+    entry = registry.datasets._entries[name]
+    if entry.module.startswith("fairbench."):
+        assert entry.distribution == "fairbench", (
+            f"dataset {name!r} ({entry.module}) has no entry point: add {name} = \"{entry.module}\" under "
+            '[project.entry-points."fairbench.datasets"] in pyproject.toml, then pip install -e .')
 
 
 # -- metric specs ------------------------------------------------------------------------------

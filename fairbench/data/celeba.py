@@ -9,7 +9,7 @@ torchvision lays them out, ``root/celeba/``. The Kaggle variant (``list_attr_cel
 
 Protocol: the official partition. Target: any of the 40 attributes (classes ``no`` / ``yes``),
 default ``Smiling``, one of the 13 gender-independent attributes of the paper's attribute
-experiments (:data:`fairbench.data.vocab.CELEBA_GENDER_INDEPENDENT`; run each with
+experiments (:data:`GENDER_INDEPENDENT`; run each with
 ``--target NAME``). Protected: ``Male`` (values ``Male`` / ``Female``). The gender task is
 ``--target Male`` (classes ``Female`` / ``Male``, the same names as FairFace's ``gender``),
 which is also what a FairFace gender model is evaluated on (``fairbench eval``).
@@ -21,15 +21,16 @@ the paper's ``Resize((448, 448))`` does).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from fairbench.data import vocab
-from fairbench.data.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.data.image_table import build_bundle, in_two_splits
+from fairbench.data.base import DatasetError, Task
+from fairbench.data.face import FaceDataset, OnBadImage
+from fairbench.data.image_table import in_two_splits
 from fairbench.data.label_text import label_lines, read_label_text
 from fairbench.data.sources import Source, locate
 from fairbench.registry import register_dataset
@@ -43,12 +44,17 @@ SOURCE = Source(
     layouts=("", "celeba"),
 )
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
+#: the 13 gender-independent attributes of the paper's attribute experiments
+GENDER_INDEPENDENT = [
+    "Bags_Under_Eyes", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Chubby", "Eyeglasses", "Gray_Hair",
+    "High_Cheekbones", "Mouth_Slightly_Open", "Narrow_Eyes", "Smiling", "Wearing_Hat",
+]
 
 
 class CelebAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    on_bad_image: Literal["error", "skip"] = Field("error", description="unreadable image: error, or skip and count")
+    on_bad_image: OnBadImage = "error"
 
 
 def _check_values(path: Path, files: list[str], values: np.ndarray, names: list[str], first_line: int) -> np.ndarray:
@@ -127,19 +133,24 @@ def attribute_values(name: str, column: np.ndarray) -> np.ndarray:
 
 
 @register_dataset("celeba")
-class CelebA(Dataset):
+class CelebA(FaceDataset):
     summary = "CelebA: 40 attributes (default Smiling) ~ gender (Male); official partition (research use)"
     Options = CelebAOptions
     default_target = "Smiling"
     default_protected = ("Male",)
-    profile = "paper"
-    default_image_size = 448
     target_concepts = {"gender": "Male"}
 
-    def targets(self) -> list[str]:
-        return list(vocab.CELEBA_ATTRIBUTES)
+    def target_classes(self) -> dict[str, list[str]]:
+        return {a: vocab.GENDER_CLASSES if a == "Male" else vocab.BINARY_CLASSES for a in vocab.CELEBA_ATTRIBUTES}
 
-    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+    def classes_of(self, task: Task) -> list[str]:
+        """Any attribute of the file (``label_table`` checks it is there): Male, or no / yes."""
+        return list(vocab.GENDER_CLASSES if task.target == "Male" else vocab.BINARY_CLASSES)
+
+    def value_order(self) -> dict[str, list[str]]:
+        return {"Male": vocab.GENDER_ORDER}
+
+    def label_table(self, task: Task) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
         opts: CelebAOptions = self.options  # type: ignore[assignment]
         folder, variant = locate(SOURCE, self.root)
         if variant == 0:
@@ -167,7 +178,7 @@ class CelebA(Dataset):
         })
         for col in dict.fromkeys((task.target, *task.protected)):
             table[col] = attribute_values(col, values[:, names.index(col)])
-        classes = vocab.GENDER_CLASSES if task.target == "Male" else vocab.BINARY_CLASSES
+        classes = self.classes_of(task)
         info = {
             "protocol": "official partition (list_eval_partition: 0 train, 1 val, 2 test)",
             "variant": "official txt" if variant == 0 else "Kaggle csv",
@@ -176,8 +187,4 @@ class CelebA(Dataset):
             "target_values": "1 -> " + classes[1] + ", -1 -> " + classes[0],
             "on_bad_image": opts.on_bad_image,
         }
-        return build_bundle(
-            "celeba", table, images, task, image_size, classes=list(classes), cache_dir=self.cache_dir,
-            on_bad_image=opts.on_bad_image, info=info, targets=self.targets(), splits=splits,
-            value_order={"Male": vocab.GENDER_ORDER},
-        )
+        return table, images, info

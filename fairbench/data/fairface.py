@@ -32,18 +32,30 @@ import csv
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from fairbench.data import splitting, vocab
-from fairbench.data.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task
-from fairbench.data.image_table import build_bundle
+from fairbench.data.base import SPLITS, DataNotice, DatasetError, Task
+from fairbench.data.face import FaceDataset, OnBadImage, SplitSeed, ValFraction, strata
 from fairbench.data.label_text import label_lines, read_label_text
 from fairbench.data.sources import Source, locate, safe_relative
 from fairbench.registry import register_dataset
 
+RACE7 = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
+#: race-7 -> the race-4 view shared with UTKFace / LFWA+; Latino_Hispanic has no race-4 group (None)
+RACE7_TO_RACE4: dict[str, str | None] = {
+    "White": "White",
+    "Middle Eastern": "White",
+    "Black": "Black",
+    "East Asian": "Asian",
+    "Southeast Asian": "Asian",
+    "Indian": "Indian",
+    "Latino_Hispanic": None,
+}
+AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
 HEADER = ["file", "age", "gender", "race", "service_test"]
 AGE_FIXES = {"9-Mar": "3-9", "03-Sep": "3-9", "19-Oct": "10-19", "Oct-19": "10-19"}
 BOOL_FIXES = {"TRUE": "True", "FALSE": "False"}
@@ -64,10 +76,10 @@ class FairFaceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     race_view: Literal["race7", "race4"] = Field("race7", description="race7, or race4 (shared with UTKFace / LFWA+)")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the official train held out as val, per group")
-    split_seed: int = Field(0, ge=0, description="seed of the train / val split")
+    val_fraction: ValFraction = 0.1
+    split_seed: SplitSeed = 0
     images_root: str | None = Field(None, description="folder holding train/ and val/ (default: found beside the CSVs)")
-    on_bad_image: Literal["error", "skip"] = Field("error", description="unreadable image: error, or skip and count")
+    on_bad_image: OnBadImage = "error"
 
 
 def read_labels(path: Path, images_root: Path, fixes: Counter) -> pd.DataFrame:
@@ -93,8 +105,8 @@ def read_labels(path: Path, images_root: Path, fixes: Counter) -> pd.DataFrame:
             if service in BOOL_FIXES:
                 fixes[f"service_test {service!r} -> {BOOL_FIXES[service]!r}"] += 1
                 service = BOOL_FIXES[service]
-            for column, value, allowed in (("age", age, vocab.FAIRFACE_AGES), ("gender", gender, vocab.GENDER_CLASSES),
-                                           ("race", race, vocab.RACE7), ("service_test", service, ["True", "False"])):
+            for column, value, allowed in (("age", age, AGES), ("gender", gender, vocab.GENDER_CLASSES),
+                                           ("race", race, RACE7), ("service_test", service, ["True", "False"])):
                 if value not in allowed:
                     raise DatasetError(f"fairface: {path} line {line}: unknown {column} {value!r}; "
                                        f"expected one of {allowed}")
@@ -109,17 +121,17 @@ def read_labels(path: Path, images_root: Path, fixes: Counter) -> pd.DataFrame:
 
 
 @register_dataset("fairface")
-class FairFace(Dataset):
+class FairFace(FaceDataset):
     summary = "FairFace: gender ~ race (7) x gender; test = official val, val = 10% of train per group (CC BY 4.0)"
     Options = FairFaceOptions
-    default_target = "gender"
-    default_protected = ("race", "gender")
-    profile = "paper"
-    default_image_size = 448
-    target_concepts = {"gender": "gender"}
+    race_order = [*RACE7, "Asian"]  # the race-4 view's Asian after the race-7 groups
 
-    def targets(self) -> list[str]:
-        return ["gender", "race", "age"]
+    def target_classes(self) -> dict[str, list[str]]:
+        race = RACE7 if self.options.race_view == "race7" else vocab.RACE4  # type: ignore[attr-defined]
+        return {"gender": vocab.GENDER_CLASSES, "race": race, "age": AGES}
+
+    def value_order(self) -> dict[str, list[str]]:
+        return {**super().value_order(), "age": AGES}
 
     def _images_root(self, label_root: Path) -> Path:
         opts: FairFaceOptions = self.options  # type: ignore[assignment]
@@ -144,7 +156,7 @@ class FairFace(Dataset):
             "(https://github.com/joojs/fairface) there, or name the folder with "
             "--set data.options.images_root=/path/to/images")
 
-    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
+    def label_table(self, task: Task) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
         opts: FairFaceOptions = self.options  # type: ignore[assignment]
         label_root, _ = locate(SOURCE, self.root)
         images_root = self._images_root(label_root)
@@ -154,23 +166,19 @@ class FairFace(Dataset):
         if fixes:
             summary = ", ".join(f"{k} ({n}x)" for k, n in sorted(fixes.items()))
             warnings.warn(SpreadsheetNotice(f"fairface: normalised spreadsheet-damaged values in the label CSVs: {summary}"),
-                          stacklevel=2)
-        strata = train["race7"] + "|" + train["gender"]
-        train["split"] = splitting.stratified_split(strata, {"val": opts.val_fraction}, opts.split_seed)
+                          stacklevel=3)
+        train["split"] = splitting.stratified_split(strata(train, ("race7", "gender")), {"val": opts.val_fraction},
+                                                    opts.split_seed)
         test["split"] = "test"
         table = pd.concat([train, test], ignore_index=True)
         dropped = {}
         if opts.race_view == "race4":
-            table["race"] = table["race7"].map(vocab.RACE7_TO_RACE4)
+            table["race"] = table["race7"].map(RACE7_TO_RACE4)
             excluded = table["race"].isna()
             dropped = table.loc[excluded, "split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict()
             table = table[~excluded].reset_index(drop=True)
         else:
             table["race"] = table["race7"]
-        race_classes = vocab.RACE7 if opts.race_view == "race7" else vocab.RACE4
-        classes = {"gender": vocab.GENDER_CLASSES, "race": race_classes, "age": vocab.FAIRFACE_AGES}.get(task.target)
-        if classes is None:
-            raise DatasetError(f"fairface has no target {task.target!r}; choose one of {self.targets()}")
         info = {
             "protocol": ("test = official val (fairface_label_val.csv); "
                          + splitting.describe({"val": opts.val_fraction}, opts.split_seed, "race (7) x gender",
@@ -182,12 +190,8 @@ class FairFace(Dataset):
             "on_bad_image": opts.on_bad_image,
         }
         if opts.race_view == "race4":
-            info["race4_mapping"] = {k: v for k, v in vocab.RACE7_TO_RACE4.items()}
+            info["race4_mapping"] = {k: v for k, v in RACE7_TO_RACE4.items()}
             info["excluded_latino_hispanic"] = {k: int(v) for k, v in dropped.items()}
         if fixes:
             info["normalised_spreadsheet_values"] = dict(fixes)
-        return build_bundle(
-            "fairface", table, images_root, task, image_size, classes=list(classes), cache_dir=self.cache_dir,
-            on_bad_image=opts.on_bad_image, info=info, targets=self.targets(), splits=splits,
-            value_order={"race": vocab.RACE_ORDER, "gender": vocab.GENDER_ORDER, "age": vocab.FAIRFACE_AGES},
-        )
+        return table, images_root, info

@@ -35,7 +35,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from fairbench.data import vocab
-from fairbench.data.base import SPLITS, Dataset, DatasetBundle, DatasetError, Task
+from fairbench.data.base import SPLITS, DatasetBundle, DatasetError, Task
+from fairbench.data.face import FaceDataset, OnBadImage, SplitSeed, ValFraction
 from fairbench.data.manifest import bundle_from_table, read_manifest
 from fairbench.data.sources import Source, locate, safe_relative
 from fairbench.registry import register_dataset
@@ -47,6 +48,7 @@ SOURCE = Source(
              "the attribute / index .mat files)",
 )
 RACE_FLAGS = ("Asian", "White", "Black", "Indian")
+UNDEFINED_RACE = "Undefined"  # rows with several or no race flag set (the paper's Table 1 name)
 CONVERTER_VERSION = 1
 
 
@@ -55,9 +57,9 @@ class LFWAOptions(BaseModel):
 
     race_undefined: Literal["group", "drop"] = Field(
         "group", description="rows with several / no race flag: race 'Undefined' (group), or left out (drop)")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the official train held out as val, per group")
-    split_seed: int = Field(0, ge=0, description="seed of the train / val split")
-    on_bad_image: Literal["error", "skip"] = Field("error", description="unreadable image: error, or skip and count")
+    val_fraction: ValFraction = 0.1
+    split_seed: SplitSeed = 0
+    on_bad_image: OnBadImage = "error"
 
 
 # -- reading MATLAB v7.3 --------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ def convert(root: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     male = labels73[:, attrs73.index("Male")]
     flags = np.stack([labels73[:, attrs73.index(r)] for r in RACE_FLAGS], axis=1)
     one_race = flags.sum(1) == 1
-    race = np.where(one_race, np.asarray(RACE_FLAGS, dtype=object)[flags.argmax(1)], vocab.LFWA_UNDEFINED_RACE)
+    race = np.where(one_race, np.asarray(RACE_FLAGS, dtype=object)[flags.argmax(1)], UNDEFINED_RACE)
     paths = [_image_path(n, root, i + 1) for i, n in enumerate(names)]
     table = pd.DataFrame({
         "path": paths,
@@ -204,14 +206,13 @@ def converted_manifest(root: Path, cache_dir: Path | None) -> tuple[pd.DataFrame
 
 
 @register_dataset("lfwa")
-class LFWA(Dataset):
+class LFWA(FaceDataset):
+    """Its attribute targets are those of the files (lfw_att_40.mat is optional), so it keeps its own
+    ``targets`` and ``load``, which assembles through the manifest path (val drawn from train)."""
+
     summary = "LFWA+: gender ~ race (White/Black/Asian/Indian/Undefined) x gender; official train/test indices"
     Options = LFWAOptions
-    default_target = "gender"
-    default_protected = ("race", "gender")
-    profile = "paper"
-    default_image_size = 448
-    target_concepts = {"gender": "gender"}
+    race_order = [*vocab.RACE4_ORDER, UNDEFINED_RACE]
 
     def targets(self) -> list[str]:
         return ["gender", "race", *vocab.CELEBA_ATTRIBUTES]
@@ -221,7 +222,7 @@ class LFWA(Dataset):
         root, _ = locate(SOURCE, self.root)
         table, report, manifest = converted_manifest(root, self.cache_dir)
         table["source"] = [f"{manifest.name} line {i + 2} (LFWA+ row of {p})" for i, p in enumerate(table["path"])]
-        undefined = table["race"] == vocab.LFWA_UNDEFINED_RACE
+        undefined = table["race"] == UNDEFINED_RACE
         dropped = 0
         if opts.race_undefined == "drop":
             dropped = int(undefined.sum())
@@ -230,7 +231,7 @@ class LFWA(Dataset):
         if task.target == "gender":
             classes = vocab.GENDER_CLASSES
         elif task.target == "race":
-            classes = [*vocab.RACE4, *([] if opts.race_undefined == "drop" else [vocab.LFWA_UNDEFINED_RACE])]
+            classes = [*vocab.RACE4, *([] if opts.race_undefined == "drop" else [UNDEFINED_RACE])]
         elif task.target in attributes:
             classes = vocab.BINARY_CLASSES
         else:
@@ -249,8 +250,7 @@ class LFWA(Dataset):
             "lfwa", table, root, task, image_size, val_fraction=opts.val_fraction, test_fraction=0.2,
             split_seed=opts.split_seed, on_bad_image=opts.on_bad_image, cache_dir=self.cache_dir,
             where=str(manifest), info=info, strata_columns=("race", "gender"), classes=list(classes),
-            value_order={"race": vocab.RACE_ORDER, "gender": vocab.GENDER_ORDER},
-            targets=["gender", "race", *attributes], splits=splits,
+            value_order=self.value_order(), targets=["gender", "race", *attributes], splits=splits,
         )
 
 

@@ -25,14 +25,14 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fairbench.data import splitting, vocab
-from fairbench.data.base import SPLITS, DataNotice, Dataset, DatasetBundle, DatasetError, Task, fingerprint_box
-from fairbench.data.image_table import build_bundle
+from fairbench.data.base import DataNotice, DatasetError, Task, fingerprint_box
+from fairbench.data.face import FaceDataset, OnBadImage, strata
 from fairbench.data.sources import Source, locate
 from fairbench.registry import register_dataset
 
@@ -43,6 +43,7 @@ WILD_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<
 NAMES_IN_WARNING = 3
 MAX_AGE = 116
 GENDERS = {"0": "Male", "1": "Female"}
+RACES = [*vocab.RACE4, "Others"]  # race codes 0..4
 GET_FROM = "https://susanqq.github.io/UTKFace/ (UTKFace.tar.gz: 'Aligned&Cropped Faces'; in-the-wild part1-3)"
 SOURCES = {
     "aligned": Source("utkface", "FAIRBENCH_UTKFACE_ROOT", required=[("UTKFace/",), ("*.jpg.chip.jpg",)],
@@ -59,7 +60,7 @@ class UTKFaceOptions(BaseModel):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share held out as val, per race x gender group")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out as test, per race x gender group")
     split_seed: int = Field(0, ge=0, description="seed of the split")
-    on_bad_image: Literal["error", "skip"] = Field("error", description="unreadable image: error, or skip and count")
+    on_bad_image: OnBadImage = "error"
 
     @model_validator(mode="after")
     def _fractions(self) -> "UTKFaceOptions":
@@ -73,21 +74,17 @@ def parse_name(name: str, pattern: re.Pattern = ALIGNED_NAME) -> dict[str, str] 
     if match is None or int(match["age"]) > MAX_AGE:
         return None
     return {"age": str(int(match["age"])), "gender": GENDERS[match["gender"]],
-            "race": vocab.UTK_RACES[int(match["race"])], "datetime": match["datetime"]}
+            "race": RACES[int(match["race"])], "datetime": match["datetime"]}
 
 
 @register_dataset("utkface")
-class UTKFace(Dataset):
+class UTKFace(FaceDataset):
     summary = "UTKFace: gender ~ race (White/Black/Asian/Indian/Others) x gender; fixed-seed 70/10/20 split"
     Options = UTKFaceOptions
-    default_target = "gender"
-    default_protected = ("race", "gender")
-    profile = "paper"
-    default_image_size = 448
-    target_concepts = {"gender": "gender"}
+    race_order = [*vocab.RACE4_ORDER, "Others"]
 
-    def targets(self) -> list[str]:
-        return ["gender", "race"]
+    def target_classes(self) -> dict[str, list[str]]:
+        return {"gender": vocab.GENDER_CLASSES, "race": RACES}
 
     def _folders(self) -> list[Path]:
         opts: UTKFaceOptions = self.options  # type: ignore[assignment]
@@ -97,7 +94,7 @@ class UTKFace(Dataset):
             return [folder / "UTKFace" if alternative == 0 else folder]
         return [folder / p for p in ("part1", "part2", "part3") if (folder / p).is_dir()]
 
-    def label_table(self) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
+    def label_table(self, task: Task | None = None) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
         """Every parsed file (``path`` relative to the image root, the labels, ``split``), the image
         root and what ``load`` records in ``info``; decodes nothing. Warns about malformed names
         (not inside ``fingerprint_only``: a run reads the labels twice, the warning is said once)."""
@@ -126,9 +123,8 @@ class UTKFace(Dataset):
             warnings.warn(DataNotice(f"utkface: skipped {len(malformed)} file(s) whose names are not {form}: {shown} "
                                      "(listed in the run's dataset.json, info.malformed_names)"))
         table = pd.DataFrame(rows)
-        strata = table["race"] + "|" + table["gender"]
         table["split"] = splitting.stratified_split(
-            strata, {"test": opts.test_fraction, "val": opts.val_fraction}, opts.split_seed)
+            strata(table, ("race", "gender")), {"test": opts.test_fraction, "val": opts.val_fraction}, opts.split_seed)
         info = {
             "protocol": ("no official split: "
                          + splitting.describe({"test": opts.test_fraction, "val": opts.val_fraction},
@@ -142,15 +138,3 @@ class UTKFace(Dataset):
             "on_bad_image": opts.on_bad_image,
         }
         return table, base, info
-
-    def load(self, task: Task, image_size: int, splits: Sequence[str] = SPLITS) -> DatasetBundle:
-        opts: UTKFaceOptions = self.options  # type: ignore[assignment]
-        table, base, info = self.label_table()
-        classes = {"gender": vocab.GENDER_CLASSES, "race": vocab.UTK_RACES}.get(task.target)
-        if classes is None:
-            raise DatasetError(f"utkface has no target {task.target!r}; choose one of {self.targets()}")
-        return build_bundle(
-            "utkface", table, base, task, image_size, classes=list(classes), cache_dir=self.cache_dir,
-            on_bad_image=opts.on_bad_image, info=info, targets=self.targets(), splits=splits,
-            value_order={"race": vocab.RACE_ORDER, "gender": vocab.GENDER_ORDER},
-        )

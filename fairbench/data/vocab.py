@@ -1,15 +1,14 @@
-"""Label vocabularies shared by the face datasets, so that cross-dataset tables line up.
+"""Label vocabularies shared by several face datasets, so that cross-dataset tables line up.
 
 Every built-in face dataset names its demographic columns ``gender`` (values ``Male`` /
-``Female``) and ``race`` (FairFace's 7 races, or the 4-race view shared with UTKFace and
-LFWA+: ``White``, ``Black``, ``Asian``, ``Indian``, plus UTKFace's ``Others`` and LFWA+'s
-``Undefined``). CelebA keeps its own attribute name ``Male`` (values ``Male`` / ``Female``).
+``Female``) and ``race`` (the 4-race view shared by FairFace, UTKFace and LFWA+: ``White``,
+``Black``, ``Asian``, ``Indian``); CelebA keeps its own attribute name ``Male``. A vocabulary
+only one dataset uses lives in that dataset's module (FairFace's 7 races and ages, UTKFace's
+``Others``, LFWA+'s ``Undefined``, CelebA's gender-independent attributes).
 
-Cross-dataset evaluation maps a run's target onto another dataset's through the concepts each
-dataset class declares (``Dataset.target_concepts``: gender is ``gender`` in FairFace / UTKFace /
-LFWA+ / manifests and ``Male`` in CelebA) or, failing that, through the same target name (e.g.
-CelebA and LFWA+ ``Smiling``).
-Class names are matched after :func:`canonical_class` (``man`` = ``Male``, ``1`` = ``yes`` ...).
+Cross-dataset evaluation maps a run's target through the concepts each dataset class declares
+(``Dataset.target_concepts``) or, failing that, the same target name (CelebA and LFWA+
+``Smiling``); class names are matched after :func:`canonical_class` (``man`` = ``Male`` ...).
 """
 
 from __future__ import annotations
@@ -19,29 +18,14 @@ from typing import Iterable
 GENDER_CLASSES = ["Female", "Male"]  # sorted, as a generic manifest with these values would give
 GENDER_ORDER = ["Male", "Female"]  # display order of groups (the paper's tables: M then F)
 
-RACE7 = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
 RACE4 = ["White", "Black", "Asian", "Indian"]
-#: FairFace race-7 -> the race-4 view (datasets.md); Latino_Hispanic has no race-4 group (None)
-RACE7_TO_RACE4: dict[str, str | None] = {
-    "White": "White",
-    "Middle Eastern": "White",
-    "Black": "Black",
-    "East Asian": "Asian",
-    "Southeast Asian": "Asian",
-    "Indian": "Indian",
-    "Latino_Hispanic": None,
-}
-UTK_RACES = [*RACE4, "Others"]  # UTKFace race codes 0..4
-LFWA_UNDEFINED_RACE = "Undefined"  # LFWA+ rows with several or no race flag set (the paper's Table 1 name)
-#: display order of race groups across datasets
-RACE_ORDER = [*RACE7, "Asian", "Others", LFWA_UNDEFINED_RACE]
-
-FAIRFACE_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
+#: display order of the race-4 view's groups (FairFace's race-7 order places Indian before Asian)
+RACE4_ORDER = ["White", "Black", "Indian", "Asian"]
 
 #: names for binary attribute classes (CelebA, LFWA+ attributes): index 1 = attribute present
 BINARY_CLASSES = ["no", "yes"]
 
-#: the 40 CelebA attributes, in the official file's order
+#: the 40 CelebA attributes, in the official file's order (LFWA+'s lfw_att_40.mat uses the same names)
 CELEBA_ATTRIBUTES = [
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
     "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
@@ -49,11 +33,6 @@ CELEBA_ATTRIBUTES = [
     "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
     "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
     "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-]
-#: the 13 gender-independent attributes of the paper's attribute experiments
-CELEBA_GENDER_INDEPENDENT = [
-    "Bags_Under_Eyes", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Chubby", "Eyeglasses", "Gray_Hair",
-    "High_Cheekbones", "Mouth_Slightly_Open", "Narrow_Eyes", "Smiling", "Wearing_Hat",
 ]
 
 _CLASS_SYNONYMS = {

@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from fairbench.config import build_config, resolve, run_id
-from fairbench.data.vocab import GENDER_ORDER, RACE7, UTK_RACES
+from fairbench.data.fairface import RACE7
+from fairbench.data.utkface import RACES as UTK_RACES
+from fairbench.data.vocab import GENDER_ORDER
 from fairbench.runner import report_for
 from fairbench.run_store import atomic_write_json
 from fairbench.suite import Suite
