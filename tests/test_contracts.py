@@ -3,7 +3,8 @@ DomainBed's tests do), so a new method is covered the moment it is registered.
 
 Each method, through the real runner on a tiny built-in benchmark:
 - trains and writes valid predictions, selected by its declared rule;
-- sees demographic labels in training only if it declares ``uses_train_groups``;
+- sees demographic labels in training only if it declares ``uses_train_groups``, and refuses a
+  context without the ones it declares;
 - rebuilds from its record (state round trip) and predicts what it stored;
 - resumes after a crash between epochs and ends exactly where an uninterrupted run ends;
 - has every forward / backward FLOP it does in training counted by the cost meter.
@@ -112,6 +113,20 @@ def test_group_labels_reach_only_methods_that_declare_them(method, trained):
     cls, _, seen = _train(method, trained)
     assert seen, f"{method}: update was never called"
     assert set(seen) == {(cls.uses_train_groups, cls.uses_train_groups)}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_method_that_reads_group_labels_refuses_a_context_without_them(method):
+    """Checked once, by the method contract, from what the method declares (``uses_train_groups``,
+    ``train_labels``), with one message."""
+    from tests.inprocessing_testkit import tiny_context
+
+    cls = registry.methods.get(method)
+    if not cls.uses_train_groups:
+        return
+    kind = "group" if "groups" in cls.train_labels else "attribute"
+    with pytest.raises(ValueError, match=rf"^{method} needs the training {kind} labels \(uses_train_groups\)$"):
+        cls(tiny_context(with_groups=False), cls.Hparams())
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -131,8 +131,6 @@ class Adversarial(Method):
 
     def __init__(self, ctx: MethodContext, hparams: AdversarialHparams):
         super().__init__(ctx, hparams)
-        if ctx.num_groups is None:
-            raise ValueError("adversarial needs the training group labels (uses_train_groups)")
         self.net = ClassifierNet(ctx.make_backbone(), ctx.num_classes)
         self.optimizer = self.make_sgd(self.net.backbone, extra=list(self.net.head.parameters()))
         self.adversary = LogitAdversary(ctx.num_classes, ctx.num_groups, hparams.condition_on_target,

@@ -7,7 +7,7 @@ per batch (the method runs its own forward / backward / optimizer steps) and
 
 Group labels reach a method only if it declares ``uses_train_groups = True``: otherwise
 ``Batch.group`` / ``Batch.attributes`` are ``None`` and ``MethodContext.train_groups`` is
-``None``.
+``None``; a method that declares them is refused, once here, a context without them.
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ class Method(nn.Module):
     summary: ClassVar[str] = ""
     #: reads demographic labels while training ("T+A"); False means target only ("T")
     uses_train_groups: ClassVar[bool] = False
+    #: with ``uses_train_groups``, the labels it reads: "groups" (intersectional codes: ``ctx.train_groups``,
+    #: ``batch.group``) and / or "attributes" (per-attribute codes: ``ctx.train_attributes``, ``batch.attributes``)
+    train_labels: ClassVar[tuple[str, ...]] = ("groups",)
     #: checkpoint selection rule when the run does not set one
     default_selection: ClassVar[str] = "accuracy"
     Hparams: ClassVar[type[BaseModel]] = NoHparams
@@ -117,9 +120,22 @@ class Method(nn.Module):
 
     def __init__(self, ctx: MethodContext, hparams: BaseModel):
         super().__init__()
+        self._check_train_labels(ctx)
         self.ctx = ctx
         self.hparams = hparams
         self.optimizers: list[torch.optim.Optimizer] = []
+
+    @classmethod
+    def _check_train_labels(cls, ctx: MethodContext) -> None:
+        """A method that declares ``uses_train_groups`` gets the labels it reads (``train_labels``)."""
+        if not cls.uses_train_groups:
+            return
+        no_groups = "groups" in cls.train_labels and ctx.num_groups is None
+        no_attributes = "attributes" in cls.train_labels and (ctx.train_attributes is None or ctx.attribute_sizes is None)
+        if no_groups or no_attributes:
+            kind = "group" if "groups" in cls.train_labels else "attribute"
+            name = getattr(cls, "registered_name", cls.__name__)
+            raise ValueError(f"{name} needs the training {kind} labels (uses_train_groups)")
 
     # -- the contract ------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, torch.Tensor | float]:

@@ -185,6 +185,7 @@ class FairMixup(Method):
     summary = ("Fair Mixup (Chuang & Mroueh, ICLR 2021): CE + lambda * |E d/dgamma f(mixup between two groups)|, "
                "DP or EO (within-class) variant")
     uses_train_groups = True
+    train_labels = ("groups", "attributes")
     Hparams = FairMixupHparams
     data_parallel = ("it mixes pairs of samples of two groups drawn from the whole batch; split over processes it would "
                      "pair within each shard, a different regulariser")
@@ -193,8 +194,6 @@ class FairMixup(Method):
 
     def __init__(self, ctx: MethodContext, hparams: FairMixupHparams):
         super().__init__(ctx, hparams)
-        if ctx.num_groups is None or ctx.train_attributes is None:
-            raise ValueError("fair_mixup needs the training group labels (uses_train_groups)")
         if hparams.groups != "intersectional" and hparams.groups not in ctx.train_attributes:
             raise ValueError(f"fair_mixup: groups={hparams.groups!r} is neither 'intersectional' nor a protected "
                              f"attribute of this run ({', '.join(ctx.train_attributes)})")

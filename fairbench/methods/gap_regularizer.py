@@ -75,8 +75,6 @@ class GapRegularizer(Method):
 
     def __init__(self, ctx: MethodContext, hparams: GapRegularizerHparams):
         super().__init__(ctx, hparams)
-        if ctx.num_groups is None:
-            raise ValueError("gap_regularizer needs the training group labels (uses_train_groups)")
         self.net = ClassifierNet(ctx.make_backbone(), ctx.num_classes)
         self.optimizer = self.make_sgd(self.net.backbone)
 

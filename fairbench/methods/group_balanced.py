@@ -5,15 +5,16 @@ probability proportional to ``1 / N_{c(i)}``, where ``c(i) = y_i * D + d_i`` is 
 (target, intersectional group) cell and ``N_c`` the cell's training count. Every
 non-empty cell then receives total mass ``1 / C`` (C = number of non-empty cells); empty
 cells receive none. The loss is plain cross-entropy, as in ERM; the cosine learning-rate
-schedule of the base class still applies.
+schedule of the base class still applies. Reweighting is the same mechanism with other weights,
+put on the loss (:mod:`fairbench.methods.cell_weighting`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fairbench.methods.base import MethodContext, TrainerView
-from fairbench.methods.erm import ERM, ERMHparams
+from fairbench.methods.cell_weighting import CellWeightedERM
+from fairbench.methods.erm import ERMHparams
 from fairbench.registry import register_method
 
 
@@ -35,16 +36,12 @@ class GroupBalancedHparams(ERMHparams):
 
 
 @register_method("group_balanced")
-class GroupBalanced(ERM):
+class GroupBalanced(CellWeightedERM):
     summary = ("Group-balanced sampling: (target, group) cells drawn uniformly, cross-entropy "
                "(the oversampling baseline of Wang et al. CVPR 2020)")
-    uses_train_groups = True
     Hparams = GroupBalancedHparams
+    acts_on = "sampler"
 
-    def __init__(self, ctx: MethodContext, hparams: GroupBalancedHparams):
-        super().__init__(ctx, hparams)
-        self._weights = balanced_sampling_weights(cell_codes(ctx.train_targets, ctx.train_groups, ctx.num_groups))
-
-    def begin_epoch(self, epoch: int, trainer: TrainerView) -> np.ndarray:
-        super().begin_epoch(epoch, trainer)  # cosine learning rate
-        return self._weights
+    @staticmethod
+    def cell_weights(targets: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+        return balanced_sampling_weights(cell_codes(targets, groups, num_groups))

@@ -67,14 +67,13 @@ class Multitask(Method):
     summary = ("Multi-task (Das et al., ECCVW 2018): shared backbone, target head + one head per protected attribute; "
                "fixed or Kendall uncertainty weights (the paper's dynamic weighting is unpublished)")
     uses_train_groups = True
+    train_labels = ("attributes",)
     Hparams = MultitaskHparams
     data_parallel = True  # weighted sum of per-task mean losses
     attention_maps = ERM.attention_maps
 
     def __init__(self, ctx: MethodContext, hparams: MultitaskHparams):
         super().__init__(ctx, hparams)
-        if ctx.attribute_sizes is None:
-            raise ValueError("multitask needs the training attribute labels (uses_train_groups)")
         unknown = sorted(set(hparams.attribute_weights) - set(ctx.attribute_sizes))
         if unknown:
             raise ValueError(f"multitask: attribute_weights names {unknown}, not protected attributes of this run "

@@ -14,16 +14,16 @@ renormalisation is ``N_y * D_y / D`` (the formula as published, not rescaled per
 
 Loss on a batch of size B: ``(1 / B) * sum_i w_i * CE_i`` (weights looked up with
 ``batch.index``), an unbiased estimate of the weighted training risk, on the same scale
-as ERM's loss because the weights have mean 1.
+as ERM's loss because the weights have mean 1. Group-balanced sampling is the same mechanism
+with other weights, put on the sampler (:mod:`fairbench.methods.cell_weighting`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from fairbench.methods.base import Batch, MethodContext, accuracy_of
-from fairbench.methods.erm import ERM, ERMHparams
+from fairbench.methods.cell_weighting import CellWeightedERM
+from fairbench.methods.erm import ERMHparams
 from fairbench.registry import register_method
 
 
@@ -46,24 +46,9 @@ class ReweightingHparams(ERMHparams):
 
 
 @register_method("reweighting")
-class Reweighting(ERM):
+class Reweighting(CellWeightedERM):
     summary = ("Reweighting: loss weight N_y / (D N_{y,d}) per (target, group) cell, mean 1 "
                "(Wang et al. CVPR 2020)")
-    uses_train_groups = True
     Hparams = ReweightingHparams
-
-    def __init__(self, ctx: MethodContext, hparams: ReweightingHparams):
-        super().__init__(ctx, hparams)
-        weights = reweighting_weights(ctx.train_targets, ctx.train_groups, ctx.num_groups)
-        # Derived from the training labels: rebuilt with the method, not stored in checkpoints.
-        self.register_buffer("sample_weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
-
-    def objective(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        w = self.sample_weights[batch.index]
-        return (w * self.loss(logits.float(), batch.y, reduction="none")).mean()
-
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        logits = self.net(batch.x)
-        loss = self.objective(logits, batch)
-        self.step(self.optimizer, loss)
-        return {"loss": loss.detach(), "acc": accuracy_of(logits.detach(), batch.y)}
+    acts_on = "loss"
+    cell_weights = staticmethod(reweighting_weights)
