@@ -1,5 +1,5 @@
 """Table layouts of ``fairbench compare --layout NAME`` and of suite reports: one module per
-layout family, each layout a registered :class:`fairbench.layouts.base.Layout` (entry-point group
+layout family, each layout a registered :class:`fairbench.results.layouts.base.Layout` (entry-point group
 ``fairbench.layouts``), so the CLI, suites and reports list and use whatever is registered.
 
 base.py     the contract (``Layout.text``), the options every layout receives, lookup

@@ -12,29 +12,21 @@ from typing import Any
 
 import pandas as pd
 
-from fairbench.layouts.base import Layout, LayoutOptions
-from fairbench.metrics.specs import get_spec, metric_specs
+from fairbench.metrics.specs import get_spec, view_metrics
 from fairbench.records import Record
 from fairbench.registry import register_layout
+from fairbench.results.grouping import short_label
+from fairbench.results.layouts.base import Layout, LayoutOptions
+from fairbench.results.published import method_needs
 from fairbench.run_store import clean_nan
-from fairbench.tables import method_needs
 
-#: headline metrics of comparison tables: (report key, column title)
-HEADLINE = [
-    ("accuracy", "Acc"),
-    ("worst_group_accuracy", "Worst grp"),
-    ("max_min_ratio", "Max/Min"),
-    ("dob", "DoB"),
-    ("deo", "DEO"),
-    ("deodds", "DEOdds"),
-]
+#: the headline metrics, in order; every metric whose spec asks to be shown in "summary" follows
+HEADLINE = ("accuracy", "worst_group_accuracy", "max_min_ratio", "dob", "deo", "deodds")
 
 
 def headline() -> list[tuple[str, str]]:
-    """The summary's metric columns: the headline, then every metric a plugin declares."""
-    known = {key for key, _ in HEADLINE}
-    return HEADLINE + [(name, spec.title) for name, spec in metric_specs().items()
-                       if not spec.reported and name not in known]
+    """The summary's metric columns as (report key, column title)."""
+    return [(name, get_spec(name).title_in("summary")) for name in view_metrics("summary", HEADLINE)]
 
 
 def number_text(value: Any, digits: int = 2) -> str:
@@ -94,8 +86,6 @@ def setting_labels(done: list[Record]) -> dict[str, str]:
     """Each setting key's label: the keys that tell it apart from the other settings of its method,
     dataset and task, e.g. ``epochs=60`` or ``budget_flops=1.15e+13`` (train. and hparams. left out);
     "—" for a method's only setting."""
-    from fairbench.tables import _short
-
     groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for record in done:
         ident = {k: v for k, v in record.identity.items() if k != "train.seed"}
@@ -105,7 +95,7 @@ def setting_labels(done: list[Record]) -> dict[str, str]:
         values = lambda k: {json.dumps(i.get(k), sort_keys=True, default=str) for i in settings.values()}  # noqa: E731
         keys = sorted(k for k in {k for i in settings.values() for k in i} if len(values(k)) > 1)
         for key, ident in settings.items():
-            named = ", ".join(f"{k.removeprefix('train.').removeprefix('hparams.')}={_short(ident[k])}"
+            named = ", ".join(f"{k.removeprefix('train.').removeprefix('hparams.')}={short_label(ident[k])}"
                               for k in keys if ident.get(k) is not None)  # a key it does not set: nothing to name
             labels[key] = named or "—"
     return labels

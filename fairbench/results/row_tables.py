@@ -1,0 +1,176 @@
+"""Tables whose rows are methods (our settings, and the paper's rows beside them when shown) and
+whose columns are group accuracies and metrics: built from what a table layout declares
+(:class:`fairbench.results.layouts.base.TableLayout`), with no knowledge of any layout's name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fairbench import registry
+from fairbench.metrics.specs import get_spec
+from fairbench.records import Record
+from fairbench.results.cells import diff_cell, ours_cell, paper_cell
+from fairbench.results.grouping import Context, contexts, precision_label
+from fairbench.results.notes import chance_notes
+from fairbench.results.published import (NEEDS_LEGEND, PaperTable, comparison_ddof, method_needs, norm_label,
+                                         paper_tables_for, recipe_gap, show_paper, with_dob_ddof)
+from fairbench.results.table import Cell, Column, Row, Table
+
+if TYPE_CHECKING:
+    from fairbench.results.layouts.base import TableLayout
+
+
+def build_tables(records: list[Record], layout: "str | TableLayout", *, paper: bool | None = None,
+                 needs: bool | None = None, by: str | None = None, dataset: str | None = None) -> list[Table]:
+    """The tables of one table layout (a registered name or the layout itself) for finished
+    records: one table per context (training task, evaluated dataset and split)."""
+    chosen = registry.layouts.get(layout)() if isinstance(layout, str) else layout
+    if not callable(getattr(chosen, "table", None)):
+        raise ValueError(f"layout {layout!r} does not build tables (it is not a TableLayout): "
+                         f"use fairbench.results.reporting.compare_records")
+    show_needs = needs if needs is not None else chosen.shows_needs
+    return [chosen.table(ctx, paper, show_needs, by if by is not None else chosen.default_by(ctx))
+            for ctx in contexts(records, per_target=chosen.per_target, dataset=dataset)]
+
+
+def row_table(layout: "TableLayout", ctx: Context, paper: bool | None, show_needs: bool, by: str | None) -> Table:
+    """One context's table: a row per setting (and the paper's rows with our differences when shown)."""
+    name = layout.registered_name
+    papers = paper_tables_for(name, ctx, by)
+    show = show_paper(ctx, papers, paper)
+    per_seed, notes_extra = _seed_reports(layout, ctx, by, comparison_ddof(papers) if show else None)
+    all_reports = [r for reps in per_seed.values() for r in reps.values()]
+    group_alias: dict[str, str] = {}  # paper group label -> our column key
+    columns = _group_columns(all_reports, papers if show else [], group_alias) if layout.group_columns else []
+    for m in layout.columns():
+        spec = get_spec(m)
+        columns.append(Column(f"metric:{m}", spec.title_in(name), spec.digits))
+    ours_rows: dict[str, Row] = {}
+    for s in ctx.settings:
+        reps = per_seed[s.key]
+        source = f"ours, {len(reps)} seed{'s' if len(reps) != 1 else ''}" + precision_label(s) + layout.source(s)
+        labels = {"method": s.label, "needs": method_needs(s.method, s.selection), "source": source}
+        ours_rows[s.key] = Row("ours", labels, {c.key: ours_cell(reps, c.key, c.digits) for c in columns})
+        notes_extra += layout.row_notes(s, reps, columns) + chance_notes(s.label, reps)
+    notes = ["mean ± 95% t-interval half-width over seeds (none with a single seed)", *layout.notes(all_reports)]
+    notes += [NEEDS_LEGEND] if show_needs else []
+    ddof = comparison_ddof(papers) if show else None
+    if ddof is not None:
+        kind = "sample standard deviation" if ddof == 1 else "population standard deviation"
+        notes.append(f"DoB of every row computed with ddof {ddof} ({kind}), as paper table"
+                     f"{'s' if len(papers) > 1 else ''} {', '.join(t.id for t in papers)} computes its own")
+    if not show:
+        rows = [ours_rows[s.key] for s in ctx.settings]
+        if papers and paper is None:
+            notes.append(f"paper table {', '.join(t.id for t in papers)} not shown: no row uses the paper's recipe "
+                         f"(resnet50, 448 px); --paper shows it anyway")
+    else:
+        rows = with_paper_rows(ctx, layout, papers, columns, ours_rows, group_alias, notes)
+    if any(c.flag for r in rows for c in r.cells.values()):
+        notes.append("† mean over the seeds where the value is defined")
+    notes += notes_extra
+    title = layout.title(ctx, by) + f": {ctx.describe()}" + (
+        f" [paper table{'s' if len(papers) > 1 else ''} {', '.join(t.id for t in papers)}]" if show else "")
+    label_titles = ["method"] + (["needs"] if show_needs else []) + ["source"]
+    context = {"trained_on": ctx.trained_on, "target": ctx.target, "protected": list(ctx.protected),
+               "evaluated_on": ctx.evaluated_on, "split": ctx.split, "by": by,
+               "paper_tables": [t.id for t in papers] if show else []}
+    return Table(name, title, context, label_titles, columns, rows, notes)
+
+
+def _seed_reports(layout: "TableLayout", ctx: Context, by: str | None,
+                  ddof: int | None) -> tuple[dict[str, dict[int, dict[str, Any]]], list[str]]:
+    """Each setting's per-seed reports, as the layout reads them, and the notes that come with them;
+    with ``ddof``, their DoB recomputed as the paper's tables shown beside compute their own."""
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    notes: list[str] = []
+    for s in ctx.settings:
+        per_seed[s.key], n = layout.reports(s, by)
+        if ddof is not None:  # compare like with like
+            per_seed[s.key] = {seed: with_dob_ddof(r, ddof) for seed, r in per_seed[s.key].items()}
+        notes += n
+    return per_seed, notes
+
+
+def _group_columns(reports: list[dict[str, Any]], papers: list[PaperTable], group_alias: dict[str, str]) -> list[Column]:
+    """A column per group: the paper's order when its table is shown (its labels matched to ours, recorded
+    in ``group_alias``), then ours."""
+    ours_groups: list[str] = []
+    for r in reports:
+        for g in (r.get("group_accuracy") or {}):
+            if g not in ours_groups:
+                ours_groups.append(g)
+    ordered: list[str] = []
+    for pc in (papers[0].columns if papers else []):
+        if "group" not in pc:
+            continue
+        names = [pc["group"], *pc.get("aliases", [])]
+        match = next((g for g in ours_groups if norm_label(g) in {norm_label(x) for x in names}), None)
+        label = match or pc["group"]
+        group_alias[pc["group"]] = f"group:{label}"
+        if label not in ordered:
+            ordered.append(label)
+    ordered += [g for g in ours_groups if g not in ordered]
+    return [Column(f"group:{g}", g) for g in ordered]
+
+
+def with_paper_rows(ctx: Context, layout: "TableLayout", papers: list[PaperTable], columns: list[Column],
+                     ours_rows: dict[str, Row], group_alias: dict[str, str], notes: list[str]) -> list[Row]:
+    """Slots in the paper's order: the paper's row(s) of a method, then each of our settings of
+    that method with its difference to the first paper row; then ours without a paper row."""
+    slots: list[tuple[str, list[tuple[PaperTable, dict[str, Any]]]]] = []  # (method or model, rows)
+    for t in sorted(papers, key=lambda t: -len(t.rows)):
+        for prow in t.rows:
+            if prow.get("evaluated_on") not in (None, ctx.evaluated_on):
+                continue
+            name = prow.get("method") or f"model:{prow['model']}"
+            slot = next((sl for sl in slots if sl[0] == name), None)
+            if slot is None:
+                slots.append((name, []))
+                slot = slots[-1]
+            slot[1].append((t, prow))
+    for _, entries in slots:
+        entries.sort(key=lambda e: e[0].id)
+    for t in papers:
+        notes += [f"paper table {t.id}: {n}" for n in t.notes]
+    paper_targets = set(papers[0].setting.get("targets", []))
+    rows: list[Row] = []
+    used: set[str] = set()
+    for name, entries in slots:
+        paper_rows: list[Row] = []
+        paper_ids: list[list[str]] = []
+        for t, prow in entries:
+            index = {}
+            for i, pc in enumerate(t.columns):
+                key = group_alias.get(pc["group"]) if "group" in pc else f"metric:{pc['metric']}"
+                index[key] = i
+            cells = {c.key: paper_cell(t, prow, index.get(c.key), c.digits) for c in columns}
+            same = next((i for i, r in enumerate(paper_rows) if all(r.cells[k].text() == cells[k].text() for k in cells)), None)
+            if same is not None:  # identical in two tables: one row
+                paper_ids[same].append(t.id)
+                continue
+            needs = prow.get("needs") or (method_needs(prow["method"], None) if prow.get("method") else "—: not published")
+            paper_rows.append(Row("paper", {"method": prow["model"], "needs": needs}, cells))
+            paper_ids.append([t.id])
+        for r, ids in zip(paper_rows, paper_ids):
+            r.labels["source"] = f"paper, table{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+        rows += paper_rows
+        if name.startswith("model:"):
+            continue
+        for key, orow in ours_rows.items():
+            setting = next(s for s in ctx.settings if s.key == key)
+            if setting.method != name:
+                continue
+            used.add(key)
+            rows.append(orow)
+            ref = paper_rows[0]
+            block = layout.diff_block(setting, paper_targets)
+            gap = recipe_gap(setting.identity)
+            if gap and block is None:
+                notes.append(f"{setting.label}: compared with the paper although its recipe differs: {'; '.join(gap)}")
+            diff = {c.key: diff_cell(orow.cells[c.key], ref.cells[c.key], block) for c in columns}
+            rows.append(Row("diff", {**orow.labels, "source": f"Δ ours − paper ({ref.labels['source'].removeprefix('paper, ')})"},
+                            diff))
+    rows += [ours_rows[s.key] for s in ctx.settings if s.key not in used]
+    return rows
