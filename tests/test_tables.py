@@ -24,7 +24,7 @@ from fairbench.results.reporting import compare
 from fairbench.suite import Suite
 from fairbench.results.published import paper_tables
 from fairbench.results.render import render
-from fairbench.results.row_tables import build_tables
+from fairbench.results.table_layout import build_tables
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

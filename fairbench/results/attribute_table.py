@@ -4,19 +4,16 @@ and setting (columns), the paper's models first with our difference to each, the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from fairbench.metrics.specs import get_spec
 from fairbench.results.cells import diff_cell, ours_cell, paper_cell
 from fairbench.results.grouping import Context, Setting, precision_label
 from fairbench.results.published import NEEDS_LEGEND, method_needs, paper_tables_for, recipe_gap, show_paper
 from fairbench.results.table import Cell, Column, Row, Table
-
-if TYPE_CHECKING:
-    from fairbench.results.layouts.base import TableLayout
+from fairbench.results.table_layout import TableLayout
 
 
-def metric_by_attribute_table(layout: "TableLayout", ctx: Context, paper: bool | None, show_needs: bool) -> Table:
+def metric_by_attribute_table(layout: TableLayout, ctx: Context, paper: bool | None, show_needs: bool) -> Table:
     """The layout's one metric per target attribute (rows) and setting (columns), the paper's models first."""
     metric = layout.metrics[0]
     papers = paper_tables_for(layout.registered_name, ctx, None)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from fairbench.records import Evaluated, Record
-from fairbench.results.published import recipe_gap
 
 
 @dataclass
@@ -29,10 +28,6 @@ class Setting:
     @property
     def targets(self) -> list[str]:
         return sorted({ev.record.target for evs in self.seeds.values() for ev in evs})
-
-    @property
-    def matches_paper_recipe(self) -> bool:
-        return not recipe_gap(self.identity)
 
 
 @dataclass

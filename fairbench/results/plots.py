@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.metrics.specs import MetricSpec, get_spec
-from fairbench.run_store import atomic_write_bytes, selected_epoch
 from fairbench.records import Record
 from fairbench.results.grouping import Context, attribute_means, contexts, seed_reports
 from fairbench.results.notes import common_num_classes
 from fairbench.results.published import PaperTable, paper_tables_for, show_paper
+from fairbench.run_store import atomic_write_bytes, selected_epoch
 
 
 class PlotError(ValueError):

@@ -10,12 +10,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fairbench.results.grouping import Context
 from fairbench.results.table import finite
-
-if TYPE_CHECKING:
-    from fairbench.results.grouping import Context
 
 PAPER_RECIPE = {"backbone.name": "resnet50", "data.image_size": 448}
 NEEDS_LEGEND = ("needs: T = target labels only; T+A = also the protected attribute in training; "
@@ -93,7 +91,7 @@ def norm_label(label: str) -> str:
     return re.sub(r"[^a-z0-9|]", "", str(label).lower())
 
 
-def paper_tables_for(layout: str, ctx: "Context", by: str | None) -> list[PaperTable]:
+def paper_tables_for(layout: str, ctx: Context, by: str | None) -> list[PaperTable]:
     out = []
     for t in paper_tables():
         s = t.setting
@@ -113,8 +111,8 @@ def recipe_gap(identity: dict[str, Any]) -> list[str]:
     return [f"{k} {identity.get(k)} (paper: {v})" for k, v in PAPER_RECIPE.items() if identity.get(k) != v]
 
 
-def show_paper(ctx: "Context", papers: list[PaperTable], paper: bool | None) -> bool:
+def show_paper(ctx: Context, papers: list[PaperTable], paper: bool | None) -> bool:
     """Whether a context shows the paper's rows: forced by ``paper``, else when a setting uses its recipe."""
     if not papers or paper is False:
         return False
-    return bool(paper) or any(s.matches_paper_recipe for s in ctx.settings)
+    return bool(paper) or any(not recipe_gap(s.identity) for s in ctx.settings)

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fairbench.cost import format_flops
+from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval
+from fairbench.records import Record
 from fairbench.results.layouts.base import LayoutOptions, get_layout
 from fairbench.results.layouts.protocol import TITLES as PROTOCOL_TITLES
 from fairbench.results.layouts.summary import headline
-from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval
 from fairbench.results.plots import PlotError, plot_curves, plot_pareto
-from fairbench.records import Record
 from fairbench.results.reporting import load_selected, pareto_points, revision_note
 from fairbench.run_store import atomic_write_bytes
 from fairbench.selection import get_rule

@@ -12,13 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from fairbench.metrics.specs import get_spec, view_metrics
+from fairbench.records import Record, finished, load_records
 from fairbench.results.layouts.base import LayoutOptions, get_layout
 from fairbench.results.layouts.summary import number_text, summary_frame
-from fairbench.metrics.specs import get_spec, view_metrics
-from fairbench.results.plots import PlotError, plot_pareto
-from fairbench.records import Record, finished, load_records
-from fairbench.run_store import RunRecord, atomic_write_bytes, selected_epoch
 from fairbench.results.notes import CHANCE_MARGIN_PP, at_chance
+from fairbench.results.plots import PlotError, plot_pareto
+from fairbench.run_store import RunRecord, atomic_write_bytes, selected_epoch
 
 #: the end-of-run table's metric rows under the groups (then every metric whose spec asks for "run")
 RUN_SUMMARY = ("max_group_accuracy", "min_group_accuracy", "max_min_ratio", "dob", "deo", "deodds", "dp_difference")

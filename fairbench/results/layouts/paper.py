@@ -1,4 +1,4 @@
-"""The paper's layouts, declared as data on :class:`fairbench.results.layouts.base.TableLayout`:
+"""The paper's layouts, declared as data on :class:`fairbench.results.table_layout.TableLayout`:
 
 ``groups``      tables 2-4: accuracy per group, Max/Min, Overall, DoB; per training task and evaluated dataset
 ``methods``     table 5: what each method needs, accuracy per race (``--by``), Overall, DoB, Max/Min
@@ -15,7 +15,7 @@ from typing import Any
 from fairbench.registry import register_layout
 from fairbench.results.attribute_table import metric_by_attribute_table
 from fairbench.results.grouping import Context, Setting, attribute_means, seed_reports
-from fairbench.results.layouts.base import TableLayout
+from fairbench.results.table_layout import TableLayout
 from fairbench.results.notes import undefined_attribute_notes
 from fairbench.results.table import Column, Table
 

@@ -1,27 +1,80 @@
-"""Tables whose rows are methods (our settings, and the paper's rows beside them when shown) and
-whose columns are group accuracies and metrics: built from what a table layout declares
-(:class:`fairbench.results.layouts.base.TableLayout`), with no knowledge of any layout's name.
+"""A table layout declared as data (``TableLayout``: its metric columns, more from the metric specs
+that ask to be shown in it, a column per group or not, pooled target attributes or not, small
+hooks for title, per-seed reports and notes) and ``build_tables``, which reads it and knows no
+layout by name: rows are our settings, and the paper's rows beside them when it has that table.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from fairbench import registry
-from fairbench.metrics.specs import get_spec
+from fairbench.metrics.specs import get_spec, view_metrics
 from fairbench.records import Record
 from fairbench.results.cells import diff_cell, ours_cell, paper_cell
-from fairbench.results.grouping import Context, contexts, precision_label
+from fairbench.results.grouping import Context, Setting, contexts, precision_label, seed_reports
+from fairbench.results.layouts.base import Layout, LayoutOptions
 from fairbench.results.notes import chance_notes
 from fairbench.results.published import (NEEDS_LEGEND, PaperTable, comparison_ddof, method_needs, norm_label,
                                          paper_tables_for, recipe_gap, show_paper, with_dob_ddof)
-from fairbench.results.table import Cell, Column, Row, Table
-
-if TYPE_CHECKING:
-    from fairbench.results.layouts.base import TableLayout
+from fairbench.results.render import render
+from fairbench.results.table import Column, Row, Table
 
 
-def build_tables(records: list[Record], layout: "str | TableLayout", *, paper: bool | None = None,
+class TableLayout(Layout):
+    """A layout of method rows and metric columns, declared as data (see the module docstring)."""
+
+    #: its own metric columns, in order (report keys of registered metrics)
+    metrics: ClassVar[tuple[str, ...]] = ()
+    #: an accuracy column per group of the evaluated data before the metrics
+    group_columns: ClassVar[bool] = False
+    #: a table per target attribute (False: a setting's target attributes pooled in one table)
+    per_target: ClassVar[bool] = True
+    #: the column of what each method needs in training, unless --needs / --no-needs says
+    shows_needs: ClassVar[bool] = False
+    #: the title before the context it tables
+    heading: ClassVar[str] = "Comparison"
+
+    def columns(self) -> list[str]:
+        """Its metric columns: its own, then every metric whose spec asks to be shown in it."""
+        return view_metrics(self.registered_name, self.metrics)
+
+    def title(self, ctx: Context, by: str | None) -> str:
+        return self.heading
+
+    def default_by(self, ctx: Context) -> str | None:
+        """The protected column whose values are the groups when --by is not given (None: the run's groups)."""
+        return None
+
+    def reports(self, setting: Setting, by: str | None) -> tuple[dict[int, dict[str, Any]], list[str]]:
+        """A setting's report per seed, and notes on seeds left out."""
+        return seed_reports(setting), []
+
+    def source(self, setting: Setting) -> str:
+        """What a row's source label adds after its seeds."""
+        return ""
+
+    def notes(self, reports: list[dict[str, Any]]) -> list[str]:
+        """Notes on units and definitions under each table."""
+        return []
+
+    def row_notes(self, setting: Setting, reports: dict[int, dict[str, Any]], columns: list[Column]) -> list[str]:
+        return []
+
+    def diff_block(self, setting: Setting, paper_targets: set[str]) -> str | None:
+        """Why a row is not compared with the paper's row, if it is not (None: compared)."""
+        return None
+
+    def table(self, ctx: Context, paper: bool | None, show_needs: bool, by: str | None) -> Table:
+        return row_table(self, ctx, paper, show_needs, by)
+
+    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+        tables = build_tables(done, self, paper=options.paper, needs=options.needs, by=options.by,
+                              dataset=options.dataset)
+        return render(tables, fmt, skipped=skipped)
+
+
+def build_tables(records: list[Record], layout: str | TableLayout, *, paper: bool | None = None,
                  needs: bool | None = None, by: str | None = None, dataset: str | None = None) -> list[Table]:
     """The tables of one table layout (a registered name or the layout itself) for finished
     records: one table per context (training task, evaluated dataset and split)."""
@@ -34,7 +87,7 @@ def build_tables(records: list[Record], layout: "str | TableLayout", *, paper: b
             for ctx in contexts(records, per_target=chosen.per_target, dataset=dataset)]
 
 
-def row_table(layout: "TableLayout", ctx: Context, paper: bool | None, show_needs: bool, by: str | None) -> Table:
+def row_table(layout: TableLayout, ctx: Context, paper: bool | None, show_needs: bool, by: str | None) -> Table:
     """One context's table: a row per setting (and the paper's rows with our differences when shown)."""
     name = layout.registered_name
     papers = paper_tables_for(name, ctx, by)
@@ -79,7 +132,7 @@ def row_table(layout: "TableLayout", ctx: Context, paper: bool | None, show_need
     return Table(name, title, context, label_titles, columns, rows, notes)
 
 
-def _seed_reports(layout: "TableLayout", ctx: Context, by: str | None,
+def _seed_reports(layout: TableLayout, ctx: Context, by: str | None,
                   ddof: int | None) -> tuple[dict[str, dict[int, dict[str, Any]]], list[str]]:
     """Each setting's per-seed reports, as the layout reads them, and the notes that come with them;
     with ``ddof``, their DoB recomputed as the paper's tables shown beside compute their own."""
@@ -115,7 +168,7 @@ def _group_columns(reports: list[dict[str, Any]], papers: list[PaperTable], grou
     return [Column(f"group:{g}", g) for g in ordered]
 
 
-def with_paper_rows(ctx: Context, layout: "TableLayout", papers: list[PaperTable], columns: list[Column],
+def with_paper_rows(ctx: Context, layout: TableLayout, papers: list[PaperTable], columns: list[Column],
                      ours_rows: dict[str, Row], group_alias: dict[str, str], notes: list[str]) -> list[Row]:
     """Slots in the paper's order: the paper's row(s) of a method, then each of our settings of
     that method with its difference to the first paper row; then ours without a paper row."""
