@@ -128,3 +128,18 @@ def test_a_plugin_table_layout_is_data(capsys):
 def test_build_tables_refuses_a_layout_that_is_not_a_table_layout():
     with pytest.raises(ValueError, match="not a TableLayout"):
         build_tables([], "summary")
+
+
+def test_a_declared_metric_leaves_runs_that_lack_it_as_they_were():
+    """Runs scored before a metric was declared do not hold it: no layout gains an empty column."""
+    before = {name: compare(GOLDEN_RUNS, layouts=[name], fmt="csv")[0] for name in _metric_layouts()}
+
+    @metric("test_later", title="Declared later", unit="pp", better="lower", views=(EVERY_VIEW,))
+    def later(y_true, y_pred, groups):
+        """A metric the golden runs were not scored with (a test metric)."""
+        return 0.0
+
+    try:
+        assert {name: compare(GOLDEN_RUNS, layouts=[name], fmt="csv")[0] for name in _metric_layouts()} == before
+    finally:
+        registry.metrics._entries.pop("test_later", None)

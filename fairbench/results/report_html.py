@@ -118,7 +118,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> HtmlTable:
               ("task", "task"), ("selection", "selection"), ("setting", "setting"), ("data", "data"),
               ("precision", "precision"), ("seeds", "seeds")]
     labels = [(k, t) for k, t in labels if any(r.get(k) is not None for r in rows)]
-    metrics = headline()
+    metrics = headline(k for r in rows for k in r)
     body = []
     for r in rows:
         line = [cell(r.get(k)) for k, _ in labels]

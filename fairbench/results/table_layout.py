@@ -35,9 +35,11 @@ class TableLayout(Layout):
     #: the title before the context it tables
     heading: ClassVar[str] = "Comparison"
 
-    def columns(self) -> list[str]:
-        """Its metric columns: its own, then every metric whose spec asks to be shown in it."""
-        return view_metrics(self.registered_name, self.metrics)
+    def columns(self, reports: list[dict[str, Any]]) -> list[str]:
+        """Its metric columns: its own, then every metric whose spec asks to be shown in it and that
+        some of the ``reports`` hold (runs scored before it was declared do not)."""
+        return [m for m in view_metrics(self.registered_name, self.metrics)
+                if m in self.metrics or any(m in r for r in reports)]
 
     def title(self, ctx: Context, by: str | None) -> str:
         return self.heading
@@ -92,11 +94,12 @@ def row_table(layout: TableLayout, ctx: Context, paper: bool | None, show_needs:
     name = layout.registered_name
     papers = paper_tables_for(name, ctx, by)
     show = show_paper(ctx, papers, paper)
-    per_seed, notes_extra = _seed_reports(layout, ctx, by, comparison_ddof(papers) if show else None)
+    ddof = comparison_ddof(papers) if show else None  # compare like with like: our DoB as the paper's
+    per_seed, notes_extra = _seed_reports(layout, ctx, by, ddof)
     all_reports = [r for reps in per_seed.values() for r in reps.values()]
     group_alias: dict[str, str] = {}  # paper group label -> our column key
     columns = _group_columns(all_reports, papers if show else [], group_alias) if layout.group_columns else []
-    for m in layout.columns():
+    for m in layout.columns(all_reports):
         spec = get_spec(m)
         columns.append(Column(f"metric:{m}", spec.title_in(name), spec.digits))
     ours_rows: dict[str, Row] = {}
@@ -108,7 +111,6 @@ def row_table(layout: TableLayout, ctx: Context, paper: bool | None, show_needs:
         notes_extra += layout.row_notes(s, reps, columns) + chance_notes(s.label, reps)
     notes = ["mean ± 95% t-interval half-width over seeds (none with a single seed)", *layout.notes(all_reports)]
     notes += [NEEDS_LEGEND] if show_needs else []
-    ddof = comparison_ddof(papers) if show else None
     if ddof is not None:
         kind = "sample standard deviation" if ddof == 1 else "population standard deviation"
         notes.append(f"DoB of every row computed with ddof {ddof} ({kind}), as paper table"
@@ -140,7 +142,7 @@ def _seed_reports(layout: TableLayout, ctx: Context, by: str | None,
     notes: list[str] = []
     for s in ctx.settings:
         per_seed[s.key], n = layout.reports(s, by)
-        if ddof is not None:  # compare like with like
+        if ddof is not None:
             per_seed[s.key] = {seed: with_dob_ddof(r, ddof) for seed, r in per_seed[s.key].items()}
         notes += n
     return per_seed, notes
