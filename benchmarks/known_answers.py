@@ -57,7 +57,7 @@ def last_train_loss(run: Path) -> float:
 def load_runs(runs_dir: Path) -> pd.DataFrame:
     """One row per finished scenario run in ``runs_dir`` (other datasets and unfinished runs are skipped)."""
     from fairbench.registry import datasets
-    from fairbench.tables import finished, load_records
+    from fairbench.records import finished, load_records
 
     records, _ = load_records(runs_dir)
     done, _ = finished(records)
@@ -360,7 +360,7 @@ def write_report(frame: pd.DataFrame, output: Path, min_seeds: int = 5, curves: 
     if (frame["scenario"] == "spurious").any():
         plot_dial(frame, output / "worst-group-vs-dial.png")
     if curves:
-        from fairbench.plots import plot_curves
+        from fairbench.results.plots import plot_curves
 
         seed0 = frame[frame["seed"] == frame["seed"].min()]
         first = seed0[(seed0["scenario"] == "spurious") & np.isclose(seed0["dial"], SPURIOUS_DEFAULT)]

@@ -32,7 +32,7 @@ RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 
 
 def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
-    from fairbench.layouts.protocol import chosen_trials
+    from fairbench.results.layouts.protocol import chosen_trials
     from fairbench.records import finished, load_records
     from fairbench.suite import Suite
 

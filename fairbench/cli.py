@@ -62,7 +62,7 @@ def _overrides(args: argparse.Namespace, method: str | None) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     from fairbench.config import ConfigError, build_config, resolve
     from fairbench.progress import Reporter
-    from fairbench.reporting import run_summary
+    from fairbench.results.reporting import run_summary
     from fairbench.run_store import RunRecord
     from fairbench import timing
     from fairbench.runner import RunAlreadyDone, default_threads, execute
@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = record.metrics()
     from rich.console import Console
 
-    from fairbench.reporting import run_notes
+    from fairbench.results.reporting import run_notes
 
     Console().print(run_summary(metrics))
     for note in run_notes(record):
@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fairbench.reporting import compare
+    from fairbench.results.reporting import compare
     from fairbench.suite import Suite
 
     suite = Suite.load(args.suite) if args.suite else None
@@ -191,8 +191,8 @@ def cmd_suite_status(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_pareto(args: argparse.Namespace) -> int:
-    from fairbench.plots import plot_pareto
-    from fairbench.reporting import load_selected, pareto_points
+    from fairbench.results.plots import plot_pareto
+    from fairbench.results.reporting import load_selected, pareto_points
     from fairbench.suite import Suite
 
     done, skipped = load_selected(args.runs_dir, Suite.load(args.suite) if args.suite else None)
@@ -201,7 +201,7 @@ def cmd_plot_pareto(args: argparse.Namespace) -> int:
     done, subtitle = pareto_points(done, args.rule)
     drawn = plot_pareto(done, args.x, args.y, args.output, dataset=args.dataset, facet=args.facet, by=args.by,
                         paper=args.paper, subtitle=subtitle)
-    from fairbench.plots import pareto_front
+    from fairbench.results.plots import pareto_front
 
     for panel in drawn:
         front = pareto_front(panel.points, args.x, args.y)
@@ -233,7 +233,7 @@ def _said_what_was_left_out(skipped, wrote: bool, runs_dir: Path, suite) -> bool
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fairbench.report_html import check_output, write_report
+    from fairbench.results.report_html import check_output, write_report
 
     suite, runs_dir = _suite_or_runs(args.source, args.runs_dir)
     output = check_output(args.output or (runs_dir / suite.report_dir_name if suite else runs_dir) / "report.html")
@@ -245,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fairbench.export import check_output, export_runs
+    from fairbench.results.export import check_output, export_runs
 
     check_output(args.output)
     suite, runs_dir = _suite_or_runs(args.source, args.runs_dir)
@@ -257,7 +257,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_curves(args: argparse.Namespace) -> int:
-    from fairbench.plots import plot_curves
+    from fairbench.results.plots import plot_curves
 
     labels = plot_curves(args.run_dirs, args.output)
     print(f"wrote {args.output} ({len(labels)} runs)", file=sys.stderr)
@@ -278,7 +278,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
-    from fairbench.reporting import run_summary
+    from fairbench.results.reporting import run_summary
 
     Console().print(run_summary({"test": report, "selection": {"epoch": -1, "rule": "n/a"}}, "test"))
     for line in report.get("undefined", []):

@@ -213,7 +213,7 @@ def evaluate_run(
 
 def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):
     """The per-group table of an evaluation (the end-of-run table's layout)."""
-    from fairbench.reporting import run_summary
+    from fairbench.results.reporting import run_summary
 
     m = evaluation.metrics
     label = f"{m['dataset']} {m['split']} ({m['target']} ~ {'+'.join(m['protected'])})"

@@ -52,6 +52,8 @@ class Registry(Generic[T]):
     #: the package of built-in entries, scanned for modules the installed entry points do not name
     #: yet (a built-in added since the last ``pip install -e .`` is found without reinstalling)
     builtin_package: str | None = None
+    #: an entry point may name a module that registers several entries (metrics): listing loads them all
+    module_entries: bool = False
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _failures: dict[str, PluginFailure] = field(default_factory=dict)
     _discovered: bool = False
@@ -110,6 +112,8 @@ class Registry(Generic[T]):
             ) from exc
         if not entry.loaded:
             del self._entries[entry.name]
+            if any(e.module == entry.module and e.loaded for e in self._entries.values()):
+                return  # an entry point naming a module that registers several objects under their own names
             raise RegistryError(
                 f"{self.kind} entry point {entry.name!r} of distribution {entry.distribution!r} "
                 f"imports {entry.module}, which registers no {self.kind} of that name"
@@ -120,8 +124,9 @@ class Registry(Generic[T]):
         self._discover()
         entry = self._entries.get(name)
         if entry is None:
-            # Registered by direct import (tests, scripts) rather than an entry point.
-            self._entries[name] = _Entry(name, module, "<local>", obj, True)
+            # Registered by a module an entry point names under another name, or by direct import (tests, scripts).
+            dist = next((e.distribution for e in self._entries.values() if e.module == module), "<local>")
+            self._entries[name] = _Entry(name, module, dist, obj, True)
             return obj
         if entry.loaded and entry.obj is not obj:
             if getattr(entry.obj, "__qualname__", None) == getattr(obj, "__qualname__", 0) and entry.module == module:
@@ -155,6 +160,9 @@ class Registry(Generic[T]):
         if entry is None:
             self._scan_builtins()
             entry = self._entries.get(name)
+        if entry is None and self.module_entries:
+            self.load_all()  # an entry point named after its module may register it
+            entry = self._entries.get(name)
         if entry is None:
             failure = self._failures.get(name)
             if failure is not None:
@@ -174,7 +182,7 @@ class Registry(Generic[T]):
     def names(self, pattern: str = "*", load: bool = False) -> list[str]:
         self._discover()
         self._scan_builtins()
-        if load:
+        if load or self.module_entries:
             self.load_all()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
@@ -204,13 +212,13 @@ class Registry(Generic[T]):
 methods: Registry = Registry("method", "fairbench.methods", "fairbench.methods")
 datasets: Registry = Registry("dataset", "fairbench.datasets", "fairbench.data")
 backbones: Registry = Registry("backbone", "fairbench.backbones", "fairbench.backbones")
-metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics")
+metrics: Registry = Registry("metric", "fairbench.metrics", "fairbench.metrics", module_entries=True)
 #: how a suite's jobs are trained: local processes, Slurm, a lab's own (fairbench.launchers.base)
 launchers: Registry = Registry("launcher", "fairbench.launchers", "fairbench.launchers")
 #: checkpoint and trial selection rules (fairbench.selection)
 selection_rules: Registry = Registry("selection rule", "fairbench.selection_rules", "fairbench.selection")
-#: table layouts of compare and suite reports (fairbench.layouts.base)
-layouts: Registry = Registry("layout", "fairbench.layouts", "fairbench.layouts")
+#: table layouts of compare and suite reports (fairbench.results.layouts.base)
+layouts: Registry = Registry("layout", "fairbench.layouts", "fairbench.results.layouts")
 
 REGISTRIES = {"methods": methods, "datasets": datasets, "backbones": backbones, "metrics": metrics,
               "selection": selection_rules, "launchers": launchers, "layouts": layouts}

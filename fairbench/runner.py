@@ -31,6 +31,7 @@ from fairbench.cost import (BUDGET_FIELDS, BudgetError, CostMeter, TrainingCost,
 from fairbench.data.base import DatasetBundle, DatasetError, DataSplit, Task
 from fairbench.data.coverage import check_coverage, untested_error
 from fairbench.methods.base import Batch, Method, MethodContext, TrainConfigView
+from fairbench.metrics.specs import history_keys
 from fairbench.pipeline import (BatchStream, augment_uint8, center_crop_view, decode_size, epoch_batches,
                                 eval_batches, to_float)
 from fairbench.run_lease import LeaseLost, check_owned
@@ -650,7 +651,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
                                               bundle.task.protected, bundle.classes)
                 val_report = report_for(val_frame, bundle.group_names)
                 entry = {"epoch": epoch, "train": train_logs,
-                         "val": {k: val_report.get(k) for k in ("accuracy", "worst_group_accuracy", "dob", "max_min_ratio")},
+                         "val": {k: val_report.get(k) for k in history_keys()},
                          "selectable": method.is_selectable_epoch(epoch), "time": now(),
                          "cost": {"optimizer_steps": meter.cost.optimizer_steps, "train_flops": meter.cost.train_flops}}
                 history.append(entry)

@@ -152,7 +152,7 @@ class ReportSpec(_Strict):
     @field_validator("layouts")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from fairbench.layouts.base import layout_names
+        from fairbench.results.layouts.base import layout_names
 
         bad = [x for x in v if x not in layout_names()]
         if bad:

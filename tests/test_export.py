@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fairbench.cli import main
-from fairbench.export import OWN, ROW_COLUMNS, RUN_COLUMNS
+from fairbench.results.export import OWN, ROW_COLUMNS, RUN_COLUMNS
 from fairbench.metrics import mean_t_interval
 from tests.report_runs import MIXED, report_suite
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fairbench.cli import main
-from fairbench.plots import PlotError, plot_curves
+from fairbench.results.plots import PlotError, plot_curves
 
 
 def fake_run(folder, method="erm", seed=0, epochs=3, selected=1):

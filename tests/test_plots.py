@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fairbench.cli import main
-from fairbench.plots import PlotError, Point, panels, pareto_front, plot_pareto
+from fairbench.results.plots import PlotError, Point, panels, pareto_front, plot_pareto
 from fairbench.records import finished, load_records
 
 GOLDEN_RUNS = Path(__file__).resolve().parent / "data" / "golden_runs"
@@ -111,7 +111,7 @@ def test_random_guess_line_on_accuracy_axes(done):
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from fairbench.plots import _draw_panel
+    from fairbench.results.plots import _draw_panel
 
     (panel,) = panels(done, "dob", "accuracy", dataset="fairface")
     (attributes,) = panels(done, "deodds", "accuracy", dataset="celeba")

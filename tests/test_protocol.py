@@ -9,7 +9,7 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.config import ConfigError
-from fairbench.layouts.protocol import chosen_trials, protocol_rows
+from fairbench.results.layouts.protocol import chosen_trials, protocol_rows
 from fairbench.records import finished, load_records
 from fairbench.suite import Suite
 
@@ -85,7 +85,7 @@ def protocol_runs(tmp_path_factory):
 
 
 def test_each_rule_keeps_the_trial_it_scores_best(protocol_runs):
-    from fairbench.layouts.protocol import candidate
+    from fairbench.results.layouts.protocol import candidate
 
     _, runs = protocol_runs
     done, _ = finished(load_records(runs)[0])
@@ -147,7 +147,7 @@ def test_a_stored_run_belongs_to_its_own_trial_not_to_trial_0(tmp_path):
 
 def test_under_a_budget_the_epochs_it_buys_do_not_split_the_comparison(tmp_path):
     """FineFACE gets fewer epochs than ERM from the same FLOPs: still the same comparison (paired with ERM)."""
-    from fairbench.layouts.protocol import _protocol_key
+    from fairbench.results.layouts.protocol import _protocol_key
     from fairbench.records import Record
 
     def record(method: str, epochs: int, budget: float | None) -> Record:
@@ -160,7 +160,7 @@ def test_under_a_budget_the_epochs_it_buys_do_not_split_the_comparison(tmp_path)
 
 
 def test_rows_at_chance_are_flagged_and_so_is_a_comparison_with_an_erm_at_chance():
-    from fairbench.layouts.protocol import _notes
+    from fairbench.results.layouts.protocol import _notes
 
     row = {"dataset": "d", "seeds": 5, "at_chance": False, "method": "groupdro", "baseline": False}
     notes = _notes([{**row, "method": "erm", "at_chance": True, "baseline": True}, row,
@@ -177,8 +177,8 @@ def test_rows_at_chance_are_flagged_and_so_is_a_comparison_with_an_erm_at_chance
 
 
 def test_a_pareto_plot_by_rule_has_one_point_per_method(protocol_runs, tmp_path, capsys):
-    from fairbench.layouts.protocol import chosen_records
-    from fairbench.plots import plot_pareto
+    from fairbench.results.layouts.protocol import chosen_records
+    from fairbench.results.plots import plot_pareto
 
     _, runs = protocol_runs
     done, _ = finished(load_records(runs)[0])
@@ -207,7 +207,7 @@ def test_a_suite_pareto_rule_must_be_a_registered_selection_rule(tmp_path):
 def test_the_baseline_is_the_erm_given_the_most_compute(tmp_path):
     """ERM run at several budgets (the suite's and 5x): one row each, and every other row is
     paired with the ERM of most compute, never with an under-trained one."""
-    from fairbench.layouts.protocol import _protocol_key, baseline_variant
+    from fairbench.results.layouts.protocol import _protocol_key, baseline_variant
     from fairbench.records import Record
 
     def record(method: str, budget: float) -> Record:
@@ -271,7 +271,7 @@ def _record(tmp_path, method: str, seed: int, trial: int | None, rules: dict | N
 
 
 def test_a_rule_keeps_the_trial_at_the_epoch_it_chose_within_the_run(tmp_path):
-    from fairbench.layouts.protocol import chosen_trials
+    from fairbench.results.layouts.protocol import chosen_trials
 
     # trial 0 at its own (last) epoch has the better validation accuracy, but the rule compares the
     # epochs the accuracy rule chose within each run: trial 1's epoch 2 (90 %) beats trial 0's epoch 3 (85 %)
@@ -287,7 +287,7 @@ def test_a_rule_keeps_the_trial_at_the_epoch_it_chose_within_the_run(tmp_path):
 
 
 def test_ties_go_to_the_cheaper_model_then_to_the_lower_trial(tmp_path):
-    from fairbench.layouts.protocol import chosen_trials
+    from fairbench.results.layouts.protocol import chosen_trials
 
     same = _report(100, 80.0, 60.0, 20)
     rules = {"accuracy": (3, same)}
@@ -304,7 +304,7 @@ def test_ties_go_to_the_cheaper_model_then_to_the_lower_trial(tmp_path):
 
 
 def test_runs_recorded_before_rules_fall_back_to_their_own_checkpoint_and_say_so(tmp_path):
-    from fairbench.layouts.protocol import _notes, protocol_rows
+    from fairbench.results.layouts.protocol import _notes, protocol_rows
 
     old = [_record(tmp_path, "erm", s, 0, None, _report(100, 80.0, 60.0, 20), pred_seed=s) for s in range(2)]
     (row,) = protocol_rows(old, "worst_group_accuracy")
@@ -317,7 +317,7 @@ def test_runs_recorded_before_rules_fall_back_to_their_own_checkpoint_and_say_so
 def test_intervals_hold_test_sample_noise_and_pairs_share_the_test_images(tmp_path):
     import numpy as np
 
-    from fairbench.layouts.protocol import _sample, candidate, protocol_rows
+    from fairbench.results.layouts.protocol import _sample, candidate, protocol_rows
     from fairbench.metrics.resampling import variance_of_mean
     from fairbench.metrics.uncertainty import clipped_t_interval
 
@@ -341,7 +341,7 @@ def test_intervals_hold_test_sample_noise_and_pairs_share_the_test_images(tmp_pa
 
 
 def test_beats_erm_only_after_holm_over_the_table(tmp_path):
-    from fairbench.layouts.protocol import _notes, protocol_rows
+    from fairbench.results.layouts.protocol import _notes, protocol_rows
     from fairbench.metrics.uncertainty import holm_adjusted
 
     val = _report(100, 80.0, 60.0, 20)

@@ -166,7 +166,7 @@ GOLDEN_RUNS = Path(__file__).resolve().parent / "data" / "golden_runs"
 @pytest.mark.parametrize("fmt", ["table", "markdown", "latex", "csv", "json"])
 @pytest.mark.parametrize("name", sorted(registry.layouts.names()))
 def test_every_layout_renders_every_format(name, fmt):
-    from fairbench.reporting import compare
+    from fairbench.results.reporting import compare
 
     text, _ = compare(GOLDEN_RUNS, layouts=[name], fmt=fmt)
     assert text.strip()
@@ -177,7 +177,7 @@ def test_every_layout_renders_every_format(name, fmt):
 def test_a_plugin_layout_is_one_registered_class(tmp_path, capsys):
     """Registered, it is listed, accepted by compare and by a suite's [report] layouts."""
     from fairbench.cli import main
-    from fairbench.layouts.base import Layout
+    from fairbench.results.layouts.base import Layout
     from fairbench.registry import register_layout
     from fairbench.suite import Suite
 

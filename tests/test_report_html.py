@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fairbench.cli import main
-from fairbench.layouts.protocol import TITLES
-from fairbench.report_html import sort_key
+from fairbench.results.layouts.protocol import TITLES
+from fairbench.results.report_html import sort_key
 from tests.report_runs import MIXED, report_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -105,7 +105,7 @@ def report_outputs(runs: Path, work: Path) -> dict[str, bytes]:
 
 
 def _write_reports(suite, runs: Path) -> None:
-    from fairbench.reporting import write_suite_report
+    from fairbench.results.reporting import write_suite_report
 
     write_suite_report(suite, runs)
 

@@ -76,7 +76,7 @@ def test_readme_example_runs_and_a_moved_copy_keeps_its_id(tmp_path, capsys):
 @pytest.mark.parametrize("change", ["label", "image", "split", "extra row"])
 def test_other_data_is_another_run(tmp_path, change):
     """Same flags, different data: not "already done", and compare keeps the two apart."""
-    from fairbench.reporting import compare
+    from fairbench.results.reporting import compare
 
     data, runs = faces(tmp_path / "a"), tmp_path / "runs"
     assert main(run_args(data, runs)) == 0
@@ -187,7 +187,7 @@ def test_data_read_from_files_has_no_data_seed_and_keeps_its_options():
 
 def test_seeds_of_redrawn_data_are_one_setting_and_record_their_data_seed(tmp_path):
     from fairbench.records import load_records
-    from fairbench.reporting import compare
+    from fairbench.results.reporting import compare
 
     runs = tmp_path / "runs"
     for seed in (0, 1):
@@ -324,7 +324,7 @@ def test_threads_flag_is_applied_and_recorded(tmp_path):
 # -- the end-of-run table flags a model without skill ---------------------------------------------------
 
 def test_end_of_run_notes_flag_constant_and_chance_models(run_tiny, capsys):
-    from fairbench.reporting import run_notes
+    from fairbench.results.reporting import run_notes
 
     path = run_tiny("constant")
     notes = run_notes(RunRecord(path))

@@ -85,7 +85,7 @@ def test_group_labels_never_reach_a_group_blind_method(tmp_path, monkeypatch):
 
 
 def test_a_failed_run_is_marked_failed_and_compare_skips_it(tmp_path, monkeypatch):
-    from fairbench.reporting import collect_runs
+    from fairbench.results.reporting import collect_runs
 
     execute(tiny_config("erm"), tmp_path)
 
@@ -102,7 +102,7 @@ def test_a_failed_run_is_marked_failed_and_compare_skips_it(tmp_path, monkeypatc
 
 def test_a_killed_run_is_incomplete_and_resumes(tmp_path):
     """SIGKILL mid-run: status says incomplete, compare skips it, re-running resumes it."""
-    from fairbench.reporting import collect_runs
+    from fairbench.results.reporting import collect_runs
 
     code = (
         "import sys, time; from pathlib import Path\n"

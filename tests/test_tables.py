@@ -20,9 +20,11 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.records import finished, load_records
-from fairbench.reporting import compare
+from fairbench.results.reporting import compare
 from fairbench.suite import Suite
-from fairbench.tables import build_tables, paper_tables, render
+from fairbench.results.published import paper_tables
+from fairbench.results.render import render
+from fairbench.results.table_layout import build_tables
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -215,7 +217,7 @@ def test_paper_results_are_the_specs_tables_cell_for_cell():
 def test_rows_at_chance_get_a_note():
     """A model that guesses has near-zero group gaps: the table says so instead of letting the
     fairness columns read as fair. Every seed must be within the margin of 100/K %."""
-    from fairbench.tables import CHANCE_MARGIN_PP, chance_notes
+    from fairbench.results.notes import CHANCE_MARGIN_PP, chance_notes
 
     # the margin is inclusive: 100/K +- margin is at chance, a hair beyond is not
     edge = 50.0 + CHANCE_MARGIN_PP
@@ -294,7 +296,7 @@ def test_compare_with_the_paper_computes_our_dob_as_the_paper_does(capsys):
 
 
 def test_a_report_recomputed_with_another_ddof_leaves_out_the_excluded_groups():
-    from fairbench.tables import with_dob_ddof
+    from fairbench.results.published import with_dob_ddof
 
     report = {"ddof": 0, "dob": 1.0, "group_accuracy": {"a": 90.0, "b": 94.0, "c": 10.0}, "excluded_groups": ["c"],
               "undefined": []}
@@ -330,9 +332,9 @@ def test_rows_trained_under_bf16_say_so(tmp_path, capsys):
 
 
 def test_setting_labels_write_large_floats_short():
-    from fairbench.tables import _short
+    from fairbench.results.grouping import short_label
 
-    assert (_short(1.15e13), _short(2.3e12), _short(0.02), _short(8.335e-05), _short(12)) == \
+    assert (short_label(1.15e13), short_label(2.3e12), short_label(0.02), short_label(8.335e-05), short_label(12)) == \
         ("1.15e+13", "2.3e+12", "0.02", "8.335e-05", "12")
 
 

@@ -1,7 +1,7 @@
 """Running a suite: train every job not yet done through a launcher, run its cross-dataset
 evaluations, write its report; and list its jobs with their states (``fairbench suite run |
 status``). The suite itself (schema, jobs) is :mod:`fairbench.suite`; where jobs train is the
-launcher's (:mod:`fairbench.launchers.base`); the report is :mod:`fairbench.reporting`'s.
+launcher's (:mod:`fairbench.launchers.base`); the report is :mod:`fairbench.results.reporting`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fairbench.config import ConfigError
 from fairbench.launchers.base import (JobState, LaunchContext, SuiteResult, job_state, make_launcher,
                                       missing_evaluations)
 from fairbench.launchers.progress import SuiteProgress
-from fairbench.reporting import write_suite_report
+from fairbench.results.reporting import write_suite_report
 from fairbench.suite import Job, Suite, short
 
 
@@ -89,8 +89,8 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
             return result
         _run_evaluations(all_jobs, runs_dir, progress, result, data_roots or {})
     result.outputs = write_suite_report(suite, runs_dir, out=sys.stderr, allow_mixed_revisions=allow_mixed_revisions)
-    if result.outputs:  # the same runs as one page to open anywhere, beside table.md (fairbench.report_html)
-        from fairbench.report_html import write_report
+    if result.outputs:  # the same runs as one page to open anywhere, beside table.md (fairbench.results.report_html)
+        from fairbench.results.report_html import write_report
 
         page, _ = write_report(runs_dir, runs_dir / suite.report_dir_name / "report.html", suite,
                                allow_mixed_revisions=allow_mixed_revisions)

@@ -57,28 +57,6 @@ __all__ = [
 
 NAN = float("nan")
 
-# Scalar keys of one binary (or one-vs-rest) rate block; the multiclass report gives
-# their macro mean over classes.
-RATE_SCALAR_KEYS = (
-    "tpr",
-    "fpr",
-    "selection_rate",
-    "max_group_tpr",
-    "min_group_tpr",
-    "max_group_fpr",
-    "min_group_fpr",
-    "deo",
-    "fpr_gap",
-    "deodds",
-    "deodds_max",
-    "deodds_mean",
-    "dp_difference",
-    "eo_difference",
-    "eodds_difference",
-)
-RATE_GROUP_KEYS = ("group_tpr", "group_fpr", "group_selection_rate")
-
-
 # ----------------------------------------------------------------------------------
 # input handling
 # ----------------------------------------------------------------------------------
@@ -243,7 +221,8 @@ def _values_of(group_accuracies: Mapping[Any, float] | Sequence[float] | np.ndar
     return np.asarray(group_accuracies, dtype=np.float64).reshape(-1)
 
 
-@metric("accuracy", title="Accuracy", unit="%", better="higher", reported=True)
+@metric("accuracy", title="Accuracy", unit="%", better="higher", reported=True, of="accuracy", history=True,
+        titles={"groups": "Overall", "methods": "Overall", "summary": "Acc"})
 def accuracy(y_true: Any, y_pred: Any, groups: Any = None) -> float:
     """Pooled accuracy over all samples, in % (groups are ignored)."""
     d = _prepare(y_true, y_pred, None)
@@ -252,7 +231,8 @@ def accuracy(y_true: Any, y_pred: Any, groups: Any = None) -> float:
     return float(np.mean(d.y_true == d.y_pred) * 100.0)
 
 
-@metric("group_accuracy", title="Group accuracy", unit="%", better="higher", per_group=True, reported=True)
+@metric("group_accuracy", title="Group accuracy", unit="%", better="higher", per_group=True, reported=True,
+        of="accuracy", variant="per_group")
 def group_accuracies(y_true: Any, y_pred: Any, groups: Any) -> dict[Any, float]:
     """Accuracy of every group, in %, as {group: accuracy}."""
     d = _prepare(y_true, y_pred, groups)
@@ -273,15 +253,16 @@ def dob_from_group_accuracies(
     return _dob_from_accs(_values_of(group_accuracies), ddof)
 
 
-@metric("max_min_ratio", title="Max/Min", unit="ratio", better="lower", digits=3, reported=True)
-def max_min_ratio(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
-    """Max/Min ratio of group accuracies (>= 1, closer to 1 is fairer)."""
+@metric("worst_group_accuracy", title="Worst-group accuracy", unit="%", better="higher", reported=True,
+        of="accuracy", variant="min", history=True, titles={"summary": "Worst grp"})
+def worst_group_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
+    """Worst-group accuracy: the minimum group accuracy, in %."""
     d = _prepare(y_true, y_pred, groups)
-    accs = _group_accuracy_array(d)[_included(d, min_support)]
-    return _ratio_from_accs(accs)
+    return _min(_group_accuracy_array(d), _included(d, min_support))
 
 
-@metric("dob", title="DoB", unit="pp", better="lower", reported=True)
+@metric("dob", title="DoB", unit="pp", better="lower", reported=True, of="accuracy", variant="std", history=True,
+        titles={"run": "DoB (std, pp)"}, undefined=lambda r: _why_dispersion_undefined(r, "too few groups for ddof"))
 def degree_of_bias(
     y_true: Any, y_pred: Any, groups: Any, *, ddof: int = 0, min_support: int = 0
 ) -> float:
@@ -291,11 +272,14 @@ def degree_of_bias(
     return _dob_from_accs(accs, ddof)
 
 
-@metric("worst_group_accuracy", title="Worst-group accuracy", unit="%", better="higher", reported=True)
-def worst_group_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
-    """Worst-group accuracy: the minimum group accuracy, in %."""
+@metric("max_min_ratio", title="Max/Min", unit="ratio", better="lower", digits=3, reported=True, of="accuracy",
+        variant="ratio", history=True, titles={"run": "Max/Min ratio"},
+        undefined=lambda r: _why_dispersion_undefined(r, "min group accuracy 0"))
+def max_min_ratio(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
+    """Max/Min ratio of group accuracies (>= 1, closer to 1 is fairer)."""
     d = _prepare(y_true, y_pred, groups)
-    return _min(_group_accuracy_array(d), _included(d, min_support))
+    accs = _group_accuracy_array(d)[_included(d, min_support)]
+    return _ratio_from_accs(accs)
 
 
 def _worst_cell(d: _Data, min_support: int) -> float:
@@ -308,7 +292,8 @@ def _worst_cell(d: _Data, min_support: int) -> float:
     return _min(accs, support >= max(min_support, 1))
 
 
-@metric("worst_cell_accuracy", title="Worst-cell accuracy", unit="%", better="higher", reported=True)
+@metric("worst_cell_accuracy", title="Worst-cell accuracy", unit="%", better="higher", reported=True,
+        of="cell accuracy", variant="min")
 def worst_cell_accuracy(y_true: Any, y_pred: Any, groups: Any, *, min_support: int = 0) -> float:
     """Worst (class, group) cell accuracy, in %: the lowest recall of any class within any group
     (Sagawa et al.'s worst-group accuracy, groups = target x protected cells)."""
@@ -427,7 +412,8 @@ def group_rates(
     }
 
 
-@metric("deo", title="DEO", unit="pp", better="lower", reported=True)
+@metric("deo", title="DEO", unit="pp", better="lower", reported=True, of="tpr", variant="gap",
+        undefined="fewer than 2 groups with positives")
 def deo(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -435,7 +421,8 @@ def deo(
     return _rate_scalar(y_true, y_pred, groups, "deo", positive_label, min_support)
 
 
-@metric("deodds", title="DEOdds", unit="pp", better="lower", reported=True)
+@metric("deodds", title="DEOdds", unit="pp", better="lower", reported=True, of="tpr, fpr", variant="combined",
+        titles={"run": "DEOdds (sum)"}, undefined=lambda r: _why_odds_undefined(r))
 def deodds(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -443,7 +430,8 @@ def deodds(
     return _rate_scalar(y_true, y_pred, groups, "deodds", positive_label, min_support)
 
 
-@metric("dp_difference", title="DP difference", unit="pp", better="lower", reported=True)
+@metric("dp_difference", title="DP difference", unit="pp", better="lower", reported=True, of="selection_rate",
+        variant="gap")
 def demographic_parity_difference(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -451,7 +439,7 @@ def demographic_parity_difference(
     return _rate_scalar(y_true, y_pred, groups, "dp_difference", positive_label, min_support)
 
 
-@metric("eo_difference", title="EO difference", unit="pp", better="lower", reported=True)
+@metric("eo_difference", title="EO difference", unit="pp", better="lower", reported=True, of="tpr", variant="gap")
 def equal_opportunity_difference(
     y_true: Any, y_pred: Any, groups: Any, *, positive_label: int | None = 1, min_support: int = 0
 ) -> float:
@@ -462,7 +450,8 @@ def equal_opportunity_difference(
 _EODDS_AGG = {"max": "deodds_max", "worst_case": "deodds_max", "mean": "deodds_mean", "sum": "deodds"}
 
 
-@metric("eodds_difference", title="EOdds difference", unit="pp", better="lower", reported=True)
+@metric("eodds_difference", title="EOdds difference", unit="pp", better="lower", reported=True, of="tpr, fpr",
+        variant="combined")
 def equalized_odds_difference(
     y_true: Any,
     y_pred: Any,
@@ -523,7 +512,7 @@ def _ece_parts(
     return _pct(np.abs(gap).reshape(num_groups, n_bins).sum(axis=1), n_g)
 
 
-@metric("ece", title="ECE", unit="%", better="lower", needs=("y_true", "y_pred", "scores"), reported=True)
+@metric("ece", title="ECE", unit="%", better="lower", needs=("y_true", "y_pred", "scores"), reported=True, of="ece")
 def expected_calibration_error(
     y_true: Any, y_pred: Any, groups: Any = None, *, scores: Any, n_bins: int = 15
 ) -> float:
@@ -566,9 +555,27 @@ def evaluate_predictions(
     probability of class 1 for binary targets) add ``ece`` and ``group_ece``.
     """
     d = _prepare(y_true, y_pred, groups)
-    s = None
-    if scores is not None:
-        s = _as_scores(scores, len(d.y_true))
+    s = None if scores is None else _as_scores(scores, len(d.y_true))
+    num_classes = _num_classes(d, s, num_classes, positive_label)
+    included = _included(d, min_support)
+    report, undefined = _accuracy_report(d, included, num_classes, min_support, ddof)
+    if num_classes == 2:
+        undefined += _add_binary_rates(report, d, positive_label, included)
+    else:
+        undefined += _add_macro_rates(report, d, num_classes, included)
+    if s is not None:
+        _add_calibration(report, d, s, included, ece_bins)
+    report["excluded_groups"] = [g for g, keep in zip(d.labels, included) if not keep]
+    report["undefined"] = undefined
+    for spec in metric_specs().values():  # metrics declared by plugins: computed from the same columns
+        if not spec.reported and spec.name not in report:
+            report[spec.name] = float(spec.value(y_true, y_pred, groups, scores))
+    return report
+
+
+def _num_classes(d: _Data, s: np.ndarray | None, num_classes: int | None, positive_label: int) -> int:
+    """The target's class count (given, the scores' columns, else the largest label + 1), checked."""
+    if s is not None:
         if num_classes is None:
             num_classes = s.shape[1]
         elif s.shape[1] != num_classes:
@@ -578,16 +585,17 @@ def evaluate_predictions(
         num_classes = max(2, top + 1)
     if min(d.y_true.min(), d.y_pred.min()) < 0 or top >= num_classes:
         raise ValueError(f"class indices must lie in [0, {num_classes}); got labels up to {top}")
-    binary = num_classes == 2
-    if binary and positive_label not in (0, 1):
+    if num_classes == 2 and positive_label not in (0, 1):
         raise ValueError(f"positive_label must be 0 or 1 for a binary target, got {positive_label!r}")
+    return num_classes
 
-    included = _included(d, min_support)
-    excluded = [g for g, keep in zip(d.labels, included) if not keep]
+
+def _accuracy_report(d: _Data, included: np.ndarray, num_classes: int, min_support: int,
+                     ddof: int) -> tuple[dict[str, Any], list[str]]:
+    """The report's header and accuracy-based metrics, and why any of them is undefined."""
     undefined: list[str] = []
     if not included.any():
         undefined.append(f"every group has fewer than min_support={min_support} samples: no aggregates")
-
     accs = _group_accuracy_array(d)
     inc_accs = accs[included]
     ratio = _ratio_from_accs(inc_accs)
@@ -599,7 +607,6 @@ def evaluate_predictions(
             undefined.append("minimum group accuracy is 0: Max/Min ratio undefined")
         if math.isnan(dob):
             undefined.append(f"DoB with ddof={ddof} needs more than {ddof} groups: undefined")
-
     report: dict[str, Any] = {
         "n": int(len(d.y_true)),
         "num_classes": int(num_classes),
@@ -615,66 +622,92 @@ def evaluate_predictions(
         "max_min_ratio": ratio,
         "dob": dob,
     }
+    return report, undefined
 
-    if binary:
-        block, support, msgs = _rate_block(d, positive_label, included)
+
+def _add_binary_rates(report: dict[str, Any], d: _Data, positive_label: int, included: np.ndarray) -> list[str]:
+    block, support, undefined = _rate_block(d, positive_label, included)
+    report.update(block)
+    report["group_support"] = support
+    report["rate_average"] = "binary"
+    report["positive_label"] = int(positive_label)
+    return undefined
+
+
+def _add_macro_rates(report: dict[str, Any], d: _Data, num_classes: int, included: np.ndarray) -> list[str]:
+    """One-vs-rest rate blocks per class (``per_class``) and the NaN-aware macro mean of each of
+    their keys at the top level (per group for the per-group keys)."""
+    per_class: dict[int, dict[str, Any]] = {}
+    undefined: list[str] = []
+    for c in range(num_classes):
+        block, support, msgs = _rate_block(d, c, included, context=f"class {c}: ")
+        per_class[c] = {**block, "group_support": support, "undefined": msgs}
         undefined += msgs
-        report.update(block)
-        report["group_support"] = support
-        report["rate_average"] = "binary"
-        report["positive_label"] = int(positive_label)
-    else:
-        per_class: dict[int, dict[str, Any]] = {}
-        for c in range(num_classes):
-            block, support, msgs = _rate_block(d, c, included, context=f"class {c}: ")
-            block["group_support"] = support
-            block["undefined"] = msgs
-            per_class[c] = block
-            undefined += msgs
-        for key in RATE_SCALAR_KEYS:
-            report[key] = _nanmean([per_class[c][key] for c in per_class])
-        for key in RATE_GROUP_KEYS:
-            report[key] = {
-                g: _nanmean([per_class[c][key][g] for c in per_class]) for g in d.labels
-            }
-        class_counts = {
-            c: d.count(d.y_true == c) for c in range(num_classes)
-        }
-        report["group_support"] = {
-            g: {"n": int(n), "class_counts": {c: int(class_counts[c][i]) for c in class_counts}}
-            for i, (g, n) in enumerate(zip(d.labels, d.n_g))
-        }
-        report["per_class"] = per_class
-        report["rate_average"] = "macro"
-        report["positive_label"] = None
+    keys = [k for k in per_class[0] if k not in ("group_support", "undefined")]
+    for key in (k for k in keys if not isinstance(per_class[0][k], dict)):
+        report[key] = _nanmean([per_class[c][key] for c in per_class])
+    for key in (k for k in keys if isinstance(per_class[0][k], dict)):
+        report[key] = {g: _nanmean([per_class[c][key][g] for c in per_class]) for g in d.labels}
+    class_counts = {c: d.count(d.y_true == c) for c in range(num_classes)}
+    report["group_support"] = {
+        g: {"n": int(n), "class_counts": {c: int(class_counts[c][i]) for c in class_counts}}
+        for i, (g, n) in enumerate(zip(d.labels, d.n_g))
+    }
+    report["per_class"] = per_class
+    report["rate_average"] = "macro"
+    report["positive_label"] = None
+    return undefined
 
-    if s is not None:
-        conf = _confidence(d, s)
-        correct = d.y_true == d.y_pred
-        report["ece_bins"] = int(ece_bins)
-        report["ece"] = float(_ece_parts(conf, correct, np.zeros_like(d.codes), 1, ece_bins)[0])
-        group_ece = _ece_parts(conf, correct, d.codes, d.num_groups, ece_bins)
-        report["group_ece"] = _group_dict(d.labels, group_ece)
-        report["max_group_ece"] = _max(group_ece, included)
 
-    report["excluded_groups"] = excluded
-    report["undefined"] = undefined
-    for spec in metric_specs().values():  # metrics declared by plugins: computed from the same columns
-        if not spec.reported and spec.name not in report:
-            report[spec.name] = float(spec.value(y_true, y_pred, groups, scores))
-    return report
+def _add_calibration(report: dict[str, Any], d: _Data, s: np.ndarray, included: np.ndarray, ece_bins: int) -> None:
+    conf = _confidence(d, s)
+    correct = d.y_true == d.y_pred
+    report["ece_bins"] = int(ece_bins)
+    report["ece"] = float(_ece_parts(conf, correct, np.zeros_like(d.codes), 1, ece_bins)[0])
+    group_ece = _ece_parts(conf, correct, d.codes, d.num_groups, ece_bins)
+    report["group_ece"] = _group_dict(d.labels, group_ece)
+    report["max_group_ece"] = _max(group_ece, included)
+
+
+# ----------------------------------------------------------------------------------
+# why a metric is undefined, read from a report's values (MetricSpec.undefined)
+# ----------------------------------------------------------------------------------
+def _why_dispersion_undefined(report: Mapping[str, Any], otherwise: str) -> str | None:
+    """A spread of group accuracies: fewer than 2 groups compared, else ``otherwise``."""
+    accs = report.get("group_accuracy")
+    if not isinstance(accs, Mapping):
+        return None
+    excluded = set(report.get("excluded_groups") or [])
+    return "fewer than 2 groups" if len([g for g in accs if g not in excluded]) < 2 else otherwise
+
+
+def _why_odds_undefined(report: Mapping[str, Any]) -> str:
+    """DEOdds adds the TPR gap and the FPR gap: whichever is undefined."""
+    deo_ = report.get("deo")
+    if not isinstance(deo_, (int, float)) or math.isnan(deo_):
+        return "fewer than 2 groups with positives"
+    return "fewer than 2 groups with negatives"
 
 
 # report keys without a stand-alone function: declared here, computed in evaluate_predictions
-for _name, _title, _unit, _better in [
-    ("min_group_accuracy", "Min group accuracy", "%", "higher"),
-    ("max_group_accuracy", "Max group accuracy", "%", "higher"),
-    ("tpr", "TPR", "%", "higher"),
-    ("max_group_tpr", "Max group TPR", "%", "higher"),
-    ("min_group_tpr", "Min group TPR", "%", "higher"),
-    ("deodds_max", "DEOdds (max)", "pp", "lower"),
-    ("deodds_mean", "DEOdds (mean)", "pp", "lower"),
-    ("max_group_ece", "Max group ECE", "%", "lower"),
-]:
-    declare(_name, __name__, title=_title, unit=_unit, better=_better,
-            needs=("y_true", "y_pred", "groups", "scores") if "ece" in _name else ("y_true", "y_pred", "groups"))
+_SCORES = ("y_true", "y_pred", "groups", "scores")
+declare("min_group_accuracy", __name__, title="Min group accuracy", unit="%", better="higher", of="accuracy",
+        variant="min", titles={"attributes": "Min grp acc", "run": "min group"})
+declare("max_group_accuracy", __name__, title="Max group accuracy", unit="%", better="higher", of="accuracy",
+        variant="max", titles={"attributes": "Max grp acc", "run": "max group"})
+declare("tpr", __name__, title="TPR", unit="%", better="higher", of="tpr", undefined="no positives")
+declare("max_group_tpr", __name__, title="Max group TPR", unit="%", better="higher", of="tpr", variant="max",
+        titles={"attributes": "Max grp TPR"}, undefined="no positives in any group")
+declare("min_group_tpr", __name__, title="Min group TPR", unit="%", better="higher", of="tpr", variant="min",
+        titles={"attributes": "Min grp TPR"}, undefined="no positives in any group")
+declare("fpr", __name__, title="FPR", unit="%", better="lower", of="fpr", undefined="no negatives")
+declare("max_group_fpr", __name__, title="Max group FPR", unit="%", better="lower", of="fpr", variant="max",
+        undefined="no negatives in any group")
+declare("min_group_fpr", __name__, title="Min group FPR", unit="%", better="lower", of="fpr", variant="min",
+        undefined="no negatives in any group")
+declare("fpr_gap", __name__, title="FPR gap", unit="pp", better="lower", of="fpr", variant="gap",
+        undefined="fewer than 2 groups with negatives")
+declare("deodds_max", __name__, title="DEOdds (max)", unit="pp", better="lower", of="tpr, fpr", variant="combined")
+declare("deodds_mean", __name__, title="DEOdds (mean)", unit="pp", better="lower", of="tpr, fpr", variant="combined")
+declare("max_group_ece", __name__, title="Max group ECE", unit="%", better="lower", needs=_SCORES, of="ece",
+        variant="max")

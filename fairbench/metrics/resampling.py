@@ -1,6 +1,6 @@
 """Test-sample noise of a run's headline metrics: the same metrics on many bootstrap resamples
 of its test predictions at once (vectorised group counts), for intervals that hold it beside
-the seed-to-seed variation (:mod:`fairbench.layouts.protocol`).
+the seed-to-seed variation (:mod:`fairbench.results.layouts.protocol`).
 
 The resampled indices depend only on the test split itself (a digest of its sample ids), never
 on the method: every run evaluated on the same test images is resampled with the same indices,

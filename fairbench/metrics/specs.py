@@ -1,34 +1,29 @@
-"""A metric is one declaration: how it is computed, what it is called, its unit, which way is
-better, how it aggregates over seeds and which prediction columns it needs.
-
-Every table, plot and report reads these specs from the ``fairbench.metrics`` registry (the
-entry-point group of the same name), so a metric declared by a plugin is computed by
-:func:`fairbench.metrics.evaluate_predictions` and shown like a built-in::
-
-    from fairbench.metrics.specs import metric
-
-    @metric("fnr_gap", title="FNR gap", unit="pp", better="lower")
-    def fnr_gap(y_true, y_pred, groups):
-        ...  # a float (NaN when undefined)
-
-declared in the plugin's ``pyproject.toml`` under ``[project.entry-points."fairbench.metrics"]``
-as ``fnr_gap = "mypackage.metrics"``. The name is the key of its value in ``metrics.json``.
-
-The built-in metrics are computed together by ``evaluate_predictions`` (they share the group
-tables); their specs say so with ``reported=True`` and, where a stand-alone function exists,
-carry it too.
+"""A metric is one declaration: how it is computed, its title, unit, digits and direction, which
+group variant of which quantity it is, whether it is averaged per class, where it is shown and why
+it can be undefined. Every table, layout, plot, the run summary and the history read these specs
+from the ``fairbench.metrics`` registry, so a plugin's metric is computed and shown like a
+built-in. How to declare one: docs/contributing.md, "A metric".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from fairbench import registry
 
 UNITS = ("%", "pp", "ratio")
 #: prediction columns a metric may need: true labels, predicted labels, group labels, class scores
 COLUMNS = ("y_true", "y_pred", "groups", "scores")
+#: how a metric summarises its per-group quantity (``of``): the pooled value, the groups' values,
+#: their max, min, max - min, max / min or standard deviation, or a combination of other gaps
+VARIANTS = ("pooled", "per_group", "max", "min", "gap", "ratio", "std", "combined")
+#: ``views`` value: shown in every view that lists metrics (table layouts and the run summary)
+EVERY_VIEW = "*"
+#: where a metric declared with ``metric()`` is shown unless it says otherwise
+PLUGIN_VIEWS = ("summary", "run")
+_ORDER = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,18 @@ class MetricSpec:
     #: a {group: value} mapping rather than one number (shown per group, never as one column)
     per_group: bool = False
     summary: str = ""
+    #: the per-group quantity it summarises ("accuracy", "tpr" ...) and how (one of VARIANTS)
+    of: str = ""
+    variant: str = "pooled"
+    #: views that show it beyond their own columns (layout names, "run": the end-of-run table; "*": all)
+    views: tuple[str, ...] = ()
+    #: its title in a view that calls it something else (the paper's "Overall", a short header)
+    titles: Mapping[str, str] = field(default_factory=dict)
+    #: recorded per epoch on validation in history.json
+    history: bool = False
+    #: why it can be NaN: a short reason, or a function of the report that names it (None: unknown)
+    undefined: str | Callable[[Mapping[str, Any]], str | None] | None = None
+    order: int = field(default_factory=lambda: next(_ORDER), compare=False)  # declaration order
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -56,6 +63,8 @@ class MetricSpec:
             raise ValueError(f"metric {self.name!r}: needs {self.needs}; columns are {COLUMNS} (y_true and y_pred always)")
         if self.compute is None and not self.reported:
             raise ValueError(f"metric {self.name!r}: a function to compute it, or reported=True for a report key")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"metric {self.name!r}: variant must be one of {VARIANTS}, got {self.variant!r}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compute is None:
@@ -67,6 +76,18 @@ class MetricSpec:
         arrow = "higher is better →" if self.better == "higher" else "← lower is better"
         return f"{self.title} ({self.unit}), {arrow}"
 
+    def title_in(self, view: str) -> str:
+        """Its title in ``view`` (a layout name or "run")."""
+        return self.titles.get(view, self.title)
+
+    def shown_in(self, view: str) -> bool:
+        """Whether ``view`` shows it although the view does not list it."""
+        return EVERY_VIEW in self.views or view in self.views
+
+    def why_undefined(self, report: Mapping[str, Any]) -> str | None:
+        """The short reason it is NaN in ``report`` (None: not known)."""
+        return self.undefined(report) if callable(self.undefined) else self.undefined
+
     def value(self, y_true: Any, y_pred: Any, groups: Any, scores: Any = None) -> Any:
         """The metric on one set of predictions (``scores`` only if it needs them; NaN without)."""
         kwargs = {"scores": scores} if "scores" in self.needs else {}
@@ -76,25 +97,33 @@ class MetricSpec:
 
 
 def metric(name: str, *, title: str, unit: str, better: str, digits: int = 2, needs: tuple[str, ...] | None = None,
-           reported: bool = False, per_group: bool = False, summary: str | None = None) -> Callable:
-    """Declare and register a metric computed by the decorated function ``(y_true, y_pred, groups[, scores=])``."""
+           reported: bool = False, per_group: bool = False, summary: str | None = None,
+           views: tuple[str, ...] | None = None, **declared: Any) -> Callable:
+    """Declare and register a metric computed by the decorated function ``(y_true, y_pred, groups[, scores=])``;
+    ``declared``: any other field of :class:`MetricSpec` (of, variant, titles, history, undefined)."""
 
     def wrap(fn: Callable) -> Callable:
         text = summary or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+        shown = views if views is not None else (() if reported else PLUGIN_VIEWS)
         spec = MetricSpec(name, title, unit, better, digits, tuple(needs or ("y_true", "y_pred", "groups")), fn,
-                          reported, per_group, text)
+                          reported, per_group, text, views=tuple(shown), **declared)
         registry.metrics.register(name, spec, fn.__module__)
         return fn
 
     return wrap
 
 
-def declare(name: str, module: str, *, title: str, unit: str, better: str, digits: int = 2,
-            needs: tuple[str, ...] = ("y_true", "y_pred", "groups"), summary: str = "") -> MetricSpec:
+def declare(name: str, module: str, *, title: str, unit: str, better: str,
+            needs: tuple[str, ...] = ("y_true", "y_pred", "groups"), summary: str = "", **declared: Any) -> MetricSpec:
     """Register a built-in key of evaluate_predictions' report that has no stand-alone function."""
-    spec = MetricSpec(name, title, unit, better, digits, needs, None, True, False, summary or title)
+    spec = MetricSpec(name, title, unit, better, needs=needs, reported=True, summary=summary or title, **declared)
     registry.metrics.register(name, spec, module)
     return spec
+
+
+def all_specs() -> list[MetricSpec]:
+    """Every registered metric (per-group ones included), in declaration order."""
+    return sorted((s for _, s in registry.metrics.items() if isinstance(s, MetricSpec)), key=lambda s: s.order)
 
 
 def metric_specs() -> dict[str, MetricSpec]:
@@ -108,3 +137,14 @@ def get_spec(name: str) -> MetricSpec:
     if name not in specs:
         raise KeyError(f"unknown metric {name!r}; valid: {', '.join(specs)}")
     return specs[name]
+
+
+def view_metrics(view: str, own: tuple[str, ...] = ()) -> list[str]:
+    """A view's metric columns: its own (in its order), then every metric that asks to be shown in it."""
+    return [*own, *(name for name, spec in metric_specs().items() if name not in own and spec.shown_in(view))]
+
+
+def history_keys() -> list[str]:
+    """The validation metrics recorded per epoch in history.json."""
+    return [s.name for s in all_specs() if s.history]
+

@@ -19,7 +19,6 @@ __all__ = [
     "t_quantile",
     "mean_t_interval",
     "mean_over_attributes",
-    "DEFAULT_ATTRIBUTE_KEYS",
     "resample_blocks",
     "clipped_t_interval",
     "paired_difference",
@@ -220,32 +219,6 @@ def mean_t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[
 # ----------------------------------------------------------------------------------
 # mean over target attributes
 # ----------------------------------------------------------------------------------
-DEFAULT_ATTRIBUTE_KEYS = (
-    "accuracy",
-    "max_group_accuracy",
-    "min_group_accuracy",
-    "worst_group_accuracy",
-    "max_min_ratio",
-    "dob",
-    "tpr",
-    "fpr",
-    "max_group_tpr",
-    "min_group_tpr",
-    "max_group_fpr",
-    "min_group_fpr",
-    "deo",
-    "fpr_gap",
-    "deodds",
-    "deodds_max",
-    "deodds_mean",
-    "dp_difference",
-    "eo_difference",
-    "eodds_difference",
-    "ece",
-    "max_group_ece",
-)
-
-
 def _number(value: Any, key: str) -> float:
     if value is None:
         return NAN
@@ -263,16 +236,15 @@ def mean_over_attributes(
     Each metric is averaged as computed per attribute (DEO is the mean of per-attribute
     DEOs, never recomputed from averaged TPRs). For every key the result also holds
     ``{key}_undefined_count``: how many reports had it NaN, None or missing; the mean is
-    over the others (NaN if none). ``keys`` defaults to those of
-    ``DEFAULT_ATTRIBUTE_KEYS`` present in at least one report. ``reports`` may be a list
+    over the others (NaN if none). ``keys`` defaults to every registered one-number metric
+    (:mod:`fairbench.metrics.specs`) present in at least one report. ``reports`` may be a list
     or a {attribute: report} mapping; ``num_reports`` gives their number.
     """
     items = list(reports.values()) if isinstance(reports, Mapping) else list(reports)
     if keys is None:
-        from fairbench.metrics.specs import metric_specs
+        from fairbench.metrics.specs import all_specs
 
-        declared = [k for k in metric_specs() if k not in DEFAULT_ATTRIBUTE_KEYS]  # plugins' metrics
-        keys = [k for k in (*DEFAULT_ATTRIBUTE_KEYS, *declared) if any(k in r for r in items)]
+        keys = [s.name for s in all_specs() if not s.per_group and any(s.name in r for r in items)]
     out: dict[str, Any] = {"num_reports": len(items)}
     for key in keys:
         vals = np.array([_number(r.get(key), key) for r in items], dtype=np.float64)

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fairbench.cost import format_flops
-from fairbench.layouts.base import LayoutOptions, get_layout
-from fairbench.layouts.protocol import TITLES as PROTOCOL_TITLES
-from fairbench.layouts.summary import headline
 from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval
-from fairbench.plots import PlotError, plot_curves, plot_pareto
 from fairbench.records import Record
-from fairbench.reporting import load_selected, pareto_points, revision_note
+from fairbench.results.layouts.base import LayoutOptions, get_layout
+from fairbench.results.layouts.protocol import TITLES as PROTOCOL_TITLES
+from fairbench.results.layouts.summary import headline
+from fairbench.results.plots import PlotError, plot_curves, plot_pareto
+from fairbench.results.reporting import load_selected, pareto_points, revision_note
 from fairbench.run_store import atomic_write_bytes
 from fairbench.selection import get_rule
 
@@ -88,7 +88,7 @@ def layout_tables(name: str, done: list[Record], skipped: list[tuple[str, str]])
     data = json.loads(get_layout(name).text(done, skipped, "json", LayoutOptions()))
     if name == "summary":
         return [_summary_table(data)]
-    if isinstance(data, dict) and "tables" in data:  # fairbench.tables.render (the paper's layouts)
+    if isinstance(data, dict) and "tables" in data:  # fairbench.results.render (the paper's layouts)
         return [_cells_table(t) for t in data["tables"]]
     if isinstance(data, list) and data and all(isinstance(t, dict) and "rows" in t for t in data):
         return [_rows_table(t.get("title", ""), t["rows"], t.get("notes", [])) for t in data]
@@ -118,7 +118,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> HtmlTable:
               ("task", "task"), ("selection", "selection"), ("setting", "setting"), ("data", "data"),
               ("precision", "precision"), ("seeds", "seeds")]
     labels = [(k, t) for k, t in labels if any(r.get(k) is not None for r in rows)]
-    metrics = headline()
+    metrics = headline(k for r in rows for k in r)
     body = []
     for r in rows:
         line = [cell(r.get(k)) for k, _ in labels]
@@ -457,7 +457,7 @@ def write_report(runs_dir: Path, output: Path, suite=None,
     """Write the page of ``suite``'s runs (a loaded :class:`fairbench.suite.Suite`) or of every run
     under ``runs_dir``; returns (the page, or None when no run has finished; (run, reason) of
     the runs left out). A suite's runs must share one clean code revision unless
-    ``allow_mixed_revisions``, as for its ``table.md`` (:func:`fairbench.reporting.revision_note`)."""
+    ``allow_mixed_revisions``, as for its ``table.md`` (:func:`fairbench.results.reporting.revision_note`)."""
     output = check_output(output)
     done, skipped = load_selected(Path(runs_dir), suite)
     if not done:

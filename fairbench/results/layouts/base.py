@@ -1,19 +1,7 @@
-"""The layout contract: a registered object that turns finished run records into text.
-
-A layout is one module::
-
-    from fairbench.layouts.base import Layout
-    from fairbench.registry import register_layout
-
-    @register_layout("per-cost")
-    class PerCost(Layout):
-        summary = "accuracy and DoB per training FLOP"
-        def text(self, done, skipped, fmt, options):
-            ...  # build fairbench.tables.Table objects and return fairbench.tables.render(tables, fmt, skipped)
-
-declared under ``[project.entry-points."fairbench.layouts"]`` (a built-in module in this
-package is found without that). ``fairbench compare --layout``, a suite's ``[report] layouts``
-and ``fairbench list layouts`` see it at once.
+"""The layout contract: a registered object that turns finished run records into text
+(``Layout.text``); a layout of method rows and metric columns is declared as data instead
+(:class:`fairbench.results.table_layout.TableLayout`). A plugin layout registered under the
+``fairbench.layouts`` entry point works like a built-in (docs/contributing.md, "A table layout").
 """
 
 from __future__ import annotations
@@ -41,7 +29,7 @@ class Layout:
     summary: ClassVar[str] = ""
 
     def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
-        """The layout's text in ``fmt`` (one of ``fairbench.tables.FORMATS``); ``skipped``: (run, reason)
+        """The layout's text in ``fmt`` (one of ``fairbench.results.render.FORMATS``); ``skipped``: (run, reason)
         of the runs left out."""
         raise NotImplementedError
 

@@ -8,33 +8,31 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
-from fairbench.layouts.base import Layout, LayoutOptions
-from fairbench.metrics.specs import get_spec, metric_specs
+from fairbench.metrics.specs import get_spec, view_metrics
 from fairbench.records import Record
 from fairbench.registry import register_layout
+from fairbench.results.grouping import short_label
+from fairbench.results.layouts.base import Layout, LayoutOptions
+from fairbench.results.published import method_needs
 from fairbench.run_store import clean_nan
-from fairbench.tables import method_needs
 
-#: headline metrics of comparison tables: (report key, column title)
-HEADLINE = [
-    ("accuracy", "Acc"),
-    ("worst_group_accuracy", "Worst grp"),
-    ("max_min_ratio", "Max/Min"),
-    ("dob", "DoB"),
-    ("deo", "DEO"),
-    ("deodds", "DEOdds"),
-]
+#: the headline metrics, in order; every metric whose spec asks to be shown in "summary" follows
+HEADLINE = ("accuracy", "worst_group_accuracy", "max_min_ratio", "dob", "deo", "deodds")
 
 
-def headline() -> list[tuple[str, str]]:
-    """The summary's metric columns: the headline, then every metric a plugin declares."""
-    known = {key for key, _ in HEADLINE}
-    return HEADLINE + [(name, spec.title) for name, spec in metric_specs().items()
-                       if not spec.reported and name not in known]
+def headline(present: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """The summary's metric columns as (report key, column title); with ``present`` (the keys of the
+    rows at hand), a metric beyond the headline only where the rows hold it (runs scored before it
+    was declared do not)."""
+    keys = view_metrics("summary", HEADLINE)
+    if present is not None:
+        held = set(present)
+        keys = [k for k in keys if k in HEADLINE or k in held]
+    return [(name, get_spec(name).title_in("summary")) for name in keys]
 
 
 def number_text(value: Any, digits: int = 2) -> str:
@@ -46,20 +44,22 @@ def number_text(value: Any, digits: int = 2) -> str:
 def summary_frame(done: list[Record]) -> pd.DataFrame:
     """One row per finished run and evaluated dataset (its own test split, then each cross-dataset
     evaluation): the headline metrics of the ``summary`` layout."""
-    rows, columns = [], headline()
+    rows, columns, held = [], headline(), set()
     for record in sorted(done, key=lambda r: r.run_id):
         row = {"run_id": record.run_id, "method": record.method, "needs": method_needs(record.method, record.selection),
                "dataset": record.dataset, "task": record.task, "selection": record.selection,
                "setting": record.setting_key, "seed": record.seed, "eval": record.dataset, "data": record.data_fingerprint}
         for i, ev in enumerate(record.evaluations()):
             values = {key: ev.report.get(key) for key, _ in columns}
+            held.update(key for key in values if key in ev.report)
             if i == 0:  # the run's own test split
                 row.update(values)
                 row["precision"] = record.precision
                 rows.append(row)
             else:  # cross-dataset evaluations appear as their own rows, with the data they evaluated
                 rows.append({**row, "eval": ev.dataset, "data": ev.fingerprint, **values})
-    return pd.DataFrame(rows)
+    unheld = [key for key, _ in columns if key not in HEADLINE and key not in held]  # declared after these runs
+    return pd.DataFrame(rows).drop(columns=unheld, errors="ignore")
 
 
 def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +75,7 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     for key, grp in runs.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
         row["seeds"] = len(grp)
-        for metric, _ in headline():
+        for metric, _ in headline(runs.columns):
             mean, half, _n = mean_t_interval(grp[metric].astype(float).to_numpy())
             row[metric] = mean
             row[f"{metric}_ci95"] = half
@@ -94,8 +94,6 @@ def setting_labels(done: list[Record]) -> dict[str, str]:
     """Each setting key's label: the keys that tell it apart from the other settings of its method,
     dataset and task, e.g. ``epochs=60`` or ``budget_flops=1.15e+13`` (train. and hparams. left out);
     "—" for a method's only setting."""
-    from fairbench.tables import _short
-
     groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for record in done:
         ident = {k: v for k, v in record.identity.items() if k != "train.seed"}
@@ -105,7 +103,7 @@ def setting_labels(done: list[Record]) -> dict[str, str]:
         values = lambda k: {json.dumps(i.get(k), sort_keys=True, default=str) for i in settings.values()}  # noqa: E731
         keys = sorted(k for k in {k for i in settings.values() for k in i} if len(values(k)) > 1)
         for key, ident in settings.items():
-            named = ", ".join(f"{k.removeprefix('train.').removeprefix('hparams.')}={_short(ident[k])}"
+            named = ", ".join(f"{k.removeprefix('train.').removeprefix('hparams.')}={short_label(ident[k])}"
                               for k in keys if ident.get(k) is not None)  # a key it does not set: nothing to name
             labels[key] = named or "—"
     return labels
@@ -131,7 +129,7 @@ def format_compare(table: pd.DataFrame, fmt: str, labels: dict[str, str] | None 
         display["data"] = table["data"].fillna("(not recorded)")
     if "precision" in table:  # some run trained under bf16 autocast
         display["precision"] = table["precision"].fillna("(not recorded)")
-    for metric, title in headline():
+    for metric, title in headline(table.columns):
         digits = get_spec(metric).digits
         display[title] = [
             "n/a: undefined in every seed" if m is None or (isinstance(m, float) and math.isnan(m)) else

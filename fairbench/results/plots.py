@@ -17,17 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.metrics.specs import MetricSpec, get_spec
+from fairbench.records import Record
+from fairbench.results.grouping import Context, attribute_means, contexts, seed_reports
+from fairbench.results.notes import common_num_classes
+from fairbench.results.published import PaperTable, paper_tables_for, show_paper
 from fairbench.run_store import atomic_write_bytes, selected_epoch
-from fairbench.tables import (
-    Context,
-    PaperTable,
-    Record,
-    common_num_classes,
-    paper_tables_for,
-    seed_reports,
-    show_paper,
-    contexts,
-)
 
 
 class PlotError(ValueError):
@@ -138,10 +132,9 @@ def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None,
         if not multi:
             ctx = Context(ctx.trained_on, ctx.settings[0].targets[0], ctx.protected, ctx.evaluated_on, ctx.split,
                           ctx.settings)
-        layout = "attributes" if multi else ("methods" if by else "groups")
         points, all_reports = [], []
         for s in ctx.settings:
-            reports, _ = seed_reports(s, layout, by)
+            reports = attribute_means(s)[0] if multi else seed_reports(s, by)
             all_reports += reports.values()
             xs = [_metric(r, x) for r in reports.values()]
             ys = [_metric(r, y) for r in reports.values()]

@@ -1,5 +1,5 @@
 """What users read about finished runs: the end-of-run table and its notes, ``fairbench compare``
-(any registered layout of :mod:`fairbench.layouts`, for every run or a suite's) and a loaded
+(any registered layout of :mod:`fairbench.results.layouts`, for every run or a suite's) and a loaded
 suite's report (``write_suite_report``: its layouts and pareto plots, next to its runs).
 """
 
@@ -12,13 +12,16 @@ from typing import Any
 
 import pandas as pd
 
-from fairbench.layouts.base import LayoutOptions, get_layout
-from fairbench.layouts.summary import number_text, summary_frame
-from fairbench.metrics.specs import get_spec, metric_specs
-from fairbench.plots import PlotError, plot_pareto
+from fairbench.metrics.specs import get_spec, view_metrics
 from fairbench.records import Record, finished, load_records
+from fairbench.results.layouts.base import LayoutOptions, get_layout
+from fairbench.results.layouts.summary import number_text, summary_frame
+from fairbench.results.notes import CHANCE_MARGIN_PP, at_chance
+from fairbench.results.plots import PlotError, plot_pareto
 from fairbench.run_store import RunRecord, atomic_write_bytes, selected_epoch
-from fairbench.tables import CHANCE_MARGIN_PP, at_chance
+
+#: the end-of-run table's metric rows under the groups (then every metric whose spec asks for "run")
+RUN_SUMMARY = ("max_group_accuracy", "min_group_accuracy", "max_min_ratio", "dob", "deo", "deodds", "dp_difference")
 
 
 def run_summary(metrics: dict[str, Any], split: str = "test"):
@@ -43,12 +46,10 @@ def run_summary(metrics: dict[str, Any], split: str = "test"):
     table.add_section()
     extra = ["", ""] if tpr else []
     table.add_row("overall (pooled)", str(report["n"]), number_text(report["accuracy"]), *extra)
-    rows = [("max_group_accuracy", "max group"), ("min_group_accuracy", "min group"), ("max_min_ratio", "Max/Min ratio"),
-            ("dob", "DoB (std, pp)"), ("deo", "DEO"), ("deodds", "DEOdds (sum)"), ("dp_difference", "DP difference")]
-    rows += [(name, spec.title) for name, spec in metric_specs().items() if not spec.reported]
-    for key, title in rows:
+    for key in view_metrics("run", RUN_SUMMARY):
         if key in report:
-            table.add_row(title, "", number_text(report[key], get_spec(key).digits), *extra)
+            spec = get_spec(key)
+            table.add_row(spec.title_in("run"), "", number_text(report[key], spec.digits), *extra)
     return table
 
 
@@ -160,7 +161,7 @@ def pareto_points(done: list[Record], rule: str | None) -> tuple[list[Record], s
     search trial chosen by it (as the protocol tables); without, every record and no subtitle."""
     if not rule:
         return done, None
-    from fairbench.layouts.protocol import chosen_records
+    from fairbench.results.layouts.protocol import chosen_records
     from fairbench.selection import get_rule
 
     return chosen_records(done, rule), f"search trials {get_rule(rule).title}"

@@ -37,15 +37,16 @@ import numpy as np
 import pandas as pd
 
 from fairbench.cost import format_flops
-from fairbench.layouts.base import Layout, LayoutOptions
 from fairbench.metrics.noise_floor import noise_floors
 from fairbench.metrics.resampling import RESAMPLED, TEST_RESAMPLES, TestSample, variance_of_mean
 from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval, holm_adjusted, paired_difference
 from fairbench.records import Evaluated, Record
 from fairbench.registry import register_layout
+from fairbench.results.layouts.base import Layout, LayoutOptions
+from fairbench.results.notes import CHANCE_MARGIN_PP, at_chance
+from fairbench.results.published import method_needs
 from fairbench.search import TRAIN_SPACES
 from fairbench.selection import get_rule, preference
-from fairbench.tables import CHANCE_MARGIN_PP, at_chance, method_needs
 
 RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 BASELINE = "erm"

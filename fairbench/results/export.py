@@ -133,7 +133,7 @@ def export_runs(runs_dir: Path, output: Path, suite=None) -> tuple[pd.DataFrame 
     """Write the long table of ``suite``'s finished runs (or of every run under ``runs_dir``) to
     ``output``; returns (the table, or None when no run has finished; (run, reason) of the runs
     left out)."""
-    from fairbench.reporting import load_selected
+    from fairbench.results.reporting import load_selected
 
     output = check_output(output)
     done, skipped = load_selected(Path(runs_dir), suite)

@@ -1,9 +1,0 @@
-"""Table layouts of ``fairbench compare --layout NAME`` and of suite reports: one module per
-layout family, each layout a registered :class:`fairbench.layouts.base.Layout` (entry-point group
-``fairbench.layouts``), so the CLI, suites and reports list and use whatever is registered.
-
-base.py     the contract (``Layout.text``), the options every layout receives, lookup
-summary.py  ``summary``: one row per method, setting and evaluated dataset, headline metrics
-paper.py    the paper's layouts ``groups``, ``methods``, ``attributes``, ``min-group`` (fairbench.tables)
-protocol.py ``protocol``: one table per selection rule over a suite's search trials, with cost and noise floor
-"""
