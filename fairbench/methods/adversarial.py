@@ -1,34 +1,10 @@
-"""Adversarial debiasing (Zhang, Lemoine & Mitchell, AIES 2018), see docs/specs-notes.md, "Baselines".
+"""Adversarial debiasing (Zhang, Lemoine & Mitchell, AIES 2018): the classifier learns the target
+while defeating an adversary that predicts the group from its logits.
 
-An adversary tries to predict the (intersectional) group from the classifier's class
-logits; the classifier is trained to predict the target while defeating the adversary.
-
-Adversary (as in the paper, sec. 4-5, and its AIF360 implementation): input is the
-classifier's prediction ``s = softmax((1 + |c|) * logits)`` with a learnable scalar ``c``
-(the paper's ``sigmoid((1 + |c|) * logit)`` generalised from one logit to K classes; for
-K = 2 the two are the same). With ``condition_on_target`` (the equalized-odds variant) the
-adversary also sees the true label, as the outer product ``s x onehot(y)`` next to ``s``
-(the paper's ``[s, s*y, s*(1-y)]`` for K classes). The adversary is linear, as in the
-paper, unless ``adversary_hidden > 0``; it is trained with its own Adam optimiser and runs
-in float32 (outside bf16 autocast).
-
-Classifier update, ``mode = "projection"`` (the paper's eq. for ``dW``, computed per
-parameter tensor as in AIF360)::
-
-    g <- grad L_cls - proj_{grad L_adv}(grad L_cls) - alpha * grad L_adv
-
-where ``proj_h(g) = (g . h/|h|) h/|h|`` and both gradients are taken with respect to the
-classifier's parameters (backbone and head). The projection is subtracted whatever its
-sign, as the paper and AIF360 do. The result is handed to the harness' SGD (momentum,
-weight decay, cosine schedule) instead of the paper's plain gradient step.
-
-``mode = "gradient_reversal"``: the common simpler alternative (Ganin & Lempitsky 2015):
-one backward pass of ``L_cls + L_adv`` through a gradient-reversal layer of weight
-``alpha`` placed between the logits and the adversary, so the classifier receives
-``grad L_cls - alpha * grad L_adv`` and the adversary ``grad L_adv``.
-
-Both optimisers follow the harness' per-epoch cosine schedule (AIF360 decays both
-learning rates too, exponentially).
+Two modes: the paper's gradient projection (as in AIF360) and gradient reversal (Ganin &
+Lempitsky 2015). The adversary has its own Adam optimiser and runs in float32; the classifier's
+corrected gradient goes to the harness' SGD instead of the paper's plain step.
+Details: docs/methods.md#adversarial
 """
 
 from __future__ import annotations

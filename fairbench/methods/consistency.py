@@ -1,21 +1,10 @@
 """Consistency regularisation (Krishnan & Rattani, 2023): the prediction on an image and on a
 semantics-preserving augmentation of it should agree. Needs only the target label ("T").
 
-Loss on a step, with ``x`` the runner's (cropped / flipped) batch and ``x'`` a further
-augmentation of it::
-
-    CE(f(x), y) + alpha * D(softmax f(x), softmax f(x'))
-
-``D`` is the symmetric KL divergence ``(KL(p||q) + KL(q||p)) / 2`` or the Jensen-Shannon
-divergence ``(KL(p||m) + KL(q||m)) / 2`` with ``m = (p + q) / 2`` (hparam), averaged over
-the batch, in float32; gradients flow through both views.
-
-The paper's exact augmentations are not published. ``x'`` is made on the device, per
-sample, from the ones a face's identity and attributes survive: brightness (additive),
-contrast (scaling around the image mean), saturation (blending with the grey image), each
-drawn uniformly in ``[1 - s, 1 + s]`` (brightness ``[-s, s]``), then a translation of up to
-``translate`` of the image size (border pixels repeated). Both views go through the
-network in one forward pass.
+Loss: cross-entropy plus ``alpha`` times a symmetric KL or Jensen-Shannon divergence between the
+two views' softmaxes. The paper's augmentations are unpublished: ``x'`` is a photometric jitter
+and a small translation made on the device (the deviation, and the formulas:
+docs/methods.md#consistency).
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
 """Domain-discriminative training (Wang et al. CVPR 2020): one softmax over (target, group) pairs.
 
-The head has D x K outputs, a single softmax over the joint classes ``j = d * K + y``
-(group-major, as in the authors' code: the first K classes belong to group 0), trained
-with cross-entropy on the joint label.
-
-Inference never reads the group: the joint probabilities are marginalised over groups,
-
-    score(y | x) = sum_d p(y, d | x) * w(y, d)
-
-and ``predict`` returns ``log score`` (so argmax is the decision and softmax is the
-normalised score). Without prior shift, ``w = 1`` and the softmax of ``predict`` is
-exactly ``p(y | x)``. With ``prior_shift=True``, ``w(y, d) = 1 / p_train(d | y)
-= N_y / N_{y,d}``: the posterior under a test distribution that keeps the training class
-prior but has every group equally likely within each class,
-``p_test(y, d | x) ∝ p(y, d | x) * p_test(y, d) / p_train(y, d)`` with
-``p_test(y, d) = p_train(y) / D``. This is the authors' ``prior_shift_weight`` (1/5 and 1/95
-for CIFAR-10S's 5%/95% cells). Cells without training samples get ``w = 0``.
-``combine="max"`` takes ``max_d`` instead of the sum (the paper's "max prob" rule).
+The head has D x K outputs (group-major, as in the authors' code), trained with cross-entropy on
+the joint label. Inference never reads the group: the joint probabilities are marginalised over
+groups (sum, or ``combine="max"``), optionally reweighted for a group-balanced test prior
+(``prior_shift``, the authors' ``prior_shift_weight``); ``predict`` returns the log score.
+Details: docs/methods.md#domain_discriminative
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """Domain-independent training (Wang et al. CVPR 2020): one classifier head per group, shared backbone.
 
-The head has D x K outputs, read as ``logits.view(B, D, K)`` (group-major, as in the
-authors' code: the first K outputs belong to group 0). Training: cross-entropy of the
-K logits of the sample's own group (``d = batch.group``): the group's own softmax, so
-no head is trained on another group's samples.
-
-Inference never reads the group. ``inference`` chooses the paper's rule:
-
-* ``"sum"`` (default; the rule the paper recommends, ``argmax_y sum_d s(y, d, x)``):
-  ``predict`` returns the logits summed over groups;
-* ``"sum_prob"``: sum over groups of the per-group softmax probabilities; ``predict``
-  returns ``log(mean_d p_d(y | x))``, so its softmax is that average;
-* ``"max"``: ``max_d p_d(y | x)``; ``predict`` returns its log.
-
-Groups are the intersectional groups (``ctx.group_names``, the vocabulary over all splits).
-Groups without training samples have heads that are never trained: inference leaves
-them out.
+The head has D x K outputs (group-major, as in the authors' code); each sample trains only its own
+group's K logits. Inference never reads the group: ``inference`` picks the paper's rule for
+combining the heads (``sum`` of logits, the default; ``sum_prob``; ``max``). Heads of groups with
+no training samples are left out. Details: docs/methods.md#domain_independent
 """
 
 from __future__ import annotations

@@ -1,50 +1,11 @@
 """Fair Mixup (Chuang & Mroueh, ICLR 2021): regularise the path between groups in input space.
 
-Loss on a step::
-
-    CE(batch) + lambda * sum_pairs sum_{k in K_pair} | d/dgamma mean_i p_k(mix(x_a_i, x_b_i, gamma)) |
-
-with ``mix(x_a, x_b, gamma) = gamma * x_a + (1 - gamma) * x_b``, one ``gamma ~ Beta(mixup_alpha,
-mixup_alpha)`` per pair of groups and step (``Beta(1, 1) = U(0, 1)``, the authors' code),
-``p = softmax(logits)`` in float32, and the derivative taken by autograd with respect to
-``gamma`` itself (``create_graph=True``, so the regulariser is trained through; this equals
-the authors' input-gradient inner product ``<grad_x f, x_a - x_b>`` averaged over the pair,
-up to a sign that the absolute value removes). A single gamma per pair is one Monte Carlo
-sample of ``E_gamma``, as in the authors' code.
-
-Which pairs (decided here; the paper has one binary protected attribute):
-
-- ``groups = "intersectional"`` (default) mixes between intersectional groups; the name of
-  a protected attribute (e.g. ``presentation``) mixes between that attribute's values only,
-  which is the paper's binary setting when the attribute is binary.
-- ``variant = "dp"``: in every step two distinct groups present in the batch are drawn
-  uniformly; ``"eo"``: the same, separately inside every target class (pairs share ``y``).
-  A stratum holding fewer than two groups adds nothing that step.
-- The larger side's samples are all used once; the smaller side is resampled with
-  replacement to the same count, and the two are paired at random.
-- Scores ``K_pair``: ``eo`` uses the probability of the pair's (true) class; ``dp`` uses the
-  positive-class probability for a binary target and every class probability (summing the
-  absolute derivatives) otherwise. For a binary target the ``eo`` sum over both classes is
-  the authors' ``main_eo.py`` (``|d p_0| = |d p_1|``).
-
-Batch norm: the mixed inputs go through the network in the same forward pass as the clean
-batch, but every batch-norm layer takes its statistics from the clean rows only
-(:func:`leading_batch_statistics`): the clean batch sees exactly the ordinary training pass
-(as in ERM), and each mixed input is scored by the same function, on its own. The authors
-forward the mixed batch by itself in training mode, so their derivative also contains
-gamma's effect on the mixed batch's own statistics, an artefact of batch norm.
-
-Default ``lambda = 1``: the authors train with Adam (lr 1e-3) and recommend lambda in
-[10, 20, 30] for EO ([1, 10, 20] for DP). Under SGD (lr 0.05, momentum 0.9) lambda >= 10
-made the regulariser's gradient (tens to thousands in norm, against about 2 for the CE) blow
-the cross-entropy up in our trials on SynthFace, and lambda = 1 trained (at the quickstart
-budget, lr 0.02 and 8 epochs from scratch, it still ends at chance: ``benchmarks/results/``).
-``max_grad_norm`` clips the total gradient norm where a larger lambda is wanted (off by
-default, not in the paper).
-
-Other deviation from the authors' code: the supervised loss is on the runner's ordinary
-batch (they draw a fixed count from each (group, class) cell). Cost: a double backward pass;
-on a CPU a step costs several ERM steps.
+Cross-entropy plus ``lambda`` times the absolute derivative, along ``gamma``, of the mean score of
+inputs mixed between two groups (autograd on ``gamma``, ``create_graph=True``), for pairs of groups
+drawn in the batch (``variant``: ``dp`` or ``eo``; ``groups``: intersectional or one attribute).
+Batch norm takes its statistics from the clean rows only. Deviations from the authors' code
+(default ``lambda = 1`` under SGD, the ordinary batch, batch norm) and the exact loss:
+docs/methods.md#fair_mixup
 """
 
 from __future__ import annotations

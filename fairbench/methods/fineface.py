@@ -1,54 +1,13 @@
 """FineFACE (Manzoor & Rattani, ICPR 2024): experts on the last N backbone stages, attention
 crops and multi-step mutual learning. Trains without demographic labels ("T").
 
-What it reproduces: docs/specs-notes.md, "FineFACE". Where the paper and the authors' script (a near copy of
-CMAL-Net, Liu et al. 2023) disagree, the script's behaviour is the default.
-
-Network (:class:`FineFACENet`)
-------------------------------
-Expert n reads backbone stage ``s_n`` (default: the last N stages; ResNet-50 at 448 px:
-layer2 / layer3 / layer4). Expert block: Conv1x1(C_n -> expert_width, no bias) -> BN2d ->
-act -> Conv3x3(expert_width -> expert_out, pad 1, no bias) -> BN2d -> act (BN2d eps 1e-5,
-momentum 0.01; act = ReLU as in the code, ELU as in the paper). Its output is the feature
-map F_n; adaptive global max (or average) pooling gives v_n. Expert head: BN1d -> Linear(
-expert_out, expert_width) -> BN1d -> ELU -> Linear(expert_width, K); the concat head is the
-same on concat(v_1..v_N). Unset widths follow the backbone (``EXPERT_WIDTH_RULE``: C / 4 and
-C / 2 of the deepest expert stage's channels; ResNet-50: the code's 512 / 1024).
-
-One training iteration (N + 2 SGD steps, one optimizer, all BN layers in train mode)
-------------------------------------------------------------------------------------
-1. Full forward of the raw batch x; loss CE(e_N, y); step.
-2. CAMs from that forward: feature maps F_n and each expert's predicted class k_n (argmax of
-   its own step-1 logits, i.e. from the weights *before* the step), head weights W1, W2 read
-   *after* the step -- what the authors' script does (it reads ``net.state_dict()`` after
-   ``optimizer.step()``). Boxes for A_1..A_N and A_oval (``fineface_attention``).
-3. n = N-1 .. 1: input = uniform random choice among {A_m : m != n} U {x} (one draw per batch,
-   on the device: no host sync); loss CE(e_n, y); step. By default the whole network runs, as
-   in the code (``full_forward_for_shallow_experts=True``): every BatchNorm layer updates its
-   running statistics with the input drawn for that step. ``false`` runs only backbone
-   stages 0..s_n and expert n: the same gradients (the loss reads e_n only) for ~8 % fewer
-   FLOPs per iteration (benchmarks/fineface_flops.py), but the deeper stages, the other
-   experts and the concat head then keep the running statistics of the other steps, so
-   eval-mode outputs differ from the code's.
-4. Forward A_oval; loss sum_n CE(e_n, y) + concat_loss_weight * CE(concat, y); step.
-5. Forward x; loss concat_loss_weight * CE(concat, y); step. ``acc`` is the concat head's
-   training accuracy on this pass (as logged by the code).
-
-``zero_grad(set_to_none=True)``: parameters outside a step's loss get no gradient and are
-skipped by SGD (no weight decay, no momentum move). The authors' code calls ``zero_grad()``
-under PyTorch 2.2 (their README), where ``set_to_none=True`` is already the default: the
-same behaviour, nothing to emulate.
-
-Crops (``crop``): ``"exact"`` (default) is the batched equivalent of the code's per-sample
-slice + ``F.interpolate(align_corners=True)`` (bit for bit on the CPU, see
-``fineface_attention.crop_and_resize``); ``"grid_sample"`` is one ``grid_sample`` call with
-sample positions off by up to 6e-5 px at 448 px.
-
-Inference
----------
-Forward x; A_oval from the N CAMs (each expert's own predicted class); forward A_oval;
-``predict`` returns the sum of the logits selected by ``fusion`` (default: all 2 x (N + 1);
-the paper averages the scores: same argmax, but softmax scores of the sum are sharper).
+:class:`FineFACENet` attaches an expert block and head to each of the backbone's last N stages,
+plus a head on their concatenation; one training iteration takes N + 2 SGD steps on the raw batch
+and on attention crops cut from the experts' class-activation maps (``fineface_attention``);
+inference sums the logits on the raw image and its overall crop. Where the paper and the authors'
+script (a near copy of CMAL-Net) disagree, the script's behaviour is the default.
+The network, the iteration step by step, inference: docs/methods.md#fineface; fidelity to the
+authors' code and the faster options: docs/fineface.md; the spec: docs/specs-notes.md, "FineFACE".
 """
 
 from __future__ import annotations

@@ -1,33 +1,11 @@
 """Batched class-activation maps and attention crops for FineFACE.
 
-What it reproduces: docs/specs-notes.md, "FineFACE" (the class activation map and the attention crop).
-The authors (and CMAL-Net) do this with a Python loop over the batch, ``.item()`` calls
-and one ``F.interpolate`` per sample. Everything here is batched: no per-sample Python
-loop and no host synchronisation (no ``.item()``, ``.tolist()``, ``.cpu()``,
-data-dependent shapes or Python ``if`` on tensor values), so it can run asynchronously
-on an accelerator. The per-sample reference implementation the code is tested against
-lives in ``tests/test_fineface_attention.py``.
-
-Pure torch; nothing from the rest of fairbench is imported.
-
-Box conventions (``rule``):
-
-* ``"authors"`` (default; the spec's formula since its correction): bit-for-bit the public
-  script (``utils.attention_im``): ``y0 = max(int(first - pad_ratio * H), 0)``,
-  ``y1 = min(int(last + pad_ratio * H), H)`` with ``last`` the *inclusive* last mask row
-  used as the exclusive end (the same for columns with W). The authors' code crashes on an
-  empty mask or an empty slice; here an empty mask gives the whole image and the box is at
-  least one pixel.
-* ``"spec"`` (the earlier reading of the spec, kept for the synthetic benchmark's recorded
-  results): bounding box ``[first, last + 1)`` of the mask, padded by ``int(pad_ratio * H)``
-  rows and ``int(pad_ratio * W)`` columns on each side, clamped to the image. At 448 px this
-  is the "authors" box shifted down/right by one pixel; issue 14 found one box in 2.5 to 5
-  off by a pixel against the authors' code, enough to flip predictions.
-
-Crops (``crop_and_resize``): ``"exact"`` (default) reproduces the per-sample slice +
-``F.interpolate(align_corners=True)`` (bit for bit on the CPU where ATen splits the work over
-threads); ``"grid_sample"`` is one ``grid_sample`` call, approximate (sample positions off by
-up to 6e-5 px at 448 px; see its docstring).
+What it reproduces: docs/specs-notes.md, "FineFACE" (the class activation map and the attention
+crop). The authors loop over the batch in Python; here everything is batched, with no host
+synchronisation, so it can run asynchronously on an accelerator (the per-sample reference it is
+tested against: ``tests/test_fineface_attention.py``). Pure torch; nothing from the rest of
+fairbench is imported. Box rules (``"authors"``, ``"spec"``) and crop paths (``"exact"``,
+``"grid_sample"``): docs/methods.md#attention-maps-and-crops
 """
 
 from __future__ import annotations

@@ -1,30 +1,10 @@
 """Gap regulariser ("Regularized" in the FineFACE paper's table 7; "GapReg" in Chuang &
 Mroueh, ICLR 2021): cross-entropy plus a soft equalized-odds gap measured on the batch.
 
-The gap (exact form)::
-
-    s_i          = softmax(logits_i)[y_i]                  (probability of the true class)
-    m_{g,y}      = mean of s_i over the batch's samples of group g and class y
-    gap          = sum over classes y of ( max_g m_{g,y} - min_g m_{g,y} )
-    loss         = CE + lambda * gap
-
-Only (group, class) cells present in the batch enter the max / min; a class seen in fewer
-than two groups adds 0. For a binary target the max-min of the true-class probability
-equals that of the positive-class probability (``p_0 = 1 - p_1``), so with two groups
-this is exactly the authors' GapReg-EO ``sum_y |E[p_1 | a=0, y] - E[p_1 | a=1, y]|``; for
-more groups the absolute difference becomes the max-min range over groups. Groups are the
-intersectional groups. Computed in float32.
-
-Deviation: the authors draw a fixed number of samples from every (group, class) cell for
-each step; here the gap is taken on the runner's ordinary batch, so a rare cell holds one or
-two samples, whose gradient is weighted by lambda / (cell size) against 1 / (batch size) in
-the CE, and the max-min over many small cells is noisy.
-
-Default ``lambda = 1`` (spec grid {1, 10}; the authors recommend 10-30 for GapReg-EO with
-Adam at lr 1e-3): under SGD (lr 0.05, momentum 0.9) lambda = 10 drove the cross-entropy up
-and the accuracy to chance in our trial runs on SynthFace, lambda = 1 trained. At the quickstart
-budget (lr 0.02, 8 epochs from scratch) lambda = 1 still ends at chance on all three seeds:
-see ``benchmarks/results/``.
+The gap is, summed over classes, the max-min over groups of the mean true-class probability
+(in float32; cells absent from the batch are left out); with two groups and a binary target it is
+the authors' GapReg-EO. Deviations (the ordinary batch instead of fixed draws per cell; default
+``lambda = 1`` under SGD) and the exact form: docs/methods.md#gap_regularizer
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Group-balanced sampling: every (target, group) cell is drawn with the same probability.
 
-Each epoch the runner draws N training samples with replacement, sample ``i`` with
-probability proportional to ``1 / N_{c(i)}``, where ``c(i) = y_i * D + d_i`` is its
-(target, intersectional group) cell and ``N_c`` the cell's training count. Every
-non-empty cell then receives total mass ``1 / C`` (C = number of non-empty cells); empty
-cells receive none. The loss is plain cross-entropy, as in ERM; the cosine learning-rate
-schedule of the base class still applies. Reweighting is the same mechanism with other weights,
-put on the loss (:mod:`fairbench.methods.cell_weighting`).
+Each epoch the runner draws N training samples with replacement, each with probability
+proportional to ``1 / N_c`` of its (target, intersectional group) cell, so every non-empty cell
+gets the same total mass; the loss is plain cross-entropy, as in ERM. Reweighting is the same
+mechanism with other weights, put on the loss (:mod:`fairbench.methods.cell_weighting`).
+Details: docs/methods.md#group_balanced
 """
 
 from __future__ import annotations

@@ -1,28 +1,10 @@
 """GroupDRO (Sagawa et al. ICLR 2020): minimise the q-weighted group losses, q updated online.
 
-Groups: by default the (target, group) cells ``y * D + d`` (``groups="cells"``), as in the
-paper, whose groups are (label, spurious attribute) pairs, e.g. (blond, male) on CelebA;
-``groups="groups"`` uses the D intersectional demographic groups alone.
-
-Per batch, with ``L_g`` the mean cross-entropy of the batch's samples in group g:
-
-    q_g <- q_g * exp(eta * (L_g + C / sqrt(n_g)))   for the groups present in the batch
-    q   <- q / sum(q)                                (absent groups keep their weight)
-    loss = sum_g q_g * L_g                           (L_g = 0 for absent groups)
-
-``n_g`` is the group's training count and ``C`` the paper's generalisation adjustment
-(default 0: plain GroupDRO). q is updated before the loss is formed (the authors' code,
-``loss.py``) and kept as a buffer, so it is saved in checkpoints and restored on resume.
-q starts uniform over the groups that have training samples; groups with none start (and
-stay) at 0, which changes nothing in the loss since they never appear in a batch.
-
-Sampling: group-balanced (each group drawn with equal probability, the authors'
-``--reweight_groups``), on by default. The paper's "strong l2 penalty" (weight decay 0.1 on
-CelebA with lr 1e-5) is a training setting, not a hyperparameter here: set
-``--set train.weight_decay=0.1`` for it; the run's own weight decay is never overridden.
-
-Deviation: with ``C > 0`` the authors' code also raises q for groups absent from the batch
-(their zero loss still gets ``C / sqrt(n_g)``); here absent groups keep their weight.
+Groups are the (target, group) cells by default (``groups="cells"``, as in the paper) or the
+demographic groups alone. Per batch, q is raised exponentially for groups with a high loss (plus
+the paper's adjustment ``C / sqrt(n_g)``), then the loss is the q-weighted sum. q is a buffer, so
+it survives a resume; sampling is group-balanced by default. The update rule, the paper's l2
+penalty and the one deviation (groups absent from a batch): docs/methods.md#groupdro
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """Just Train Twice (Liu et al. ICML 2021): retrain with the first model's training errors upweighted.
 
-Phase 1 (epochs ``0 .. T-1``, ``T = identification_epochs``): plain ERM with its own cosine
-learning-rate schedule over those T epochs (an ERM run of T epochs). These epochs are not
-selectable.
-
-At the start of epoch T: the phase-1 model predicts the un-augmented training split
-(``trainer.predict_train()``); its misclassified samples form the error set. The model is
-then re-initialised (a fresh backbone from ``ctx.make_backbone()``, a fresh head) with a
-fresh optimizer, and every remaining epoch draws N samples with replacement, an error-set
-sample with weight ``upweight`` and any other with weight 1. The cosine schedule restarts
-over the remaining ``E - T`` epochs: ``lr0 / 2 * (1 + cos(pi * (epoch - T) / (E - T)))``.
-
-Training reads only the target (``uses_train_groups = False``); checkpoints are selected
-by worst-group validation accuracy, as in the paper (needs "T, +V").
-
-Defaults are the paper's CelebA values (Liu et al. 2021, Appendix, CelebA: T = 1,
-lambda_up = 50). Deviation: the paper duplicates each error-set sample lambda_up times
-(an epoch grows to N + (lambda_up - 1) |E| samples); here an epoch keeps N draws, taken
-with replacement with the same relative weights. The error set and the phase flag are
-buffers, so a resumed run continues phase 2 without re-identifying.
+Phase 1 is plain ERM for ``identification_epochs``; its misclassified training samples form the
+error set; the model is then rebuilt and every later epoch draws samples with the error set
+upweighted by ``upweight``, the cosine schedule restarted. Reads only the target; checkpoints are
+selected by worst-group validation accuracy ("T, +V"). The error set and phase are buffers, so a
+resume continues phase 2. Schedule, defaults and the deviation from the paper's duplication:
+docs/methods.md#jtt
 """
 
 from __future__ import annotations

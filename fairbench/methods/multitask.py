@@ -1,20 +1,10 @@
 """Multi-task learning (Das, Dantcheva & Bremond, ECCV Workshops 2018): a shared backbone
 with one head for the target and one head per protected attribute.
 
-Das et al. train gender, age and race heads jointly with a "joint dynamic loss weight
-adjustment" whose details are not published. Here every protected attribute of the run
-(the columns of ``ctx.train_attributes``) gets a linear head next to the target head, and::
-
-    weighting = "fixed"        loss = CE_target + sum_a w_a * CE_a
-    weighting = "uncertainty"  loss = sum_t ( exp(-s_t) * CE_t + s_t / 2 )     (t = target and each a)
-
-``w_a`` is ``attribute_weights[a]`` if given, else ``attribute_weight``. The second form
-is the homoscedastic-uncertainty weighting of Kendall, Gal & Cipolla (CVPR 2018) for
-classification (``1/sigma^2 * L + log sigma`` with learned ``s = log sigma^2``), offered as
-a simple published stand-in for the unpublished dynamic weighting; the ``s_t`` are trained
-by the same SGD without weight decay, and the fixed weights are not used there.
-
-Prediction uses the target head only (no group label at test time).
+The paper's dynamic loss weighting is unpublished: the heads' losses are combined with fixed
+weights (``weighting = "fixed"``) or with learned homoscedastic-uncertainty weights (Kendall, Gal &
+Cipolla, CVPR 2018) as a published stand-in. Prediction uses the target head only.
+Details: docs/methods.md#multitask
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """Reweighting (Wang et al. CVPR 2020): per-sample loss weights that balance groups within each class.
 
-Weights, computed once from the training split's targets and intersectional group codes::
-
-    raw_i = N_y / (D * N_{y,d})          for sample i in cell (y, d)
-    w_i   = raw_i / mean_j(raw_j)        (mean weight over the training set = 1)
-
-with ``N_y`` the training count of class ``y``, ``N_{y,d}`` the count of cell (y, d) and
-``D`` the number of intersectional groups (``len(ctx.group_names)``: the vocabulary over all
-splits). Within a class every non-empty cell then carries the same total mass. When all
-``D`` cells of every class are populated, ``sum_i raw_i = N`` and the renormalisation is
-the identity; when class ``y`` populates only ``D_y < D`` cells its mass before
-renormalisation is ``N_y * D_y / D`` (the formula as published, not rescaled per class).
-
-Loss on a batch of size B: ``(1 / B) * sum_i w_i * CE_i`` (weights looked up with
-``batch.index``), an unbiased estimate of the weighted training risk, on the same scale
-as ERM's loss because the weights have mean 1. Group-balanced sampling is the same mechanism
-with other weights, put on the sampler (:mod:`fairbench.methods.cell_weighting`).
+The weight of a sample in cell (y, d) is ``N_y / (D * N_{y,d})``, renormalised to mean 1, computed
+once from the training split; a batch's loss is the weighted mean cross-entropy, on ERM's scale.
+Group-balanced sampling is the same mechanism with other weights, put on the sampler
+(:mod:`fairbench.methods.cell_weighting`). Details: docs/methods.md#reweighting
 """
 
 from __future__ import annotations

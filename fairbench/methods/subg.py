@@ -1,17 +1,9 @@
 """SUBG (Idrissi et al., CLeaR 2022): ERM on a group-balanced random subset of the training split.
 
-Once per run, every (target, group) cell ``c = y * D + d`` of the training split is
-subsampled without replacement to the size of the smallest non-empty cell, ``m = min_c N_c``;
-the other samples are never seen. Training is plain cross-entropy (as ERM) on that subset.
-
-The subset is drawn from a NumPy generator seeded with the run's torch seed
-(``torch.initial_seed()``, which the runner sets from ``train.seed``), so the same seed gives
-the same subset; it is a buffer, so a resumed run keeps it.
-
-Deviation: the runner draws N samples per epoch (N = full training size), so each epoch here
-draws N samples with replacement from the subset (uniformly), i.e. about N / (C m) passes
-over it; the paper iterates over the subset itself. The number of optimizer steps therefore
-equals ERM's at the same epochs: a budget-matched comparison.
+Once per run every (target, group) cell is subsampled to the smallest non-empty cell's size, from
+a generator seeded by the run's seed; the subset is a buffer, so a resume keeps it. Each epoch
+draws N samples from it with replacement (the deviation: ERM's number of steps, a budget-matched
+comparison). Details: docs/methods.md#subg
 """
 
 from __future__ import annotations
