@@ -1,21 +1,10 @@
 """CelebA (Liu et al., ICCV 2015; non-commercial research use): 40 binary face attributes.
 
-Files (official, https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html): ``img_align_celeba/``
-(``000001.jpg`` .. ``202599.jpg``, 178 x 218), ``list_attr_celeba.txt`` (line 1: count, line
-2: the 40 names, then ``file v1 .. v40`` with values 1 / -1 and irregular spacing) and
-``list_eval_partition.txt`` (``file 0|1|2`` = train / val / test), in ``root/`` or, as
-torchvision lays them out, ``root/celeba/``. The Kaggle variant (``list_attr_celeba.csv``,
-``list_eval_partition.csv``, images in ``img_align_celeba/img_align_celeba/``) is read too.
-
-Protocol: the official partition. Target: any of the 40 attributes (classes ``no`` / ``yes``),
-default ``Smiling``, one of the 13 gender-independent attributes of the paper's attribute
-experiments (:data:`GENDER_INDEPENDENT`; run each with
-``--target NAME``). Protected: ``Male`` (values ``Male`` / ``Female``). The gender task is
-``--target Male`` (classes ``Female`` / ``Male``, the same names as FairFace's ``gender``),
-which is also what a FairFace gender model is evaluated on (``fairbench eval``).
-
-Default image size 448 (the paper's recipe; the files are 178 x 218, resized to a square as
-the paper's ``Resize((448, 448))`` does).
+Reads the official files (or the Kaggle variant) and the official partition. Target: any of the
+40 attributes, default ``Smiling``, one of the 13 gender-independent attributes of the paper's
+attribute experiments (:data:`GENDER_INDEPENDENT`); protected: ``Male``. The gender task is
+``--target Male``, which is also what a FairFace gender model is evaluated on.
+Files, layouts and defaults: docs/real-datasets.md#celeba
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """What the splits must hold before anything is trained: every target class, and matching groups.
 
-- every target class in the training split: a model cannot learn a class it never sees (a
-  held-out split may lack a rare class: a small validation split often does, and its
-  accuracy is still measured on the classes it has);
-- every group of a held-out split in the training split: a group nothing was trained on;
-- every group of the training split in the test split: its accuracy, and every gap that involves
-  it, could not be measured.
-
-Checked on the label table, before any image is decoded (:func:`fairbench.data.image_table.build_bundle`),
-and again on the decoded splits (``fairbench.runner.load_bundle``) for loaders that assemble no
-table and for images skipped as unreadable. The sample caps of smoke runs
-(``--max-train-samples`` / ``--max-eval-samples``) thin the splits after these checks and are not
-held to them, except that a test cap which removes a group is an error naming the cap.
+The training split must hold every target class and every group of the held-out splits, and the
+test split every group of the training split. Checked on the label table before any image is
+decoded (:func:`fairbench.data.image_table.build_bundle`) and again on the decoded splits; the
+sample caps of smoke runs are not held to it, except a test cap that removes a group.
+The rules and why: docs/real-datasets.md#from-a-label-table-to-a-dataset-and-what-the-splits-must-hold
 """
 
 from __future__ import annotations

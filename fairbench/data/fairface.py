@@ -1,29 +1,11 @@
 """FairFace (Kärkkäinen & Joo, WACV 2021; CC BY 4.0): the paper's gender task over 7 races.
 
-Files (https://github.com/joojs/fairface): ``fairface_label_train.csv``,
-``fairface_label_val.csv`` (header ``file,age,gender,race,service_test``) and the images
-``train/<n>.jpg``, ``val/<n>.jpg`` from ``fairface-img-margin025-trainval.zip`` (224 x 224)
-or ``fairface-img-margin125-trainval.zip`` (448 x 448). The image root may differ from the
-CSV folder: it is ``data.options.images_root`` if set (relative to the CSV folder or
-absolute), else the CSV folder itself when it holds ``train/`` / ``val/``, else
-``fairface-img-margin025-trainval/`` or ``fairface-img-margin125-trainval/`` beside the CSVs
-(if both are there, choose one with ``images_root``: the margin changes the results).
-
-Protocol (FairFace has no public test split): test = the official val; val = a fixed-seed
-``val_fraction`` of the official train, stratified by race (7) x gender, with at least one
-image per group (see :mod:`fairbench.data.splitting`); train = the rest. The split is the
-same for every task and race view, and is recorded in the run's ``dataset.json``.
-
-Default image size 448: the paper's recipe (margin125 files are 448 px; margin025 files are
-224 px and are upsampled, so ``--image-size 224`` is the cheaper native choice for them).
-
-``race_view = "race4"`` gives the race-4 view shared with UTKFace / LFWA+ (White + Middle
-Eastern -> White, East + Southeast Asian -> Asian; Latino_Hispanic rows are left out, counted).
-
-Spreadsheet-damaged CSVs: the known forms ``9-Mar`` / ``03-Sep`` (3-9), ``19-Oct`` /
-``Oct-19`` (10-19) and ``TRUE`` / ``FALSE`` are normalised with a single notice (a
-:class:`SpreadsheetNotice` warning, also recorded in ``info``); any other unknown value is an
-error naming the file and line.
+Reads the official label CSVs and image folders (margin 0.25 or 1.25; the image root may differ
+from the CSV folder). FairFace has no public test split: test = the official val, val = a
+fixed-seed share of the official train stratified by race x gender. ``race_view = "race4"`` gives
+the race-4 view shared with UTKFace / LFWA+; spreadsheet-damaged values are normalised with one
+notice, any other unknown value is an error naming the file and line.
+Files, image root, protocol and the normalised forms: docs/real-datasets.md#fairface
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
 """Decode each image once into a memory-mapped cache: uint8 N x S x S x 3.
 
-    <cache_dir>/<dataset>-<split>-<S>px-<hash>.u8     the pixels, row i = i-th kept image
-    <cache_dir>/<dataset>-<split>-<S>px-<hash>.json   key, shape, files that could not be decoded
-
-The hash covers the list of source files with their size and mtime, the resolution and the
-resize rule: a changed, added or removed file gives a new cache (old ones are left in place;
-delete the folder to reclaim space). The cache is written to a temporary file, flushed and
-renamed, and its JSON sidecar is written (atomically) after the rename: a crash never
-leaves a cache that is later read as complete.
-
-Decoding runs in a thread pool (PIL releases the GIL while decoding); JPEGs are decoded at
-reduced size with ``Image.draft`` when that still gives at least S x S pixels.
-
-Bad images (missing, a folder or a symbolic-link loop in place of a file, empty, truncated,
-corrupt): with ``on_bad_image="error"`` the first one stops the build with a
-:class:`DatasetError` naming the file, its label row and what is wrong; those the file system
-shows are found before the cache folder is touched. With ``"skip"`` they are left out and
-listed (the loader records them in ``bundle.info``). The list is kept in the sidecar, so a
-later load with ``"error"`` still reports them.
-
-Greyscale images wider than 8 bits (16-bit PNG / TIFF, PIL modes ``I;16``, ``I``, ``F``) are
-scaled to 8 bits before the RGB conversion (:func:`to_8_bits`); PIL's own conversion clips them.
-
-Cache folder: ``DataConfig.cache_dir``, else ``$FAIRBENCH_CACHE``, else ``~/.cache/fairbench``.
+The cache is keyed by the source files (size, mtime), the resolution and the resize rule, written
+to a temporary file and renamed, its JSON sidecar last, so a crash never leaves a cache that is
+read as complete. Decoding runs in a thread pool. Bad images stop the build with a
+:class:`DatasetError` naming file and row (``on_bad_image="error"``) or are skipped and listed
+(``"skip"``); greyscale images wider than 8 bits are scaled, not clipped (:func:`to_8_bits`).
+File layout, bad images and the cache folder: docs/real-datasets.md#the-image-cache-in-detail
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """From a table of labelled image files to a :class:`DatasetBundle`: the one assembly path of
 every file-based loader (FairFace, UTKFace, CelebA, LFWA+, generic manifests).
 
-A loader parses its own label files into a table with one row per image:
-
-- ``path``: the file, relative to the image root (POSIX separators);
-- ``split``: ``train`` / ``val`` / ``test``;
-- ``source``: where the row's labels come from (``"fairface_label_train.csv line 7"``), for errors;
-- any label columns (strings).
-
-:func:`build_bundle` checks that each image is listed once (one path in two splits would be
-trained on and then scored as held out), the task's columns (no empty values) and what each
-split holds (:mod:`fairbench.data.coverage`), all before any image is decoded; then it
-maps the target to class indices, decodes each split through :mod:`fairbench.data.image_cache` and
-records in ``info`` what it skipped. Images are compared by their path relative to the image
-root: the same picture stored under two names (a copy, a link) is not detected.
+A loader parses its label files into a table (one row per image: ``path``, ``split``, ``source``,
+label columns); :func:`build_bundle` checks it (each image listed once, the task's columns, what
+each split holds: :mod:`fairbench.data.coverage`) before any image is decoded, then maps the
+target to class indices and decodes each split through :mod:`fairbench.data.image_cache`.
+The table's columns and the checks: docs/real-datasets.md#from-a-label-table-to-a-dataset-and-what-the-splits-must-hold
 """
 
 from __future__ import annotations

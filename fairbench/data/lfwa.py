@@ -1,26 +1,11 @@
 """LFWA+ (Liu et al., ICCV 2015, from the CelebA authors' page): LFW faces with attributes.
 
-Files: ``lfw/<Person>/<Person>_NNNN.jpg`` (250 x 250), ``lfw_att_73.mat`` (required: the
-demographics ``Male``, ``Asian``, ``White``, ``Black``, ``Indian``), ``lfw_att_40.mat``
-(optional: the 40 CelebA-named attributes) and ``indices_train_test.mat`` (1-based train /
-test row indices). The ``.mat`` files are MATLAB v7.3, i.e. HDF5, read with h5py: keys
-``AttrName`` and ``name`` are cell arrays (object references to uint16 character arrays;
-names use backslashes), ``label`` is the 0/1 matrix, transposed as h5py reads it
-(attributes x rows).
-
-:func:`convert` turns these files into the generic manifest (``path, split, identity, gender,
-race, <attributes>``); the loader runs it on first use and keeps the manifest in the cache
-folder, keyed by the ``.mat`` files' size and mtime (``python -m fairbench.data.lfwa ROOT
-OUT.csv`` writes one by hand).
-
-Demographics: gender from ``Male``; race is the one race flag set among Asian / White /
-Black / Indian. Rows with several or no race flag get no race group: race ``Undefined``
-(the paper's Table 1 name), counted in ``info``; ``race_undefined = "drop"`` leaves them out.
-A row listed in both the train and the test indices is kept in test only (counted); rows
-in neither are left out (counted).
-
-Protocol: the official train / test indices; val = a fixed-seed ``val_fraction`` of train,
-stratified by race x gender. Default image size 448 (the paper's recipe; files are 250 px).
+Reads ``lfw/``, ``lfw_att_73.mat`` (+ optional ``lfw_att_40.mat``) and ``indices_train_test.mat``
+(MATLAB v7.3 = HDF5, read with h5py). :func:`convert` turns them into the generic manifest, cached
+on first use (``python -m fairbench.data.lfwa ROOT OUT.csv`` writes one by hand). Race is the one
+race flag set; rows with several or none get race ``Undefined`` (counted). Protocol: the official
+train / test indices, val a fixed-seed stratified share of train.
+Files, keys, demographics and protocol: docs/real-datasets.md#lfwa
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """A generic manifest: any labelled face images a user brings.
 
-A CSV or Parquet file with a ``path`` column (relative to the data root), an optional
-``split`` column (``train`` / ``val`` / ``test``), an optional ``identity`` column and any
-number of label columns. The run names its target and protected columns
-(``--target COLUMN --protected COL1,COL2``). Paths must stay inside the root: ``..`` and
-absolute paths outside it are rejected, naming the row.
-
-The data root is the manifest file itself (images relative to its folder) or a folder that
-holds ``manifest.csv`` / ``manifest.parquet`` (or ``data.options.manifest``).
-
-Splits: the ``split`` column when there is one; if it has no ``val`` rows, val is a fixed-seed
-``val_fraction`` of train, stratified by the protected groups. Without a ``split`` column all
-three are drawn with fixed seeds, stratified by the protected groups; with an ``identity``
-column whole identities are assigned (no person in two splits). Target classes are the
-target column's values, sorted. Default image size 224.
+A CSV or Parquet file with a ``path`` column (relative to the data root, never outside it), an
+optional ``split`` column, an optional ``identity`` column and any label columns; the run names
+its target and protected columns. Missing splits are drawn with fixed seeds, stratified by the
+protected groups (whole identities when there is an ``identity`` column).
+Columns, data root and split rules: docs/real-datasets.md#a-generic-manifest
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """Rendered synthface splits kept on disk, so the jobs of a suite render each dataset once.
 
-Rendering a split costs seconds of one core (about 2 s for a quickstart job's three splits),
-every job of a suite rendered its data again, and a suite's jobs share few datasets (one per
-scenario and data seed). The pixels of a split are a pure function of its latents and the
-renderer, so they are cached under a key made of both, as the dataset's fingerprint is: the
-latents' bytes and a few probe images rendered now (a changed renderer gives new probes, hence
-a new key)::
-
-    <cache_dir>/rendered/<dataset>-<split>-<S>px-<key>.npy    N x S x S x 3 uint8
-    <cache_dir>/rendered/<dataset>-<split>-<S>px-<key>.json   key, shape, blake2b of the pixels
-
-Both files are written to a temporary name and renamed (the sidecar last); a read checks the
-sidecar's key and shape and the pixels' checksum, and renders afresh on any difference, so a
-half-written or altered file is never used. A cache folder that cannot be written only costs
-the rendering: the run goes on without it. ``FAIRBENCH_RENDER_CACHE=0`` turns the cache off.
+A split's pixels are a pure function of its latents and the renderer, so they are cached under a
+key made of both (the latents' bytes and a few probe images rendered now). Files are written
+atomically and checked on read (key, shape, checksum); any difference renders afresh, and a
+folder that cannot be written only costs the rendering. ``FAIRBENCH_RENDER_CACHE=0`` turns it
+off. File layout: docs/builtin-benchmark.md#the-rendered-split-cache
 """
 
 from __future__ import annotations

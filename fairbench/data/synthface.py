@@ -1,88 +1,12 @@
 """SynthFace: a procedurally rendered face-attribute benchmark with documented, tunable biases.
 
 No files and no network: every image is drawn with numpy from a seed, in a few seconds; the
-rendered splits are kept in the cache folder (``fairbench.data.render_cache``), so the jobs
-of a suite that share a dataset render it once. It is the default dataset, so that ``fairbench run <method>``
-trains out of the box on a CPU and CI can train every method.
-
-What is drawn
--------------
-A frontal cartoon face (head, hair, neck, shirt, background) with three binary target
-attributes, each carried by a small, local cue that a model must find:
-
-- ``smiling``: the curvature of a thin mouth line (corners raised vs. flat / lowered);
-- ``eyeglasses``: thin frames around both eyes, with a bridge and temples;
-- ``narrow_eyes``: the vertical aperture of the eyes.
-
-All three are drawn in every image, independently, and all are labelled, so any of them can
-be the target. Protected attributes (8 intersectional groups):
-
-- ``skin_tone``: four tones ``"I"`` (lightest) to ``"IV"`` (darkest), Fitzpatrick-like;
-- ``presentation``: ``"short_hair"`` (short hair, wider jaw) or ``"long_hair"`` (long hair,
-  narrower chin).
-
-Nuisance variation: face position, size and in-plane rotation (roll), a small horizontal
-shift of the features (yaw-like), feature geometry, hair / shirt / background colours,
-global lighting (brightness and a directional gradient), edge softness (focus) and
-Gaussian pixel noise.
-
-Bias mechanisms (all in :class:`SynthFaceOptions`)
---------------------------------------------------
-1. **Group imbalance** (train and val): skin tone and presentation are drawn independently
-   with ``train_skin_tone_shares`` and ``train_presentation_shares``.
-2. **Weaker local cue for some groups**: every facial feature (mouth line, eye, brow,
-   glasses frame) is drawn as an offset from the skin colour, scaled by
-   ``cue_contrast[tone]``. Lower values for darker tones mimic the lower feature contrast
-   that darker skin often has in photographs taken under an exposure set for lighter skin.
-   With all four values equal, every tone gets the same absolute feature contrast.
-3. **Spurious global cue** (train and val only): the background is "warm" (red to yellow) or
-   "cool" (cyan to blue); in train and val it agrees with the task's target with
-   probability ``(1 + spurious_correlation) / 2``, i.e. the phi correlation between target
-   and background family is ``spurious_correlation`` (for a balanced target).
-
-Splits (the protocol, recorded in ``info``)
--------------------------------------------
-- ``train`` and ``val`` come from the same biased source (val is carved from the training
-  distribution, as in the FairFace protocol): imbalanced groups, spurious background.
-- ``test`` is balanced: equal counts in every (group, target class) cell (within one when
-  ``n_test`` is not a multiple of 16), and the background family is split evenly inside
-  every cell, so it carries no information about the target.
-
-The target labels are independent fair coins in train / val. The draw of every latent
-parameter depends only on the seed, the split and the task (the spurious background and
-the test balance follow the task's target); the image size only changes the rendering.
-
-Known-answer scenarios (registered datasets ``synthface-<scenario>``)
----------------------------------------------------------------------
-The default ``synthface`` mixes three mechanisms, and a converged ERM overcomes all of them
-(benchmarks/results/README.md). Each scenario isolates ONE mechanism, controlled by ONE dial
-(its only option besides sizes and seed), on the same faces: two groups, skin tones I and IV,
-equal feature contrast, presentation a fair coin, 32 px, 2,000 / 1,000 / 5,000 images, and a
-test split balanced over tone x target x background family (2,500 images per tone). Defaults:
-``resnet_tiny`` from scratch, 12 epochs (``run_defaults``), where ERM's validation accuracy
-has plateaued except on ``spurious`` at agreement >= 0.9, where ERM needs about 60 epochs to
-leave the background plateau and fit its training set (measured: benchmarks/results/).
-
-- ``spurious`` (dial ``agreement``, default 0.95): the background family agrees with the
-  target in that share of train and val (Waterbirds / CelebA-blond style); the true cue, the
-  mouth, is small and local. Groups: ``bias_aligned`` (background agrees with the target or
-  not), i.e. Sagawa et al.'s (target, spurious attribute) groups. A model must ignore the
-  background and find the mouth: the test background is independent of the target.
-- ``underrepresented`` (dial ``minority_share``, default 0.02): tone IV is that share of train
-  and val, and its features are drawn lighter than the skin (contrast -1 instead of +1: the
-  same magnitude, the opposite sign), so a detector learned on tone I transfers imperfectly.
-- ``label_shift`` (dial ``minority_prevalence``, default 0.1): P(target | tone IV) in train and
-  val (tone I: 0.5); test prevalence 0.5 in both. A model must not use tone as a prior.
-- ``label_noise`` (dial ``noise_rate``, default 0.2): that share of tone IV's labels is
-  flipped, independently of the image, in train, val AND test (exactly that share of each
-  tone IV test cell). No classifier can exceed 1 - noise_rate on tone IV's test labels: a
-  negative control; a method that "closes" this gap is suspect.
-- ``none`` (no dial): balanced tones, prevalence 0.5, uninformative background, clean labels:
-  the oracle / sanity control.
-
-Every scenario split also has the columns ``background``, ``bias_aligned`` and
-``label_flipped`` (the pixels always show the drawn target; ``label_flipped`` says where the
-label disagrees with it).
+rendered splits are kept in the cache folder (``fairbench.data.render_cache``). It is the default
+dataset, so that ``fairbench run <method>`` trains out of the box on a CPU and CI can train every
+method. Three binary targets carried by small local cues, skin tone x presentation groups, and
+three bias mechanisms (:class:`SynthFaceOptions`); the test split is balanced and carries no
+spurious cue. The ``synthface-<scenario>`` datasets each isolate one mechanism with one dial.
+What is drawn, the mechanisms, the splits and the scenarios: docs/builtin-benchmark.md
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
 """UTKFace (Zhang, Song & Qi, CVPR 2017; non-commercial research use).
 
-Labels live in the file names: ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg`` in
-``UTKFace/`` (the aligned & cropped set, 200 x 200; the default), or ``...jpg`` in the
-in-the-wild ``part1/ .. part3/`` (``image_set = "in_the_wild"``). age 0-116; gender 0 male,
-1 female; race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; datetime digits (17 in nearly
-every file; the release has a few with fewer, e.g. ``14_0_0_2017011022340900``: their labels
-are complete, so they are read).
-
-Names are parsed with a strict pattern: names that do not parse (the real set has a few,
-e.g. a missing race field or a space before ``.jpg``) are skipped, never guessed; their
-count and names are recorded in ``info["malformed_names"]`` and said in one warning
-(a :class:`~fairbench.data.base.DataNotice`).
-
-Vocabularies follow FairFace's race-4 view, so cross-dataset tables line up: gender
-``Male`` / ``Female``; race ``White``, ``Black``, ``Asian``, ``Indian``, ``Others``.
-
-No official split: a fixed-seed split stratified by race x gender (default 70 / 10 / 20 %,
-recorded). Default image size 448 (the paper's recipe; the files are 200 px).
+Labels live in the file names (``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``), parsed with a
+strict pattern: names that do not parse are skipped, never guessed, and listed in
+``info["malformed_names"]`` with one warning. Vocabularies follow FairFace's race-4 view, so
+cross-dataset tables line up. No official split: a fixed-seed split stratified by race x gender
+(default 70 / 10 / 20 %). File names, label codes and image sets: docs/real-datasets.md#utkface
 """
 
 from __future__ import annotations
