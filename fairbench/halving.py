@@ -1,29 +1,12 @@
 """Successive halving over a suite's search trials: ``[search] strategy = "halving"``.
 
-Random search trains every trial for its whole budget. Successive halving (Jamieson & Talwalkar
-2016; Li et al. 2018, the synchronous form of ASHA) trains every trial of a job (one method,
-seed and grid point) for a first share of its epochs, keeps the best ``1/eta`` of them, trains
-those to ``eta`` times that share, and so on until the survivors have trained in full::
-
-    eta = 3, min_budget = 1/9, 9 trials:   9 x 1/9  ->  3 x 1/3  ->  1 x 1   of the epochs
-    (compute: 9/9 + 3/3 + 1 = 3 budgets where random search spends 9)
-
-How a rung works here:
-
-- A trial is the very run random search would train (same configuration, same run id). At a
-  rung it runs with ``train.stop_after_share`` (not part of the run id): the runner stops after
-  that share of the epochs, leaves the run incomplete with its resumable checkpoint, and the
-  next rung resumes it where it stopped; nothing is retrained. Resuming is exact, so a trial
-  that reaches the last rung gives the record an uninterrupted run would give.
-- Trials are ranked on their own per-epoch validation (``history.json``), never on test: each
-  trial's best score under the rule over the epochs the rung covers (the rule a run uses to
-  pick its checkpoint; ``[search] rule``, default the jobs' own ``selection``). Ties go to the
-  lower trial (trial 0 is the defaults). A trial that failed scores lowest.
-- A trial dropped at a rung stays incomplete ("paused"), with its history: the tables leave it
-  out (they read finished runs), and ``<runs-dir>/suite-<name>/halving.json`` lists every rung:
-  its share, each trial's score and which went on.
-- The rungs are replayed from the histories, so a stopped ``suite run`` continues where it was
-  (finished rungs cost a check each), and a later one with a larger budget reuses them.
+Instead of training every trial for its whole budget (random search), every trial of a job trains
+a first share of its epochs, the best ``1/eta`` on validation (never test) go on to ``eta`` times
+that share, and so on until the survivors have trained in full (Jamieson & Talwalkar 2016; Li et
+al. 2018, the synchronous form of ASHA). A trial is the very run random search would train, paused
+and resumed exactly between rungs (``train.stop_after_share``), so nothing is retrained; the rungs
+are replayed from the runs' histories and listed in ``halving.json``.
+How a rung works: docs/fair-comparison.md#successive-halving-rung-by-rung
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """Hyperparameter search spaces, declared beside each field's default (as DomainBed's
 ``hparams_registry``), and deterministic random-search trials.
 
-A method's ``Hparams`` field opts into the search with ``json_schema_extra=searched(...)``::
-
-    eta: float = Field(0.01, gt=0, description="...", json_schema_extra=searched(LogUniform(1e-3, 1e-1)))
-
-Fields without a distribution keep their default in every trial. The training settings every
-method shares (learning rates, weight decay, batch size) have one space per dataset profile
-(:data:`TRAIN_SPACES`), so that every method is searched over the same optimiser settings.
-
-Trial 0 is always the defaults; trial k > 0 draws every searched value from a generator seeded
-by (search seed, method name, trial), so a trial's values do not depend on which other methods
-or trials a suite contains, and re-running a suite draws the same trials.
+A method's ``Hparams`` field opts in with ``json_schema_extra=searched(LogUniform(1e-3, 1e-1))``;
+other fields keep their default in every trial. The training settings every method shares have
+one space per dataset profile (:data:`TRAIN_SPACES`), so every method is searched over the same
+optimiser settings. Trial 0 is the defaults; trial k draws from a generator seeded by (search
+seed, method, trial), so a trial's values do not depend on the rest of the suite.
+How a suite uses it: docs/fair-comparison.md ("Search spaces live beside the hyperparameters")
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """The ``local`` launcher: the jobs of a suite on this machine, one at a time or in a pool.
 
-- One job at a time (the default on the CPU or one GPU) runs in this process, with a progress
-  bar per epoch.
-- On GPUs: one worker process per GPU slot, pinned with ``CUDA_VISIBLE_DEVICES`` round-robin over
-  ``gpus`` (default: every visible GPU), ``jobs_per_gpu`` workers on each (small models leave a GPU
-  mostly idle, so several runs share it well).
-- On the CPU: ``jobs`` worker processes with ``threads`` torch threads each (default: the cores
-  this process may use, divided among the workers, never fewer than one): torch's default of
-  one thread per core in every worker oversubscribes the machine.
-
-A pool's worker processes (``python -m fairbench.launchers.local --serve``) run up to
-``jobs_per_process`` jobs one after another, each with its own log, so that starting Python and
-importing torch (seconds per job) is paid once per worker, not once per job; a job's results do
-not depend on the jobs its worker ran before (every generator is seeded per job; jobs whose
-process-wide torch settings differ, threads or deterministic algorithms, get separate workers).
-A crash, an out-of-memory kill or a CUDA error ends the job running in that worker only: the
-next job of its slot starts a fresh worker. ``jobs_per_process = 1`` is a fresh process per job.
+One job at a time (the default on the CPU or one GPU) runs in this process, with a progress bar
+per epoch. A pool has one worker process per GPU slot (``CUDA_VISIBLE_DEVICES`` round-robin,
+``jobs_per_gpu`` on each) or ``jobs`` CPU workers with the cores shared out as torch threads, so
+that workers do not oversubscribe the machine. A worker (``--serve``) runs up to
+``jobs_per_process`` jobs so that Python and torch start once per worker; a crash ends only the
+job it was running. Options and guarantees: docs/clusters.md#local-processes
 """
 
 from __future__ import annotations

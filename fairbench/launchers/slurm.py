@@ -1,18 +1,11 @@
 """The ``slurm`` launcher: a suite's pending jobs as one Slurm job array, through submitit.
 
-One ``suite run`` submits one array, one task per pending run (``array_parallelism`` of them at
-once). Each task trains its run through the same runner and run store as a local run, under the
-run's lease, so a task that finds its run finished or owned by another live process ends at once.
-
-Preemption and time limits: Slurm signals a task (``--signal=USR2@signal_delay_s`` before its time
-limit, or at preemption); submitit's handler then asks the task to checkpoint (the runner's last
-checkpoint is already on disk), requeues it with ``scontrol requeue`` and exits; the requeued task
-resumes the run from that checkpoint. A task killed outright (``scancel`` without a signal, a node
-failure) leaves its run ``incomplete``: the next ``suite run`` submits it again and it resumes.
-
-Logs: submitit keeps the sbatch script, pickles and logs under ``<runs-dir>/suite-<name>/slurm/``;
-each run folder gets links to its task's stdout / stderr (``slurm-<job id>.out`` / ``.err``).
-``fairbench suite status`` shows queued / running / done / failed from the run store alone.
+One ``suite run`` submits one array, one task per pending run. Each task trains its run through
+the same runner and run store as a local run, under the run's lease, so a task that finds its run
+finished or owned by another live process ends at once. A task signalled before its time limit or
+at preemption is requeued and resumes from its last checkpoint; a task killed outright leaves its
+run ``incomplete`` for the next ``suite run``. Options, logs and what happens to a task:
+docs/clusters.md#slurm and docs/clusters.md#waiting-and-what-happens-to-a-slurm-task
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Group-disaggregated fairness metrics over stored per-sample predictions.
 
-Everything here is a plain numpy function of ``(y_true, y_pred, groups)`` (class
-indices, class indices, one group label per sample), so any table can be recomputed
-from stored predictions without retraining. Definitions (docs/specs-notes.md,
-"Metrics"):
-
-* accuracies and rates are in percent (0-100), as the paper reports them; the Max/Min
-  ratio is a plain ratio;
-* a rate whose denominator is zero (a group with no positives has no TPR) is NaN and is
-  listed in the report's ``undefined`` messages, never 0 (fairlearn reports 0; we
-  deliberately differ). Max / min / gap aggregates ignore NaN groups;
-* a gap or dispersion across groups (DEO, DEOdds, Max/Min, DoB, the fairlearn-style
-  differences) needs at least two groups with a defined value, else it is NaN and says
-  why;
-* ``min_support`` excludes groups with fewer samples from every across-group aggregate
-  (max, min, gaps, ratio, DoB); per-group values are still reported, with their support,
-  and the excluded groups are listed in ``excluded_groups``;
-* DEOdds is the SUM of the TPR gap and the FPR gap; ``deodds_max`` (= fairlearn's
-  ``equalized_odds_difference``) and ``deodds_mean`` (= fairlearn ``agg="mean"``) are
-  the other two variants, under explicit names;
-* multiclass targets: accuracy-based metrics as is, rate-based ones one-vs-rest per class
-  (``per_class``) and their macro mean (NaN-aware) at the top level.
+Everything here is a plain numpy function of ``(y_true, y_pred, groups)``, so any table can be
+recomputed from stored predictions without retraining. Accuracies and rates are in percent; a
+rate with a zero denominator is NaN and reported as undefined, never 0 (fairlearn reports 0: we
+differ on purpose); DEOdds is the SUM of the TPR and FPR gaps (``deodds_max`` / ``deodds_mean``
+are fairlearn's variants); ``min_support`` leaves small groups out of across-group aggregates.
+Definitions and conventions: docs/specs-notes.md#metrics
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """The noise floor of a fairness metric on a given test split: the gap a perfectly fair classifier
 shows by chance alone, at the observed accuracy, class balance and group supports.
 
-A group gap is an estimate from a finite test split: even a classifier whose error rates are
-the same in every group shows a non-zero DoB or DEO, larger when groups are small. A table can
-only call a gap (or a method's reduction of it) real when it clears this floor.
-
-The floor is computed, not assumed: predictions of a group-blind classifier are simulated on the
-split's own labels and groups. Every sample of true class c is predicted c with the observed
-pooled recall of c and otherwise a wrong class drawn from the pooled confusion row of c, so each
-group has exactly the error rates of the pooled model in expectation; the metric is evaluated on
-each simulation with the same code as the real predictions.
+A group gap is an estimate from a finite test split: even a classifier whose error rates are the
+same in every group shows a non-zero DoB or DEO, larger when groups are small, so a table can only
+call a gap (or a method's reduction of it) real when it clears this floor. The floor is computed,
+not assumed: a group-blind classifier with the pooled error rates is simulated on the split's own
+labels and groups (how: docs/fair-comparison.md, "Statistics").
 """
 
 from __future__ import annotations

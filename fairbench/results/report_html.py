@@ -1,17 +1,9 @@
 """``fairbench report``: a suite's (or a runs folder's) results as one self-contained HTML page.
 
-Everything is inside the file: the tables (sortable by a few lines of inline vanilla JS), the
-figures as base64 PNG data URIs, the styles. No network, no external script, style sheet or font,
-so the page opens offline, from the runs folder or from a mail. It holds:
-
-- the protocol tables, one per selection rule (the numbers of ``fairbench compare --layout
-  protocol --format json``, cost columns and DoB noise floor included), each with its Pareto plot
-  and the per-group test accuracy of every method with 95 % t-intervals over seeds;
-- the suite's other ``[report]`` layouts (by default the ``summary``);
-- the training cost per method, the training curves, where the runs ran (code revisions, devices,
-  precision, torch threads), what the results do not show, and the runs left out.
-
-Written whole or not at all (:func:`fairbench.run_store.atomic_write_bytes`).
+Everything is inside the file (tables sortable by a few lines of inline vanilla JS, figures as
+base64 PNG data URIs, styles): no network, no external script, style sheet or font, so the page
+opens offline. Written whole or not at all (:func:`fairbench.run_store.atomic_write_bytes`).
+What the page holds, section by section: docs/results-files.md#reporthtml
 """
 
 from __future__ import annotations

@@ -1,28 +1,12 @@
 """The ``protocol`` layout: one table per selection rule, the same rule for every row.
 
-Runs of a protocol suite differ, per method and seed, only in their search trial (the keys the
-search draws: ``hparams.*`` and the shared ``train.lr`` / ``backbone_lr`` / ``weight_decay`` /
-``batch_size``, see :mod:`fairbench.search`). For each rule, each (method, seed) keeps a (trial,
-epoch): every trial at the epoch the rule chose within it on validation (a run follows every
-validation rule and predicts test once per chosen epoch, :mod:`fairbench.rule_checkpoints`), then
-the trial the rule scores best on its split (ties: :func:`fairbench.selection.preference`, the
-cheaper model, then the lower trial). The row shows the mean over seeds of the kept test metrics:
-
-- ``accuracy``: validation accuracy, no group labels beyond the method's own needs;
-- ``worst_group_accuracy``: validation worst-group accuracy ("+V");
-- ``test_oracle``: the best test worst-group accuracy over every kept checkpoint, an upper bound
-  and never a result.
-
-Runs recorded before runs followed every rule fall back to their own checkpoint (marked "†").
-
-Columns: the kept epochs; the selection noise (the binomial standard error of the kept score, and
-on how many seeds the runner-up trial is within it); mean [95 % interval] of accuracy, worst group,
-worst (class, group) cell and DoB, a t-interval over seeds whose variance adds the test-sample
-variance of the mean (a bootstrap over test images, :mod:`fairbench.metrics.resampling`), clipped
-to the metric's range; the paired difference of worst-group accuracy against ERM over the seeds
-both have (the same test images resampled for both), and whether it beats ERM after Holm's
-correction over the table's rows; the DoB noise floor (:mod:`fairbench.metrics.noise_floor`) of
-each row's test predictions, with a DoB within it marked; and the training cost.
+For each rule, each (method, seed) keeps a (trial, epoch): every search trial at the epoch the
+rule chose within it on validation (:mod:`fairbench.rule_checkpoints`), then the trial the rule
+scores best (ties: :func:`fairbench.selection.preference`). A row is the mean over seeds of the
+kept test metrics, with intervals that include test-sample noise
+(:mod:`fairbench.metrics.resampling`), the paired difference to ERM with Holm's correction, the
+DoB noise floor (:mod:`fairbench.metrics.noise_floor`) and the training cost. The rules, the
+columns and the statistics: docs/fair-comparison.md ("One selection rule per table", "Statistics")
 """
 
 from __future__ import annotations
