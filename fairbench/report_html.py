@@ -11,7 +11,7 @@ so the page opens offline, from the runs folder or from a mail. It holds:
 - the training cost per method, the training curves, where the runs ran (code revisions, devices,
   precision, torch threads), what the results do not show, and the runs left out.
 
-Written whole or not at all (:func:`fairbench.run_store.atomic_write_bytes`).
+Written whole or not at all (:func:`fairbench.runs.store.atomic_write_bytes`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from fairbench.layouts.protocol import TITLES as PROTOCOL_TITLES
 from fairbench.layouts.summary import headline
 from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval
 from fairbench.plots import PlotError, plot_curves, plot_pareto
-from fairbench.records import Record
 from fairbench.reporting import load_selected, pareto_points, revision_note
-from fairbench.run_store import atomic_write_bytes
+from fairbench.runs.record import RunRecord
+from fairbench.runs.store import atomic_write_bytes
 from fairbench.selection import get_rule
 
 #: the Pareto axes when a suite names none: the protocol's question (worst group vs its spread)
@@ -83,7 +83,7 @@ def cell(value: Any, text: str | None = None) -> Cell:
 
 # -- the layouts' JSON as tables ----------------------------------------------------------------
 
-def layout_tables(name: str, done: list[Record], skipped: list[tuple[str, str]]) -> list[HtmlTable]:
+def layout_tables(name: str, done: list[RunRecord], skipped: list[tuple[str, str]]) -> list[HtmlTable]:
     """The tables of one registered layout, from its ``--format json`` (what ``compare`` prints)."""
     data = json.loads(get_layout(name).text(done, skipped, "json", LayoutOptions()))
     if name == "summary":
@@ -97,7 +97,7 @@ def layout_tables(name: str, done: list[Record], skipped: list[tuple[str, str]])
     return [HtmlTable(["value"], [[Cell(json.dumps(data, indent=2))]])]  # a plugin's own shape, shown as is
 
 
-def protocol_json(done: list[Record], skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def protocol_json(done: list[RunRecord], skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """What ``compare --layout protocol --format json`` prints: per rule, its rows and notes."""
     return json.loads(get_layout("protocol").text(done, skipped, "json", LayoutOptions()))
 
@@ -151,14 +151,14 @@ def _png(draw: Callable[[Path], Any]) -> tuple[str | None, str]:
         return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii"), ""
 
 
-def _budget_text(record: Record) -> str:
+def _budget_text(record: RunRecord) -> str:
     train = record.config["train"]
     if train.get("budget_flops") is not None:
         return f"budget {format_flops(float(train['budget_flops']))}"
     return f"budget {train['budget_steps']:g} steps" if train.get("budget_steps") is not None else ""
 
 
-def plot_group_accuracy(records: list[Record], output: Path, subtitle: str) -> None:
+def plot_group_accuracy(records: list[RunRecord], output: Path, subtitle: str) -> None:
     """Test accuracy of every group, one bar per method (and budget, when a method has several),
     mean over seeds with 95 % t-intervals clipped to 0-100; one panel per (dataset, task)."""
     panels: dict[tuple[str, str], dict[str, dict[int, dict[str, float]]]] = {}
@@ -209,14 +209,14 @@ def plot_group_accuracy(records: list[Record], output: Path, subtitle: str) -> N
 
 # -- what the page says about the runs ------------------------------------------------------------
 
-def _environment(record: Record) -> dict[str, Any]:
+def _environment(record: RunRecord) -> dict[str, Any]:
     try:
-        return record.store.environment()
+        return record.environment()
     except (OSError, ValueError):
         return {}
 
 
-def provenance_table(done: list[Record]) -> HtmlTable:
+def provenance_table(done: list[RunRecord]) -> HtmlTable:
     """Where the runs ran: each code revision, device, precision, thread count ... with its run count."""
     counts: dict[str, Counter] = {k: Counter() for k in ("code revision", "device", "GPU", "precision", "torch threads",
                                                           "torch", "python")}
@@ -235,9 +235,9 @@ def provenance_table(done: list[Record]) -> HtmlTable:
                       "(float reductions in another order): compare rows only within one of these."])
 
 
-def cost_table(done: list[Record]) -> HtmlTable:
+def cost_table(done: list[RunRecord]) -> HtmlTable:
     """Training cost per (dataset, method, budget), over every finished run (all search trials)."""
-    by: dict[tuple[str, str, str], list[Record]] = {}
+    by: dict[tuple[str, str, str], list[RunRecord]] = {}
     for r in done:
         by.setdefault((r.dataset, r.method, _budget_text(r)), []).append(r)
     rows = []
@@ -272,7 +272,7 @@ def _mean_or_none(values: list[Any]) -> float | None:
     return sum(numbers) / len(numbers) if numbers and len(numbers) == len(values) else None
 
 
-def limits(done: list[Record], skipped: list[tuple[str, str]], protocol: list[dict[str, Any]]) -> list[str]:
+def limits(done: list[RunRecord], skipped: list[tuple[str, str]], protocol: list[dict[str, Any]]) -> list[str]:
     """What the results do not show, read from the runs themselves."""
     out = []
     datasets = sorted({r.dataset for r in done})
@@ -378,7 +378,7 @@ for (const table of document.querySelectorAll("table.sortable")) {
 """
 
 
-def build_report(done: list[Record], skipped: list[tuple[str, str]], *, title: str, description: str = "",
+def build_report(done: list[RunRecord], skipped: list[tuple[str, str]], *, title: str, description: str = "",
                  source: str = "", note: str | None = None, layouts: list[str] | None = None,
                  pareto: tuple[str, str, str | None] = DEFAULT_PARETO) -> str:
     """The page's HTML. ``layouts``: tables shown after the protocol's (default: summary);
@@ -404,7 +404,7 @@ def build_report(done: list[Record], skipped: list[tuple[str, str]], *, title: s
     cost = cost_table(done)
     sections.append(("cost", cost.title, render_table(cost, "cost", show_title=False)))
     curves = []
-    by_method: dict[tuple[str, str], list[Record]] = {}
+    by_method: dict[tuple[str, str], list[RunRecord]] = {}
     for r in sorted(done, key=lambda r: r.run_id):
         by_method.setdefault((r.method, r.dataset), []).append(r)
     for (method, dataset), runs in sorted(by_method.items()):

@@ -34,7 +34,7 @@ from importlib import resources
 from typing import Any, Iterable
 
 from fairbench.metrics.specs import get_spec
-from fairbench.records import Evaluated, Record, finished, load_records  # noqa: F401 (the last two: for scripts)
+from fairbench.runs.record import Evaluated, RunRecord
 
 NAN = float("nan")
 PAPER_RECIPE = {"backbone.name": "resnet50", "data.image_size": 448}
@@ -256,7 +256,7 @@ class Context:
         return f"trained on {self.trained_on} ({task}), evaluated on {self.evaluated_on} {self.split}"
 
 
-def contexts(records: Iterable[Record], *, per_target: bool, dataset: str | None = None) -> list[Context]:
+def contexts(records: Iterable[RunRecord], *, per_target: bool, dataset: str | None = None) -> list[Context]:
     drop = {"train.seed"} | (set() if per_target else {"data.target"})
     found: dict[tuple, Context] = {}
     for rec in sorted(records, key=lambda r: r.run_id):
@@ -406,7 +406,7 @@ def _diff_cell(ours: Cell, paper: Cell, block: str | None = None) -> Cell:
 
 # -- layouts -----------------------------------------------------------------------------------------
 
-def build_tables(records: list[Record], layout: str, *, paper: bool | None = None, needs: bool | None = None,
+def build_tables(records: list[RunRecord], layout: str, *, paper: bool | None = None, needs: bool | None = None,
                  by: str | None = None, dataset: str | None = None) -> list[Table]:
     """The tables of one layout for finished records (one table per context)."""
     if layout not in ("groups", "methods", "attributes", "min-group"):

@@ -8,7 +8,7 @@
   it, could not be measured.
 
 Checked on the label table, before any image is decoded (:func:`fairbench.datasets.image_table.build_bundle`),
-and again on the decoded splits (``fairbench.runner.load_bundle``) for loaders that assemble no
+and again on the decoded splits (``fairbench.evaluation.run_data.load_bundle``) for loaders that assemble no
 table and for images skipped as unreadable. The sample caps of smoke runs
 (``--max-train-samples`` / ``--max-eval-samples``) thin the splits after these checks and are not
 held to them, except that a test cap which removes a group is an error naming the cap.

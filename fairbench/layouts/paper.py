@@ -9,15 +9,15 @@
 from __future__ import annotations
 
 from fairbench.layouts.base import Layout, LayoutOptions
-from fairbench.records import Record
 from fairbench.registry import register_layout
+from fairbench.runs.record import RunRecord
 from fairbench.tables import build_tables, render
 
 
 class PaperLayout(Layout):
     """One of the paper's layouts: the name it is registered under is the layout tables build."""
 
-    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+    def text(self, done: list[RunRecord], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
         tables = build_tables(done, self.registered_name, paper=options.paper, needs=options.needs, by=options.by,
                               dataset=options.dataset)
         return render(tables, fmt, skipped=skipped)
