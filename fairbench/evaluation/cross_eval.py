@@ -125,6 +125,25 @@ def load_split(dataset: Dataset, task: Task, image_size: int, split: str) -> Dat
     return dataset.load(task, image_size)
 
 
+def _predictions(method: Any, cfg: Any, bundle: DatasetBundle, split: str, columns: list[int],
+                 protected: tuple[str, ...]) -> pd.DataFrame:
+    """The run's predictions on ``split`` of the evaluated data ("all": split by split, then one
+    frame), its logit ``columns`` reordered into this dataset's class order."""
+    from fairbench.evaluation.predict import predict_images, predictions_frame
+
+    frames = []
+    for part in parts_of(split):
+        data = bundle.splits[part]
+        images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
+        logits = predict_images(method, images, cfg.train.eval_batch_size or 64, method.ctx.device, cfg.train.amp)
+        frames.append(predictions_frame(data, logits[:, columns], protected, bundle.classes))
+    if split == ALL_SPLITS:
+        frames = [f.assign(split=part) for f, part in zip(frames, parts_of(split))]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["index"] = range(len(frame))
+    return frame
+
+
 def evaluate_run(
     run_dir: Path,
     dataset: str,
@@ -137,7 +156,7 @@ def evaluate_run(
     device: str = "auto",
 ) -> CrossEvaluation:
     from fairbench.config import RunConfig
-    from fairbench.evaluation.predict import predict_images, predictions_frame, report_for
+    from fairbench.evaluation.predict import report_for
     from fairbench.evaluation.trained_model import load_trained_method
     from fairbench.runs.environment import environment
     from fairbench.runs.record import RunRecord
@@ -176,17 +195,7 @@ def evaluate_run(
 
     method, _ = load_trained_method(run_dir, device)
     dev = method.ctx.device  # not next(parameters()): the constant control has none
-    frames = []
-    for part in parts_of(split):  # "all": split by split, then one frame
-        data = bundle.splits[part]
-        images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
-        logits = predict_images(method, images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
-        logits = logits[:, columns]  # the run's columns, reordered into this dataset's class order
-        frames.append(predictions_frame(data, logits, task.protected, bundle.classes))
-    if split == ALL_SPLITS:
-        frames = [f.assign(split=part) for f, part in zip(frames, parts_of(split))]
-    frame = pd.concat(frames, ignore_index=True)
-    frame["index"] = range(len(frame))
+    frame = _predictions(method, cfg, bundle, split, columns, task.protected)
     report = report_for(frame, bundle.group_names)
 
     metrics = {

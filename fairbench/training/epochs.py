@@ -24,7 +24,7 @@ from fairbench.selection import get_rule
 from fairbench.training.rule_checkpoints import RuleBests, checkpoint_file
 
 if TYPE_CHECKING:
-    from fairbench.training.run import Run
+    from fairbench.training.run_state import RunState
 
 #: the validation metrics every history entry keeps
 HISTORY_KEYS = ("accuracy", "worst_group_accuracy", "dob", "max_min_ratio")
@@ -38,7 +38,7 @@ class TrainSplitPredictor:
     """What a method sees of the trainer between epochs (``TrainerView``): predictions on the
     training split, with the evaluation transform (JTT's identification pass, GroupDRO's groups)."""
 
-    def __init__(self, method: Method, run: "Run"):
+    def __init__(self, method: Method, run: "RunState"):
         self.method, self.run = method, run
 
     def predict_train(self) -> np.ndarray:
@@ -50,10 +50,10 @@ class TrainSplitPredictor:
 
 
 class EpochLoop:
-    """Trains ``run.method`` for its epochs; afterwards ``history``, ``best`` (the epoch the run's
+    """Trains ``run.method`` for its epochs; afterwards ``history``, ``chosen`` (the checkpoint the run's
     rule chose, with its validation report), ``rules`` and ``meter`` say what happened."""
 
-    def __init__(self, run: "Run"):
+    def __init__(self, run: "RunState"):
         self.run = run
         cfg, method, device, bundle = run.cfg, run.method, run.device, run.bundle
         self.trainer = TrainSplitPredictor(method, run)
@@ -68,7 +68,7 @@ class EpochLoop:
         if run.resume_state is not None:
             self._restore_position()
         self.resume_mid_epoch = self.position.batches is not None
-        self.history, self.best = self.position.history, self.position.best
+        self.history, self.chosen = self.position.history, self.position.best
         # the best epoch of every other validation rule, its weights kept until test is predicted
         self.rules = RuleBests(cfg.selection, self.position.rule_bests, resumed=run.resume_state is not None)
         # what training costs (steps, images, FLOPs, time, memory), carried over a resume
@@ -173,7 +173,7 @@ class EpochLoop:
             if every and (step + 1) % every == 0 and step + 1 < len(batches):
                 if procs.active:  # every rank continues from what the checkpoint holds
                     sums = distributed.average_logs(sums)
-                self._save_last(checkpoint.Position(epoch, step + 1, batches, sums, self.history, self.best,
+                self._save_last(checkpoint.Position(epoch, step + 1, batches, sums, self.history, self.chosen,
                                                     self.rules.state()))
         if procs.active:
             sums = distributed.average_logs(sums)
@@ -214,14 +214,14 @@ class EpochLoop:
                           "train_flops": self.meter.cost.train_flops}}
         self.history.append(entry)
         score = get_rule(cfg.selection).score(val_report, epoch)
-        if entry["selectable"] and (score > self.best["score"] or self.best["epoch"] is None):
-            self.best = {"score": score, "epoch": epoch, "report": val_report}
+        if entry["selectable"] and (score > self.chosen["score"] or self.chosen["epoch"] is None):
+            self.chosen = {"score": score, "epoch": epoch, "report": val_report}
             run.writer.save_checkpoint("checkpoint.pt", {"model": method.state_dict(), "epoch": epoch})
             run.writer.write_predictions("val", val_frame)
         if self.rules.observe(epoch, val_report, entry["selectable"]):
             run.writer.save_checkpoint(checkpoint_file(epoch), {"model": method.state_dict(), "epoch": epoch})
         run.writer.write_json("history.json", self.history)
-        self._save_last(checkpoint.Position(epoch, history=self.history, best=self.best, rule_bests=self.rules.state()))
+        self._save_last(checkpoint.Position(epoch, history=self.history, best=self.chosen, rule_bests=self.rules.state()))
         if run.procs.is_main:  # after last.pt: the files its rule_bests point at stay until then
             self.rules.prune(run.placement.path)
-        bar.end_epoch(epoch, train_logs, val_report, self.best["epoch"] == epoch)
+        bar.end_epoch(epoch, train_logs, val_report, self.chosen["epoch"] == epoch)

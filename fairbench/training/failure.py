@@ -14,14 +14,14 @@ from fairbench.runs.lease import LeaseLost
 from fairbench.runs.store import RunStoreError, now
 
 if TYPE_CHECKING:
-    from fairbench.training.run import Run
+    from fairbench.training.run_state import RunState
 
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during a run, with what became of the run folder (the one line the CLI prints)."""
 
 
-def settle_failure(exc: BaseException, run: "Run") -> BaseException | None:
+def settle_failure(exc: BaseException, run: "RunState") -> BaseException | None:
     """Record what ``exc`` (being handled) left of the run; the exception to raise instead of it
     (None: ``exc`` itself)."""
     during = f" during epoch {run.epoch + 1}/{run.cfg.train.epochs}" if run.epoch is not None else ""

@@ -20,16 +20,16 @@ from fairbench.training.rule_checkpoints import checkpoint_file, predictions_spl
 
 if TYPE_CHECKING:
     from fairbench.training.epochs import EpochLoop
-    from fairbench.training.run import Run
+    from fairbench.training.run_state import RunState
 
 
-def _predict_test(run: "Run") -> pd.DataFrame:
+def _predict_test(run: "RunState") -> pd.DataFrame:
     cfg, bundle, test = run.cfg, run.bundle, run.bundle.splits["test"]
     logits = predict.predict_images(run.method, test.images, cfg.train.eval_batch_size, run.device, cfg.train.amp)
     return predict.predictions_frame(test, logits, bundle.task.protected, bundle.classes)
 
 
-def _load_weights(run: "Run", state: Any) -> None:
+def _load_weights(run: "RunState", state: Any) -> None:
     """Rank 0 loads ``state()``; the other ranks get its weights."""
     if run.procs.is_main:
         run.method.load_state_dict(state()["model"])
@@ -37,7 +37,7 @@ def _load_weights(run: "Run", state: Any) -> None:
         distributed.broadcast_state(run.method)
 
 
-def _rules_tested(run: "Run", loop: "EpochLoop", own: dict[str, Any], val_report: dict[str, Any],
+def _rules_tested(run: "RunState", loop: "EpochLoop", own: dict[str, Any], val_report: dict[str, Any],
                   test_report: dict[str, Any]) -> dict[str, Any]:
     """Every rule's epoch: test predicted once per epoch other than the run's own (each chosen on
     validation during training). ``{rule: {"epoch" (from 1), "score", "train_flops", "val", "test", "predictions"}}``."""
@@ -60,10 +60,10 @@ def _rules_tested(run: "Run", loop: "EpochLoop", own: dict[str, Any], val_report
     return by_rule
 
 
-def evaluate_chosen(run: "Run", loop: "EpochLoop") -> dict[str, Any]:
+def evaluate_chosen(run: "RunState", loop: "EpochLoop") -> dict[str, Any]:
     """Predict test with the chosen checkpoint(s); the run's ``metrics.json``."""
     run.clock.enter("test")
-    own, path = loop.best, run.placement.path
+    own, path = loop.chosen, run.placement.path
     if own["epoch"] is None:
         raise RuntimeError("no epoch was selectable; check the method's phases and --epochs")
     _load_weights(run, lambda: torch.load(path / "checkpoint.pt", map_location=run.device, weights_only=True))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ from fairbench import distributed, registry
 from fairbench.compute import pick_device, seed_everything
 from fairbench.config import RunConfig, run_id
 from fairbench.cost import BudgetError
-from fairbench.datasets.base import DatasetBundle
 from fairbench.evaluation.run_data import dataset_meta, load_bundle
 from fairbench.evaluation.trained_model import build_method
-from fairbench.methods.base import Method
 from fairbench.runs import lifecycle
 from fairbench.runs.checkpoint import load_resume_state
 from fairbench.runs.environment import environment
@@ -38,31 +35,7 @@ from fairbench.training.epochs import EpochLoop
 from fairbench.training.failure import settle_failure
 from fairbench.training.final_evaluation import evaluate_chosen
 from fairbench.training.run_progress import Reporter, for_rank
-
-
-@dataclass
-class Run:
-    """One run being trained: what it was configured and built with, where it is written, and
-    (``epoch``) the epoch it is in, for the status a failure leaves."""
-
-    cfg: RunConfig
-    rid: str
-    placement: lifecycle.Placement
-    reporter: Reporter
-    procs: distributed.Processes
-    clock: timing.PhaseClock
-    device: torch.device = None
-    seeds: dict[str, int] = field(default_factory=dict)
-    bundle: DatasetBundle = None
-    n_batches: int = 0
-    budget: dict[str, Any] | None = None
-    method: Method = None
-    resume_state: dict[str, Any] | None = None
-    writer: Any = None  # RunWriter on rank 0, distributed.DiscardWrites on the others (timed either way)
-    env: dict[str, Any] = field(default_factory=dict)
-    created: bool = False  # the folder did not exist before this run
-    t0: float = 0.0
-    epoch: int | None = None
+from fairbench.training.run_state import RunState
 
 
 def execute(cfg: RunConfig, runs_dir: Path, *, force: bool = False, reporter: Reporter | None = None) -> Path:
@@ -99,7 +72,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         distributed.check_method(registry.methods.get(cfg.method), cfg.method)
         distributed.shard_size(cfg.train.batch_size, procs.world_size)
     existing = distributed.on_main(lambda: lifecycle.existing_state(final, force), procs)
-    run = Run(cfg, rid, lifecycle.place(final, force, existing, procs.is_main), reporter, procs, clock)
+    run = RunState(cfg, rid, lifecycle.place(final, force, existing, procs.is_main), reporter, procs, clock)
     _prepare(run)
     _open_folder(run, fingerprint)
     try:
@@ -115,7 +88,7 @@ def _execute_owned(cfg: RunConfig, rid: str, final: Path, fingerprint: dict[str,
         raise
 
 
-def _prepare(run: Run) -> None:
+def _prepare(run: RunState) -> None:
     """Device, threads, seeds, data, budget, the method and any state to resume: every check before
     the runs folder is written to."""
     cfg, procs, placement = run.cfg, run.procs, run.placement
@@ -152,7 +125,7 @@ def _prepare(run: Run) -> None:
         run.resume_state = distributed.on_main(lambda: load_resume_state(placement.path, run.rid, run.method), procs)
 
 
-def _open_folder(run: Run, fingerprint: dict[str, Any]) -> None:
+def _open_folder(run: RunState, fingerprint: dict[str, Any]) -> None:
     """Every check has passed: only now is the runs folder written to."""
     cfg, procs, path = run.cfg, run.procs, run.placement.path
     if procs.is_main:  # we hold the run's lease: hidden folders of earlier --force runs of it are leftovers
@@ -179,7 +152,7 @@ def _open_folder(run: Run, fingerprint: dict[str, Any]) -> None:
     run.t0 = time.time()
 
 
-def _finish(run: Run, loop: EpochLoop, metrics: dict[str, Any]) -> None:
+def _finish(run: RunState, loop: EpochLoop, metrics: dict[str, Any]) -> None:
     """Write metrics.json and the closing records; a ``--force`` run is swapped in over the earlier one."""
     placement, path = run.placement, run.placement.path
     run.writer.write_json("metrics.json", metrics)
