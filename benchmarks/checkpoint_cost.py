@@ -14,9 +14,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fairbench import checkpointing  # noqa: E402
-from fairbench.run_store import atomic_torch_save  # noqa: E402
-from fairbench.runner import build_method, load_bundle  # noqa: E402
+from fairbench.evaluation.run_data import load_bundle
+from fairbench.evaluation.trained_model import build_method  # noqa: E402
+from fairbench.runs import checkpoint  # noqa: E402
+from fairbench.runs.store import atomic_torch_save  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 FAIRFACE_BATCHES = 86744 // 16  # one epoch's batch order at the paper's batch size
@@ -28,8 +29,8 @@ for method in ("erm", "fineface"):
         for group in opt.param_groups:
             for p in group["params"]:
                 opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
-    position = checkpointing.Position(0, 1, [np.arange(16)] * FAIRFACE_BATCHES)
-    state = checkpointing.training_state(model, position, np.random.default_rng(0), torch.Generator())
+    position = checkpoint.Position(0, 1, [np.arange(16)] * FAIRFACE_BATCHES)
+    state = checkpoint.training_state(model, position, np.random.default_rng(0), torch.Generator())
     path = Path(tempfile.mkdtemp()) / "last.pt"
     t0 = time.perf_counter()
     atomic_torch_save(path, state)

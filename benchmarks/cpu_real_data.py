@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What one epoch of FairFace costs on a CPU, measured on real FairFace images through the runner.
 
-For each (method, image size) a child process runs ``fairbench.runner.execute`` on a FairFace-
+For each (method, image size) a child process runs ``fairbench.training.run.execute`` on a FairFace-
 format folder (default: ``../shared/data/fairface-sample``, 112 real images at 448 px) with a few
 training batches, and times, from inside the run: image decoding (``load_bundle``), every
 ``Method.update`` (the first is a warm-up and not counted) and every evaluation forward
@@ -39,14 +39,15 @@ def measure_one(method: str, size: int, data_root: Path, steps: int, batch_size:
     """Runs in the child process: one short run, timed from inside."""
     import torch
 
-    import fairbench.runner as runner
+    import fairbench.training.run as runner
     from fairbench import registry
     from fairbench.config import build_config, resolve
+    from fairbench.evaluation import predict
 
     torch.set_num_threads(threads)
     timings: dict[str, list[float]] = {"update": [], "decode": [], "predict": [], "predict_images": []}
     method_cls = registry.methods.get(method)
-    update, load_bundle, predict_images = method_cls.update, runner.load_bundle, runner.predict_images
+    update, load_bundle, predict_images = method_cls.update, runner.load_bundle, predict.predict_images
 
     def timed_update(self, batch):
         t0 = time.perf_counter()
@@ -67,7 +68,7 @@ def measure_one(method: str, size: int, data_root: Path, steps: int, batch_size:
         timings["predict_images"].append(len(images))
         return out
 
-    method_cls.update, runner.load_bundle, runner.predict_images = timed_update, timed_load, timed_predict
+    method_cls.update, runner.load_bundle, predict.predict_images = timed_update, timed_load, timed_predict
     with tempfile.TemporaryDirectory() as tmp:
         cfg = resolve(build_config(None, {
             "method": method, "data.name": "fairface", "data.root": str(data_root), "data.image_size": size,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="combine earlier reports (re-extrapolated)")
     args = p.parse_args(argv)
     if args.threads is None:
-        from fairbench.runner import default_threads
+        from fairbench.compute import default_threads
 
         args.threads = default_threads()
     if args.merge:

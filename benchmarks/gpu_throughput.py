@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print(format_table(report))
     if args.json:
-        from fairbench.run_store import atomic_write_json
+        from fairbench.runs.store import atomic_write_json
 
         atomic_write_json(args.json, report)
         print(f"wrote {args.json}", file=sys.stderr)

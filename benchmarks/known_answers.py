@@ -35,7 +35,7 @@ import pandas as pd
 
 from fairbench.data.synthface import SCENARIOS
 from fairbench.metrics.uncertainty import mean_t_interval, paired_difference
-from fairbench.run_store import selected_epoch
+from fairbench.runs.record import selected_epoch
 
 SCENARIO_OF = {cls.registered_name: scenario for scenario, cls in SCENARIOS.items()}  # dataset name -> scenario
 METHODS = ("erm", "groupdro", "subg", "jtt", "fineface")
@@ -57,7 +57,7 @@ def last_train_loss(run: Path) -> float:
 def load_runs(runs_dir: Path) -> pd.DataFrame:
     """One row per finished scenario run in ``runs_dir`` (other datasets and unfinished runs are skipped)."""
     from fairbench.registry import datasets
-    from fairbench.records import finished, load_records
+    from fairbench.runs.catalog import finished, load_records
 
     records, _ = load_records(runs_dir)
     done, _ = finished(records)

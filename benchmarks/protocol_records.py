@@ -33,7 +33,7 @@ RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 
 def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
     from fairbench.results.layouts.protocol import chosen_trials
-    from fairbench.records import finished, load_records
+    from fairbench.runs.catalog import finished, load_records
     from fairbench.suite import Suite
 
     jobs = Suite.load(suite_file).resolve()
@@ -62,7 +62,7 @@ def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
             "optimizer_steps": cost.get("optimizer_steps"), "train_flops": cost.get("train_flops"),
             "train_seconds": cost.get("train_seconds"), "peak_memory_bytes": cost.get("peak_memory_bytes"),
             "last_train_loss": last_train_loss(rec.path),
-            # where the job's wall time went (fairbench.timing; empty for runs recorded before it)
+            # where the job's wall time went (fairbench.training.timing; empty for runs recorded before it)
             "job_seconds": (metrics.get("timing") or {}).get("total_s"),
             **{f"{phase}_seconds": s for phase, s in ((metrics.get("timing") or {}).get("phases_s") or {}).items()},
             "device": env.get("device"), "precision": rec.precision, "torch_threads": env.get("torch_threads"),

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fairbench.runner import execute
     from fairbench.suite import Suite
+    from fairbench.training.run import execute
 
     torch.set_num_threads(args.threads)
     jobs = {job.run_id: job for job in Suite.load(args.suite).resolve() if job.run_id}

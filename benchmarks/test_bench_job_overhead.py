@@ -31,7 +31,7 @@ from fairbench.registry import datasets
 
 ROUNDS = 3
 _baseline: dict[str, float] = {}
-JOB_IMPORTS = ("import torch, fairbench.runner, fairbench.methods.erm; "
+JOB_IMPORTS = ("import torch, fairbench.training.run, fairbench.methods.erm; "
                "torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)")
 
 
@@ -68,7 +68,7 @@ def test_process_start_fresh(benchmark):
 
 def test_process_start_warm(benchmark):
     import fairbench.methods.erm  # noqa: F401  (imported once, as in a warm worker's first job)
-    import fairbench.runner  # noqa: F401
+    import fairbench.training.run  # noqa: F401
 
     benchmark.pedantic(lambda: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), rounds=ROUNDS,
                        iterations=1)

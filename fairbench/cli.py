@@ -60,12 +60,14 @@ def _overrides(args: argparse.Namespace, method: str | None) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fairbench.compute import default_threads
     from fairbench.config import ConfigError, build_config, resolve
-    from fairbench.progress import Reporter
     from fairbench.results.reporting import run_summary
-    from fairbench.run_store import RunRecord
-    from fairbench import timing
-    from fairbench.runner import RunAlreadyDone, default_threads, execute
+    from fairbench.runs.lifecycle import RunAlreadyDone
+    from fairbench.runs.record import RunRecord
+    from fairbench.training import timing
+    from fairbench.training.run import execute
+    from fairbench.training.run_progress import Reporter
 
     timing.begin_job(timing.process_started())  # the run's time breakdown counts Python's start and the imports
     cfg = build_config(args.config, _overrides(args, args.method), args.sets)
@@ -117,7 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"no finished runs under {args.runs_dir}" + (f" of suite {args.suite}" if args.suite else ""), file=sys.stderr)
         return 1
     if args.output:
-        from fairbench.run_store import atomic_write_bytes
+        from fairbench.runs.store import atomic_write_bytes
 
         atomic_write_bytes(Path(args.output), text.encode())
         print(f"wrote {args.output}", file=sys.stderr)
@@ -266,7 +268,7 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from fairbench.metrics import read_predictions, score_frame
-    from fairbench.run_store import clean_nan
+    from fairbench.runs.store import clean_nan
 
     frame = read_predictions(args.file)
     report = score_frame(frame, target=args.target, pred=args.pred, groups=args.groups.split(","),
@@ -292,8 +294,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from fairbench.config import ConfigError, parse_set
-    from fairbench.cross_eval import evaluate_run, summary_table
-    from fairbench.run_store import RunRecord
+    from fairbench.evaluation.cross_eval import evaluate_run, summary_table
+    from fairbench.runs.record import RunRecord
 
     options, cache_dir = {}, None
     for pair in args.sets:
@@ -311,7 +313,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     Console().print(summary_table(evaluation, RunRecord(args.run_dir).metrics()))
     if evaluation.beside is not None:
-        from fairbench.cross_eval import recorded_fingerprint
+        from fairbench.evaluation.cross_eval import recorded_fingerprint
 
         earlier = recorded_fingerprint(evaluation.beside) or "not recorded"
         print(f"note: {evaluation.beside} holds an evaluation of other {args.dataset} data (fingerprint {earlier}; "
@@ -321,7 +323,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from fairbench.explain import explain_run
+    from fairbench.evaluation.explain import explain_run
 
     path = explain_run(args.run_dir, args.output, images=args.images, image_files=args.image_files,
                        baseline=args.baseline, split=args.split, data_root=args.data_root, device=args.device,
@@ -399,10 +401,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _show_run(args: argparse.Namespace) -> int:
-    """``show run RUN_DIR``: where the run's wall time went (fairbench.timing), and its training cost."""
+    """``show run RUN_DIR``: where the run's wall time went (fairbench.training.timing), and its training cost."""
     from tabulate import tabulate
 
-    from fairbench.run_store import RunRecord, RunStoreError
+    from fairbench.runs.record import RunRecord
+    from fairbench.runs.store import RunStoreError
 
     record = RunRecord(Path(args.name))
     if not (record.path / "metrics.json").is_file():
@@ -416,7 +419,7 @@ def _show_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if metrics is None or "timing" not in metrics:
         print(f"fairbench show run: {args.name} has no time breakdown (an unfinished run, or one recorded before "
-              "fairbench.timing); run it again to get one", file=sys.stderr)
+              "fairbench.training.timing); run it again to get one", file=sys.stderr)
         return EXIT_USAGE
     timing, cost = metrics["timing"], metrics.get("cost", {})
     if args.json:
@@ -691,7 +694,7 @@ def _main(argv: list[str] | None, interrupted: list[bool]) -> int:
     from fairbench.config import ConfigError
     from fairbench.data.base import DatasetError
     from fairbench.registry import RegistryError
-    from fairbench.run_lease import LeaseLost
+    from fairbench.runs.lease import LeaseLost
 
     try:
         with warnings.catch_warnings():  # restored after the command (tests call main in one process)

@@ -81,7 +81,7 @@ class TrainConfig(Strict):
     amp: bool | None = None  # bf16 autocast on CUDA (default: the profile's; paper: false = fp32); ignored on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N; not part of the run id
     workers: int = 2  # batch-assembly threads; not part of the run id
-    #: torch CPU threads (default: see fairbench.runner.default_threads); recorded, not part of the run id
+    #: torch CPU threads (default: see fairbench.compute.default_threads); recorded, not part of the run id
     threads: int | None = None
     #: also save the resumable state every N training steps (batches) within an epoch; 0 = at epoch
     #: ends only. Resuming is exact, so not part of the run id

@@ -205,7 +205,7 @@ class BudgetError(ValueError):
 
 def probe_update(method: nn.Module, device: torch.device, make_batch) -> TrainingCost:
     """The cost of one ``update`` of ``method``, which this uses up: pass a throwaway copy, and
-    save and restore the random generators around the call (``runner._apply_budget`` does both)."""
+    save and restore the random generators around the call (``fairbench.training.budget.apply_budget`` does both)."""
     with CostMeter(method, device) as meter:
         meter.update(lambda: method.update(make_batch()))
     return meter.cost

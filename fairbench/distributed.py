@@ -164,19 +164,6 @@ class DiscardWrites:
         return lambda *args, **kwargs: None
 
 
-def silent(reporter: Any, procs: Processes) -> Any:
-    """Rank 0's reporter; the other ranks log nothing (else every line K times)."""
-    if procs.is_main:
-        return reporter
-    from fairbench.progress import Reporter
-
-    class _Silent(Reporter):
-        def log(self, message: str) -> None:
-            pass
-
-    return _Silent(quiet=True)
-
-
 def shard_size(global_batch: int, world_size: int) -> int:
     """Each rank's share of a global batch; the global batch must split evenly."""
     if global_batch % world_size:

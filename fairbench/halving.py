@@ -43,19 +43,20 @@ def epochs_at(share: float, epochs: int) -> int:
 def rung_score(run_dir: Path, rule_name: str, share: float) -> float | None:
     """The trial's best validation score under the rule over the rung's epochs; None when its
     history does not reach them yet (running elsewhere), -inf when it failed or has no epoch."""
-    from fairbench.run_store import RunRecord, read_json
+    from fairbench.runs.record import RunRecord
+    from fairbench.runs.store import read_json
     from fairbench.selection import get_rule
 
     record = RunRecord(run_dir)
     try:
-        epochs = int(record.config()["train"]["epochs"])
+        epochs = int(record.config["train"]["epochs"])
         history = read_json(run_dir / "history.json")
     except (OSError, ValueError, KeyError, TypeError):
-        return float("-inf") if record.status().get("state") == "failed" else None
+        return float("-inf") if record.status.get("state") == "failed" else None
     upto = epochs_at(share, epochs)
     seen = [h for h in history if h["epoch"] < upto]
     if len(seen) < upto:
-        return float("-inf") if record.status().get("state") == "failed" else None
+        return float("-inf") if record.status.get("state") == "failed" else None
     rule = get_rule(rule_name)
     scores = [rule.score(h["val"], h["epoch"]) for h in seen if h.get("selectable", True)]
     return max(scores, default=float("-inf"))
@@ -120,7 +121,7 @@ def _stopping(job: "Job", share: float | None):
 
 def _write_decisions(ctx: "LaunchContext", search: "SearchSpec", shares: list[float],
                      decisions: list[dict[str, Any]]) -> None:
-    from fairbench.run_store import atomic_write_json
+    from fairbench.runs.store import atomic_write_json
 
     out = {"strategy": "halving", "eta": search.eta, "shares": shares,
            "how": "each rung ranks every job's trials by their best validation score (history.json) over the rung's "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fairbench.config import ConfigError
-from fairbench.run_store import RunRecord
+from fairbench.runs.record import RunRecord
 
 NOT_RECORDED = "not recorded"
 DIRTY = "+dirty"

@@ -4,7 +4,7 @@ every row and says which in its title.
 
 A rule scores one evaluation report (the metrics of one checkpoint on one split) and says which
 split it reads. Within a run it chooses the epoch (every validation rule is followed by the
-runner, :mod:`fairbench.rule_checkpoints`); across a search it chooses the trial, ties broken by
+runner, :mod:`fairbench.training.rule_checkpoints`); across a search it chooses the trial, ties broken by
 :func:`preference` (cheaper model, then lower trial). Rules that read group labels on validation mark the method's needs with "+V";
 the test-oracle rule reads the test split and gives an upper bound, never a result.
 

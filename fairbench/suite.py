@@ -22,7 +22,7 @@ Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
 
     [[evaluate]]                   # cross-dataset evaluations, run after training on every
     dataset = "utkface"            # finished job (or only those of `methods = [...]`);
-    split = "test"                 # (or "all": every image); `options` goes to fairbench.cross_eval
+    split = "test"                 # (or "all": every image); `options` goes to fairbench.evaluation.cross_eval
     options = {}
 
     [search]                       # random search (fairbench.search): every job runs as `trials`
@@ -72,7 +72,8 @@ from fairbench.config import (
     explain_validation_error,
     read_toml,
 )
-from fairbench.records import Record, flatten
+from fairbench.runs.catalog import flatten
+from fairbench.runs.record import RunRecord
 
 #: keys that say where or how fast, never what: ignored when matching records to jobs (as in run ids)
 _NOT_MATCHED = {".".join(k) for k in NOT_HASHED}
@@ -103,7 +104,7 @@ class SuiteHeader(_Strict):
 
 class EvaluationSpec(_Strict):
     dataset: str
-    #: train, val, test, or all (every image of the dataset: fairbench.cross_eval.EVAL_SPLITS)
+    #: train, val, test, or all (every image of the dataset: fairbench.evaluation.cross_eval.EVAL_SPLITS)
     split: str = "test"
     options: dict[str, Any] = {}
     #: only the jobs of these methods (default: every job)
@@ -112,7 +113,7 @@ class EvaluationSpec(_Strict):
     @field_validator("split")
     @classmethod
     def _known_split(cls, v: str) -> str:
-        from fairbench.cross_eval import EVAL_SPLITS
+        from fairbench.evaluation.cross_eval import EVAL_SPLITS
 
         if v not in EVAL_SPLITS:
             raise ValueError(f"unknown split {v!r}; valid: {', '.join(EVAL_SPLITS)}")
@@ -367,7 +368,7 @@ class Suite:
         """Resolve every job's configuration (imports the methods and datasets it names)."""
         from fairbench.config import resolve, run_id
         from fairbench.data.base import DatasetError
-        from fairbench.runner import data_fingerprint, with_fingerprint
+        from fairbench.runs.identity import data_fingerprint, with_fingerprint
 
         ids: dict[str, Job] = {}
         fingerprints: dict[str, dict[str, Any]] = {}  # jobs on the same data fingerprint it once
@@ -418,11 +419,11 @@ class Suite:
         matching = [job for job in candidates if job.matches(config)]
         return max(matching, key=lambda job: len(job.spec)) if matching else None
 
-    def select(self, records: list[Record], problems: list[tuple[str, str]]) -> tuple[list[Record], list[tuple[str, str]]]:
+    def select(self, records: list[RunRecord], problems: list[tuple[str, str]]) -> tuple[list[RunRecord], list[tuple[str, str]]]:
         """The records that belong to this suite, and (run, reason) for those left out: ``problems``
         plus, for a job with several finished records (older code, same declared keys), all but
         the most recent."""
-        by_job: dict[int, list[Record]] = {}
+        by_job: dict[int, list[RunRecord]] = {}
         for r in records:
             job = self.job_for(r.config)
             if job is not None:

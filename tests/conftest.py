@@ -22,7 +22,7 @@ def one_clean_revision():
     """Runs record one clean code revision, whatever state the developer's working tree is in: a
     suite refuses runs of a dirty tree (fairbench.revisions). Session-wide, so that module-scoped
     fixtures' suites see it too; tests of that check set their own."""
-    from fairbench.run_store import REVISION_ENV
+    from fairbench.runs.environment import REVISION_ENV
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(REVISION_ENV, "0123456789abcdef0123456789abcdef01234567")
@@ -32,7 +32,7 @@ def one_clean_revision():
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test starts and ends on one torch thread. ``fairbench run`` sets the thread count from
-    the machine's load (runner.default_threads); a CLI test run in this process used to leave 1 or 2
+    the machine's load (fairbench.compute.default_threads); a CLI test run in this process used to leave 1 or 2
     threads behind, depending on the load at that moment, and a later test comparing this process's
     run with a fresh process's bit for bit failed now and then (1 and 2 threads give other sums)."""
     torch.set_num_threads(1)
@@ -63,7 +63,7 @@ def tiny_config(method: str, *, hparams: dict[str, Any] | None = None, epochs: i
 @pytest.fixture
 def run_tiny(tmp_path) -> Callable[..., Path]:
     """``run_tiny("erm", hparams={...}, epochs=1)`` trains a tiny run and returns its folder."""
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     def run(method: str, **kwargs: Any) -> Path:
         return execute(tiny_config(method, **kwargs), tmp_path / "runs")
@@ -75,7 +75,7 @@ def crash_then_resume(cfg, runs_dir: Path, monkeypatch, crash_epoch: int = 1) ->
     """Train ``cfg`` until it crashes before epoch ``crash_epoch`` (0-based), then run the same
     configuration again, which resumes it; returns the run folder."""
     from fairbench import registry
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     cls = registry.methods.get(cfg.method)
     original = cls.begin_epoch

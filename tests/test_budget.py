@@ -9,7 +9,7 @@ import pytest
 
 from fairbench.config import ConfigError
 from fairbench.cost import BudgetError
-from fairbench.runner import execute
+from fairbench.training.run import execute
 from tests.conftest import tiny_config
 
 N_BATCHES = 256 // 32  # tiny_config: 256 training images, batch 32

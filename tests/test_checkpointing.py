@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from fairbench import checkpointing
-from fairbench.runner import execute
+from fairbench.runs import checkpoint
+from fairbench.training.run import execute
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def _same_results(a: Path, b: Path) -> None:
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
     for m in (ma, mb):
         m.pop("wall_time_s")
-        m.pop("timing")  # where the wall time went (fairbench.timing): clock readings too
+        m.pop("timing")  # where the wall time went (fairbench.training.timing): clock readings too
         for key in MEASURED_COST:
             m.get("cost", {}).pop(key, None)
     assert ma == mb
@@ -46,10 +46,10 @@ def _same_results(a: Path, b: Path) -> None:
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     import random
 
-    states = checkpointing.rng_states()
+    states = checkpoint.rng_states()
     torch.save(states, tmp_path / "rng.pt")
     expected = (random.random(), np.random.random(), torch.rand(1).item())
-    checkpointing.restore_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    checkpoint.restore_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.random(), torch.rand(1).item()) == expected
 
 
@@ -83,7 +83,7 @@ def test_a_crash_mid_epoch_resumes_from_the_last_step_exactly(method, tmp_path, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         execute(cfg, tmp_path / "runs")
     monkeypatch.setattr(cls, "update", original)
-    state = checkpointing.load_training_state(next((tmp_path / "runs").glob("*/last.pt")))
+    state = checkpoint.load_training_state(next((tmp_path / "runs").glob("*/last.pt")))
     assert (state["epoch"], state["step"]) == (1, 2)  # resumes inside the second epoch
     _same_results(reference, execute(cfg, tmp_path / "runs"))
 
@@ -91,7 +91,7 @@ def test_a_crash_mid_epoch_resumes_from_the_last_step_exactly(method, tmp_path, 
 _CHILD = (
     "import json, sys; from pathlib import Path\n"
     "from tests.conftest import tiny_config\n"
-    "from fairbench.runner import execute\n"
+    "from fairbench.training.run import execute\n"
     "execute(tiny_config(sys.argv[2], epochs=2, sets=json.loads(sys.argv[3])), Path(sys.argv[1]))\n"
 )
 

@@ -22,9 +22,14 @@ import torch
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from fairbench import registry, runner
-from fairbench.run_store import RunRecord
-from fairbench.runner import execute, load_bundle, load_trained_method, predict_images
+from fairbench import registry
+from fairbench.evaluation import predict
+from fairbench.evaluation.predict import predict_images
+from fairbench.evaluation.run_data import load_bundle
+from fairbench.evaluation.trained_model import load_trained_method
+from fairbench.runs.record import RunRecord
+from fairbench.training.epochs import TrainSplitPredictor
+from fairbench.training.run import execute
 from tests.conftest import crash_then_resume, tiny_config
 
 METHODS = sorted(registry.methods.names())
@@ -68,7 +73,7 @@ def _counting_flops():
     """Every FLOP of a run, and those of its evaluations (validation and test predictions, not
     training): ``{"all": F, "evaluation": F}``, filled when the block ends."""
     flops = {"evaluation": 0.0}
-    original_predict, original_predict_train = runner.predict_images, runner._Trainer.predict_train
+    original_predict, original_predict_train = predict.predict_images, TrainSplitPredictor.predict_train
     in_training = []
 
     def predict_train(self):  # a method's own pass over the training split is training
@@ -86,20 +91,20 @@ def _counting_flops():
         flops["evaluation"] += evaluation.get_total_flops()
         return out
 
-    runner.predict_images, runner._Trainer.predict_train = predict_images, predict_train
+    predict.predict_images, TrainSplitPredictor.predict_train = predict_images, predict_train
     try:
         with FlopCounterMode(display=False) as everything:
             yield flops
         flops["all"] = float(everything.get_total_flops())
     finally:
-        runner.predict_images, runner._Trainer.predict_train = original_predict, original_predict_train
+        predict.predict_images, TrainSplitPredictor.predict_train = original_predict, original_predict_train
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_trains_selects_and_writes_valid_predictions(method, trained):
     cls, path, _ = _train(method, trained)
     record = RunRecord(path)
-    assert record.status()["state"] == "done"
+    assert record.status["state"] == "done"
     classes = json.loads((path / "dataset.json").read_text())["classes"]
     test = pd.read_csv(path / "predictions_test.csv")
     assert len(test) == 64 and test["pred"].between(0, len(classes) - 1).all()

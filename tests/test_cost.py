@@ -142,7 +142,7 @@ def test_a_backbone_built_in_begin_epoch_is_counted(run_tiny):
 
 
 def test_cost_continues_over_a_resume(tmp_path, monkeypatch):
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
     from tests.conftest import crash_then_resume, tiny_config
 
     straight = json.loads((execute(tiny_config("erm", epochs=2), tmp_path / "a") / "metrics.json").read_text())["cost"]

@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 
 from fairbench.cli import main
-from fairbench.cross_eval import evaluate_run, target_for
 from fairbench.data import vocab
 from fairbench.data.base import DatasetError, Task
 from fairbench.data.celeba import CelebA
 from fairbench.data.lfwa import LFWA
 from fairbench.data.manifest import Manifest
 from fairbench.data.utkface import UTKFace
+from fairbench.evaluation.cross_eval import evaluate_run, target_for
+from fairbench.evaluation.predict import predict_images
+from fairbench.evaluation.trained_model import load_trained_method
 from fairbench.pipeline import center_crop_view
-from fairbench.runner import load_trained_method, predict_images
 
 from .test_datasets_celeba import write_celeba
 from .test_datasets_fairface import write_fairface
@@ -30,7 +31,7 @@ from .test_datasets_utkface import write_utkface
 def fairface_run(tmp_path_factory):
     """A finished tiny FairFace gender run (fixture copy of FairFace, CPU, 32 px, 1 epoch)."""
     from fairbench.config import build_config, resolve
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     tmp = tmp_path_factory.mktemp("ffrun")
     write_fairface(tmp / "fairface", train_per_group=2, val_per_group=1)
@@ -279,7 +280,7 @@ def test_a_suite_may_evaluate_every_image_and_unknown_splits_are_refused(tmp_pat
 def test_the_constant_control_can_be_evaluated_on_another_dataset(tmp_path, capsys):
     """The constant predictor has no parameters (only a buffer): eval must not look for one."""
     from fairbench.config import build_config, resolve
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     write_fairface(tmp_path / "fairface", train_per_group=2, val_per_group=1)
     write_utkface(tmp_path / "utk")

@@ -237,8 +237,8 @@ def test_real_sample_loads_every_group_in_every_split(tmp_path):
 def test_whole_run_on_real_faces(tmp_path):
     """``fairbench run erm --dataset fairface --data-root ../shared/data/fairface-sample`` in miniature."""
     from fairbench.config import build_config, resolve
-    from fairbench.run_store import read_json
-    from fairbench.runner import execute
+    from fairbench.runs.store import read_json
+    from fairbench.training.run import execute
 
     cfg = resolve(build_config(None, {
         "method": "erm", "data.name": "fairface", "data.root": str(FAIRFACE_SAMPLE),

@@ -25,10 +25,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fairbench import distributed, registry
+from fairbench.compute import seed_everything
+from fairbench.evaluation.run_data import load_bundle
+from fairbench.evaluation.trained_model import build_method
 from fairbench.methods.base import Batch
 from fairbench.pipeline import to_float
-from fairbench.run_store import RunRecord
-from fairbench.runner import build_method, execute, load_bundle, seed_everything
+from fairbench.runs.record import RunRecord
+from fairbench.training.run import execute
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

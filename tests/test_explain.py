@@ -8,8 +8,10 @@ import torch
 from PIL import Image
 
 from fairbench.cli import main
-from fairbench.explain import compute_maps, sample_split
-from fairbench.runner import execute, load_bundle, load_trained_method
+from fairbench.evaluation.explain import compute_maps, sample_split
+from fairbench.evaluation.run_data import load_bundle
+from fairbench.evaluation.trained_model import load_trained_method
+from fairbench.training.run import execute
 from tests.conftest import tiny_config
 
 SMALL_DATA = {"data.options": {"n_train": 64, "n_val": 32, "n_test": 32}}

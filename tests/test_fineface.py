@@ -353,8 +353,8 @@ def test_update_without_host_sync_in_the_method(monkeypatch):
 # -- end to end ------------------------------------------------------------------------------------
 
 def test_group_labels_never_reach_fineface(tmp_path, monkeypatch):
-    from fairbench.run_store import RunRecord
-    from fairbench.runner import execute
+    from fairbench.runs.record import RunRecord
+    from fairbench.training.run import execute
     from tests.conftest import tiny_config
 
     seen = []
@@ -369,7 +369,7 @@ def test_group_labels_never_reach_fineface(tmp_path, monkeypatch):
     path = execute(cfg, tmp_path)
     assert len(seen) == 2 and all(item == (None, None, None, None, None) for item in seen)
     record = RunRecord(path)
-    assert record.status()["state"] == "done"
+    assert record.status["state"] == "done"
     assert np.isfinite(record.metrics()["test"]["accuracy"])
 
 

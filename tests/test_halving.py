@@ -11,9 +11,9 @@ import pytest
 
 from fairbench.config import ConfigError
 from fairbench.halving import epochs_at, rung_shares
-from fairbench.selection import check_ranking_rule as check_rule
 from fairbench.launchers.suite_run import run_suite
-from fairbench.run_store import RunRecord
+from fairbench.runs.record import RunRecord
+from fairbench.selection import check_ranking_rule as check_rule
 from fairbench.suite import Suite
 
 SUITE = """
@@ -88,7 +88,7 @@ def test_halving_promotes_the_best_on_validation_and_spends_less_than_random_sea
     (winner,) = sorted(first, key=lambda t: (-best_val_accuracy(runs[t], 2), t))[:1]
     trained = {t: len(json.loads((run / "history.json").read_text())) for t, run in runs.items()}
     assert trained == {t: 4 if t == winner else 2 if t in first else 1 for t in runs}
-    states = {t: RunRecord(run).status() for t, run in runs.items()}
+    states = {t: RunRecord(run).status for t, run in runs.items()}
     assert states[winner]["state"] == "done"
     assert all(s["state"] == "incomplete" and s.get("paused") for t, s in states.items() if t != winner)
     decisions = json.loads((runs_h / "suite-halving" / "halving.json").read_text())

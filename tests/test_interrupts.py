@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fairbench.run_store import RunRecord
+from fairbench.runs.record import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,4 +62,4 @@ def test_ctrl_c_during_training_says_what_became_of_the_run(tmp_path):
     assert last.startswith("fairbench: interrupted during epoch ") and last.endswith(
         f"{run} is incomplete; run the same command again to resume it"), err
     assert sum("interrupted" in line for line in err.splitlines()) == 1, err
-    assert RunRecord(run).status()["state"] == "incomplete"
+    assert RunRecord(run).status["state"] == "incomplete"

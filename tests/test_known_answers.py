@@ -87,7 +87,7 @@ def test_fewer_seeds_than_required_leave_checks_undecided(ka):
 
 
 def test_pipeline_on_tiny_real_runs(ka, tmp_path):
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     tiny = {"n_train": 64, "n_val": 32, "n_test": 64}
     for seed in (0, 1):
@@ -124,7 +124,7 @@ def test_budget_control_pairs_the_longer_erm_with_the_usual_budget(ka):
 def test_a_setting_finished_twice_counts_once_if_identical_and_is_an_error_otherwise(ka, tmp_path):
     import shutil
 
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     tiny = {"n_train": 64, "n_val": 32, "n_test": 64}
     run = execute(tiny_config("erm", epochs=1, **{"data.name": "synthface-none", "data.image_size": 16,

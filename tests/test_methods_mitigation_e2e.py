@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from fairbench import registry
-from fairbench.run_store import RunRecord
-from fairbench.runner import load_trained_method
+from fairbench.evaluation.trained_model import load_trained_method
+from fairbench.runs.record import RunRecord
 
 CASES = {
     "reweighting": {},
@@ -40,7 +40,7 @@ def test_method_trains_and_writes_valid_predictions(name, run_tiny, monkeypatch)
     path = run_tiny(name, **CASES[name])
 
     record = RunRecord(path)
-    assert record.status()["state"] == "done"
+    assert record.status["state"] == "done"
     classes = json.loads((path / "dataset.json").read_text())["classes"]
     test = pd.read_csv(path / "predictions_test.csv")
     assert len(test) > 0 and test["pred"].between(0, len(classes) - 1).all()

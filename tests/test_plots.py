@@ -8,7 +8,7 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.results.plots import PlotError, Point, panels, pareto_front, plot_pareto
-from fairbench.records import finished, load_records
+from fairbench.runs.catalog import finished, load_records
 
 GOLDEN_RUNS = Path(__file__).resolve().parent / "data" / "golden_runs"
 

@@ -10,7 +10,7 @@ import pytest
 from fairbench.cli import main
 from fairbench.config import ConfigError
 from fairbench.results.layouts.protocol import chosen_trials, protocol_rows
-from fairbench.records import finished, load_records
+from fairbench.runs.catalog import finished, load_records
 from fairbench.suite import Suite
 
 SUITE = """
@@ -148,12 +148,12 @@ def test_a_stored_run_belongs_to_its_own_trial_not_to_trial_0(tmp_path):
 def test_under_a_budget_the_epochs_it_buys_do_not_split_the_comparison(tmp_path):
     """FineFACE gets fewer epochs than ERM from the same FLOPs: still the same comparison (paired with ERM)."""
     from fairbench.results.layouts.protocol import _protocol_key
-    from fairbench.records import Record
+    from fairbench.runs.record import RunRecord
 
-    def record(method: str, epochs: int, budget: float | None) -> Record:
+    def record(method: str, epochs: int, budget: float | None) -> RunRecord:
         identity = {"method": method, "data.name": "synthface-spurious", "train.seed": 0, "train.epochs": epochs,
                     "train.budget_flops": budget}
-        return Record(method, tmp_path, {}, {}, identity)
+        return RunRecord(tmp_path, identity, run_id=method, _config={}, _status={})
 
     assert _protocol_key(record("erm", 12, 2.3e12)) == _protocol_key(record("fineface", 2, 2.3e12))
     assert _protocol_key(record("erm", 12, None)) != _protocol_key(record("fineface", 2, None))
@@ -208,11 +208,11 @@ def test_the_baseline_is_the_erm_given_the_most_compute(tmp_path):
     """ERM run at several budgets (the suite's and 5x): one row each, and every other row is
     paired with the ERM of most compute, never with an under-trained one."""
     from fairbench.results.layouts.protocol import _protocol_key, baseline_variant
-    from fairbench.records import Record
+    from fairbench.runs.record import RunRecord
 
-    def record(method: str, budget: float) -> Record:
-        return Record(method, tmp_path, {}, {}, {"method": method, "data.name": "d", "train.seed": 0,
-                                                  "train.epochs": int(budget), "train.budget_flops": budget})
+    def record(method: str, budget: float) -> RunRecord:
+        return RunRecord(tmp_path, {"method": method, "data.name": "d", "train.seed": 0, "train.epochs": int(budget),
+                                    "train.budget_flops": budget}, run_id=method, _config={}, _status={})
 
     runs = [record("erm", 12.0), record("erm", 60.0), record("groupdro", 12.0)]
     assert len({_protocol_key(r) for r in runs}) == 1
@@ -247,8 +247,8 @@ def _predictions(path, n_wrong: int, seed: int = 0):
 def _record(tmp_path, method: str, seed: int, trial: int | None, rules: dict | None, own_val: dict,
             train_flops: float = 1e9, n_wrong: int = 8, pred_seed: int = 0, name: str | None = None):
     """A finished run whose metrics.json holds ``rules`` ({rule: (epoch, val report, test report)})."""
-    from fairbench.records import Record
-    from fairbench.runner import report_for
+    from fairbench.evaluation.predict import report_for
+    from fairbench.runs.record import RunRecord
 
     import pandas as pd
 
@@ -267,7 +267,7 @@ def _record(tmp_path, method: str, seed: int, trial: int | None, rules: dict | N
               "selection": "last"}
     identity = {"method": method, "data.name": "d", "train.seed": seed, "selection": "last",
                 "train.lr": 0.1 * (1 + (trial or 0))}
-    return Record(folder.name, folder, config, {"state": "done"}, identity, trial=trial)
+    return RunRecord(folder, identity, trial=trial, _config=config, _status={"state": "done"})
 
 
 def test_a_rule_keeps_the_trial_at_the_epoch_it_chose_within_the_run(tmp_path):

@@ -124,7 +124,7 @@ def plugin_metric():
 
 def test_a_plugin_metric_is_computed_stored_and_shown_like_a_built_in(plugin_metric, tmp_path, capsys):
     from fairbench.cli import main
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
     from tests.conftest import tiny_config
 
     y, p, g, _ = _fixture_predictions()
@@ -194,7 +194,7 @@ def test_a_plugin_layout_is_one_registered_class(tmp_path, capsys):
     try:
         assert main(["list", "layouts"]) == 0 and "run-count" in capsys.readouterr().out
         assert main(["compare", "--runs-dir", str(GOLDEN_RUNS), "--layout", "run-count"]) == 0
-        from fairbench.records import finished, load_records
+        from fairbench.runs.catalog import finished, load_records
 
         expected = sum(r.method == "fineface" for r in finished(load_records(GOLDEN_RUNS)[0])[0])
         assert expected > 0 and f"fineface: {expected}\n" in capsys.readouterr().out

@@ -69,7 +69,7 @@ def test_an_unwritable_cache_folder_costs_only_the_rendering(tmp_path: Path):
 
 def test_a_run_predicts_the_same_with_the_cache_cold_warm_and_off(tmp_path: Path, monkeypatch):
     """Bit for bit: the test predictions of a tiny ERM run without the cache, with it empty, and read from it."""
-    from fairbench.runner import execute
+    from fairbench.training.run import execute
 
     cache = tmp_path / "cache"
 

@@ -14,10 +14,10 @@ import pytest
 from fairbench import registry
 from fairbench.cli import main
 from fairbench.metrics.specs import EVERY_VIEW, get_spec, history_keys, metric
-from fairbench.records import finished, load_records
 from fairbench.results.layouts.base import get_layout
 from fairbench.results.reporting import compare
 from fairbench.results.table_layout import TableLayout, build_tables
+from fairbench.runs.catalog import finished, load_records
 
 GOLDEN_RUNS = Path(__file__).resolve().parent / "data" / "golden_runs"
 

@@ -16,9 +16,12 @@ import pytest
 import torch
 
 from fairbench.cli import main
+from fairbench.compute import default_threads
 from fairbench.methods.erm import ERM
-from fairbench.run_store import RunRecord, iter_runs
-from fairbench.runner import RunAlreadyDone, default_threads, execute
+from fairbench.runs.catalog import iter_runs
+from fairbench.runs.lifecycle import RunAlreadyDone
+from fairbench.runs.record import RunRecord
+from fairbench.training.run import execute
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +114,7 @@ def test_other_data_is_another_run(tmp_path, change):
 def test_synthface_fingerprint_follows_the_generator(monkeypatch):
     """No files: the fingerprint hashes the generator's output, so changing the renderer changes the ids."""
     import fairbench.data.synthface as synthface
-    from fairbench.runner import data_fingerprint
+    from fairbench.runs.identity import data_fingerprint
 
     cfg = tiny_config("erm")
     first = data_fingerprint(cfg)["digest"]
@@ -155,15 +158,15 @@ SEED_0_FINGERPRINTS = {"synthface": "f99225d7d349042a", "synthface-spurious": "e
 
 def _train_images(cfg):
     from fairbench.data.base import Task
-    from fairbench.runner import _dataset
+    from fairbench.runs.identity import open_dataset
 
-    return _dataset(cfg).load(Task(cfg.data.target, tuple(cfg.data.protected)), 32, ("train",)).splits["train"].images
+    return open_dataset(cfg).load(Task(cfg.data.target, tuple(cfg.data.protected)), 32, ("train",)).splits["train"].images
 
 
 @pytest.mark.parametrize("name", sorted(SEED_0_FINGERPRINTS))
 def test_the_run_seed_draws_the_data_unless_the_data_seed_is_set(name):
     from fairbench.config import run_id
-    from fairbench.runner import with_fingerprint
+    from fairbench.runs.identity import with_fingerprint
 
     def cfg(*sets):
         return with_fingerprint(tiny_config("erm", sets=[f"data.name={name}", *sets]))
@@ -186,8 +189,8 @@ def test_data_read_from_files_has_no_data_seed_and_keeps_its_options():
 
 
 def test_seeds_of_redrawn_data_are_one_setting_and_record_their_data_seed(tmp_path):
-    from fairbench.records import load_records
     from fairbench.results.reporting import compare
+    from fairbench.runs.catalog import load_records
 
     runs = tmp_path / "runs"
     for seed in (0, 1):
@@ -220,7 +223,7 @@ def test_force_keeps_the_finished_run_until_the_replacement_is_done(tmp_path, mo
     (tmp_path / f".{path.name}.force-999999").mkdir()
     assert execute(cfg, tmp_path, force=True) == path
     assert folders(tmp_path) == [path.name] and [r.path for r in iter_runs(tmp_path)] == [path]
-    assert RunRecord(path).status()["state"] == "done"
+    assert RunRecord(path).status["state"] == "done"
     after = hashes(path)
     assert after.keys() == before.keys() and after["environment.json"] != before["environment.json"]  # a new run
 
@@ -265,14 +268,14 @@ def test_ctrl_c_leaves_a_resumable_incomplete_run(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, tmp_path)
     (name,) = folders(tmp_path)
-    status = RunRecord(tmp_path / name).status()
+    status = RunRecord(tmp_path / name).status
     assert status["state"] == "incomplete"
     assert status["reason"] == "interrupted during epoch 2/3; run the same command again to resume"
     assert len(json.loads((tmp_path / name / "history.json").read_text())) == 1  # epoch 1 finished
     monkeypatch.setattr(ERM, "update", original)
     execute(cfg, tmp_path)
     history = json.loads((tmp_path / name / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1, 2] and RunRecord(tmp_path / name).status()["state"] == "done"
+    assert [h["epoch"] for h in history] == [0, 1, 2] and RunRecord(tmp_path / name).status["state"] == "done"
 
 
 def test_a_dead_process_is_reported_with_the_logs_epoch_number(tmp_path):
@@ -287,7 +290,7 @@ def test_a_dead_process_is_reported_with_the_logs_epoch_number(tmp_path):
     # status.json counts epochs from 0; the log and every message count from 1
     (run / "status.json").write_text(json.dumps({"state": "running", "pid": dead.pid, "host": socket.gethostname(),
                                                  "epoch": 4}))
-    assert RunRecord(run).status()["reason"] == f"process {dead.pid} died during epoch 5"
+    assert RunRecord(run).status["reason"] == f"process {dead.pid} died during epoch 5"
 
 
 # -- threads -----------------------------------------------------------------------------------------

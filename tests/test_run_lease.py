@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fairbench.run_lease import RunBusy, hold, lease_file, read_owner
-from fairbench.run_store import RunRecord, RunWriter
+from fairbench.runs.lease import RunBusy, hold, lease_file, read_owner
+from fairbench.runs.record import RunRecord
+from fairbench.runs.store import RunWriter
 from fairbench.suite import Suite
 from tests.test_suite import write_suite
 
@@ -34,8 +35,8 @@ def _holder(run_dir: Path, ready: Path, then: str = "time.sleep(600)", env: dict
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from fairbench.run_lease import hold, LeaseLost
-        from fairbench.run_store import RunWriter
+        from fairbench.runs.lease import hold, LeaseLost
+        from fairbench.runs.store import RunWriter
         with hold(Path({str(run_dir)!r})):
             Path({str(ready)!r}).write_text("ok")
     """) + textwrap.indent(textwrap.dedent(then).strip(), "    ") + "\n"
@@ -82,7 +83,7 @@ def test_fairbench_run_refuses_a_run_another_process_trains(tmp_path):
             "--max-train-samples", "64", "--max-eval-samples", "32", "--quiet"]
     from fairbench.cli import _overrides, build_parser
     from fairbench.config import build_config, resolve, run_id
-    from fairbench.runner import with_fingerprint
+    from fairbench.runs.identity import with_fingerprint
 
     ns = build_parser().parse_args(args)
     rid = run_id(with_fingerprint(resolve(build_config(ns.config, _overrides(ns, ns.method), ns.sets))))
@@ -135,7 +136,7 @@ def test_a_frozen_owner_is_superseded_after_the_lease_and_then_writes_nothing(tm
         taker = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
             import time
             from pathlib import Path
-            from fairbench.run_lease import hold, read_owner
+            from fairbench.runs.lease import hold, read_owner
             t0 = time.monotonic()
             with hold(Path({str(run)!r}), wait=60):  # waits: the owner looks alive when this starts
                 import os
@@ -165,8 +166,8 @@ def test_status_of_a_run_whose_owner_died_elsewhere_is_incomplete(tmp_path):
     writer = RunWriter(run)
     writer.set_status("running", epoch=0)
     with hold(run):
-        assert RunRecord(run).status()["state"] == "running"
-    status = RunRecord(run).status()
+        assert RunRecord(run).status["state"] == "running"
+    status = RunRecord(run).status
     assert status["state"] == "incomplete" and "holds no lease" in status["reason"]
 
 
@@ -190,7 +191,7 @@ def test_two_suite_runs_at_once_train_every_run_exactly_once(tmp_path):
     trained = [int(re.search(r"(\d+) trained now", out).group(1)) for out, _ in outs]
     assert sum(trained) == 4 and [len(s) for s in started] == trained
     for rid in ids:
-        assert RunRecord(runs / rid).status()["state"] == "done"
+        assert RunRecord(runs / rid).status["state"] == "done"
         assert (runs / rid / "metrics.json").is_file()
     assert not any((runs / ".leases").iterdir())  # every lease given back
 
@@ -206,13 +207,13 @@ def test_an_owner_on_another_host_is_taken_over_once_its_heartbeat_has_been_stil
     marker = lease_file(run)
     marker.parent.mkdir(parents=True)
     marker.write_text("filelock/2\npid=4242\nhost=node-elsewhere\nmode=lease\ntoken=0123\nduration=2.0\n")
-    assert RunRecord(run).status()["state"] == "running"  # a fresh heartbeat: alive as far as anyone can tell
+    assert RunRecord(run).status["state"] == "running"  # a fresh heartbeat: alive as far as anyone can tell
     with pytest.raises(RunBusy, match="pid 4242 on node-elsewhere"):
         with hold(run):
             pass
     old = time.time() - 60
     os.utime(marker, (old, old))  # no heartbeat for a minute
-    status = RunRecord(run).status()
+    status = RunRecord(run).status
     assert status["state"] == "incomplete" and "presumed dead" in status["reason"]
     t0 = time.monotonic()
     with hold(run):
@@ -233,8 +234,8 @@ def _take_over(run: Path) -> None:
 def test_a_forced_run_that_lost_its_lease_does_not_swap_its_folder_over_the_new_owners(tmp_path):
     """A --force run trains in a hidden folder beside the run; frozen past its lease and taken over,
     it must neither write there nor swap it in: the new owner's run stays as the new owner made it."""
-    from fairbench.run_lease import LeaseLost
-    from fairbench.runner import _swap_in
+    from fairbench.runs.lease import LeaseLost
+    from fairbench.runs.lifecycle import swap_in
 
     final = tmp_path / "runs" / "r9"
     side = final.with_name(f".{final.name}.force-{os.getpid()}")
@@ -249,7 +250,7 @@ def test_a_forced_run_that_lost_its_lease_does_not_swap_its_folder_over_the_new_
         with pytest.raises(LeaseLost, match=f"lost its lease on {final}: now held by pid {os.getpid() + 1}"):
             writer.write_json("metrics.json", {})
         with pytest.raises(LeaseLost, match="nothing more is written to the run"):
-            _swap_in(side, final)
+            swap_in(side, final)
     assert (final / "status.json").read_text() == '{"state": "running", "by": "the new owner"}'
     assert sorted(p.name for p in final.iterdir()) == ["status.json"]
     assert not (side / "metrics.json").exists()

@@ -16,15 +16,16 @@ import torch
 
 from fairbench import registry
 from fairbench.methods.erm import ERM
-from fairbench.run_store import RunRecord
-from fairbench.runner import RunAlreadyDone, execute
+from fairbench.runs.lifecycle import RunAlreadyDone
+from fairbench.runs.record import RunRecord
+from fairbench.training.run import execute
 from tests.conftest import tiny_config
 
 
 def test_run_writes_a_complete_record(run_tiny):
     path = run_tiny("erm", epochs=2)
     record = RunRecord(path)
-    assert record.status()["state"] == "done"
+    assert record.status["state"] == "done"
     for name in ("config.json", "environment.json", "history.json", "metrics.json", "dataset.json",
                  "predictions_val.csv", "predictions_test.csv", "checkpoint.pt"):
         assert (path / name).is_file(), name
@@ -107,7 +108,7 @@ def test_a_killed_run_is_incomplete_and_resumes(tmp_path):
     code = (
         "import sys, time; from pathlib import Path\n"
         "from tests.conftest import tiny_config\n"
-        "from fairbench.runner import execute\n"
+        "from fairbench.training.run import execute\n"
         "import fairbench.methods.erm as erm\n"
         "orig = erm.ERM.update\n"
         "def slow(self, batch):\n"
@@ -128,7 +129,7 @@ def test_a_killed_run_is_incomplete_and_resumes(tmp_path):
     assert run_dir is not None, "the run never finished its first epoch"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    status = RunRecord(run_dir).status()
+    status = RunRecord(run_dir).status
     assert status["state"] == "incomplete" and "died" in status["reason"]
     runs, skipped = collect_runs(tmp_path)
     assert runs.empty and skipped[0][0] == run_dir.name
@@ -138,7 +139,7 @@ def test_a_killed_run_is_incomplete_and_resumes(tmp_path):
     execute(tiny_config("erm", epochs=6), tmp_path)
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(6))
-    assert RunRecord(run_dir).status()["state"] == "done"
+    assert RunRecord(run_dir).status["state"] == "done"
 
 
 def test_max_samples_and_groups_recorded(run_tiny):
@@ -156,7 +157,7 @@ def test_written_files_get_the_umasks_permissions(tmp_path, monkeypatch):
 
     import os
 
-    from fairbench import run_store
+    from fairbench.runs import store as run_store
 
     current = os.umask(0)
     os.umask(current)
@@ -168,19 +169,19 @@ def test_written_files_get_the_umasks_permissions(tmp_path, monkeypatch):
 
 
 def test_an_unreadable_status_is_flagged_and_refused_without_force(tmp_path):
-    from fairbench.runner import RunRefused, _existing_state
+    from fairbench.runs.lifecycle import RunRefused, existing_state
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "status.json").write_text('{"state": "do')
-    status = RunRecord(run).status()
+    status = RunRecord(run).status
     assert status["state"] == "incomplete" and status["unreadable"] is True
     with pytest.raises(RunRefused, match="status.json is unreadable"):
-        _existing_state(run, force=False)
-    assert _existing_state(run, force=True) == "incomplete"
+        existing_state(run, force=False)
+    assert existing_state(run, force=True) == "incomplete"
     # a readable status that merely quotes the words is not unreadable
     (run / "status.json").write_text(json.dumps({"state": "failed", "error": "x", "reason": "unreadable status.json"}))
-    assert "unreadable" not in RunRecord(run).status() and _existing_state(run, force=False) == "failed"
+    assert "unreadable" not in RunRecord(run).status and existing_state(run, force=False) == "failed"
 
 
 def test_force_says_at_the_start_which_evaluations_it_discards(tmp_path, capsys):

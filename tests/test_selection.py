@@ -9,7 +9,7 @@ import pytest
 from fairbench import registry
 from fairbench.config import ConfigError
 from fairbench.methods.base import needs_label
-from fairbench.run_store import RunRecord
+from fairbench.runs.record import RunRecord
 from fairbench.selection import SelectionRule, checkpoint_rules, get_rule, register_selection_rule
 from tests.conftest import tiny_config
 
@@ -86,7 +86,7 @@ def test_a_rules_standard_error_is_binomial_over_the_samples_it_counts():
 def test_a_run_keeps_every_validation_rules_epoch_and_predicts_test_once_per_other_epoch(run_tiny):
     import pandas as pd
 
-    from fairbench.runner import report_for
+    from fairbench.evaluation.predict import report_for
 
     path = run_tiny("erm", epochs=3, selection="last", **{"train.threads": 1})
     metrics = RunRecord(path).metrics()
@@ -111,7 +111,7 @@ def test_a_run_keeps_every_validation_rules_epoch_and_predicts_test_once_per_oth
 
 
 def test_a_resumed_run_started_before_rules_were_followed_follows_none():
-    from fairbench.rule_checkpoints import RuleBests
+    from fairbench.training.rule_checkpoints import RuleBests
 
     assert not RuleBests("last", None, resumed=True).active  # its earlier epochs were never scored
     fresh = RuleBests("last", None, resumed=False)

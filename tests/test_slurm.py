@@ -19,7 +19,7 @@ import pytest
 from fairbench.config import ConfigError
 from fairbench.launchers.base import make_launcher
 from fairbench.launchers.slurm import SlurmLauncher, parse_time, sbatch_pairs, sbatch_script_lines
-from fairbench.launchers.base import job_state
+from fairbench.runs.job_state import job_state
 from fairbench.suite import Suite
 from tests.test_suite import write_suite
 

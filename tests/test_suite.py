@@ -14,11 +14,11 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.config import ConfigError, run_id
-from fairbench.launchers.base import mark_queued
-from fairbench.run_lease import hold
-from fairbench.run_store import RunRecord
-from fairbench.launchers.base import job_state
 from fairbench.launchers.suite_run import run_suite
+from fairbench.runs.job_state import mark_queued
+from fairbench.runs.job_state import job_state
+from fairbench.runs.lease import hold
+from fairbench.runs.record import RunRecord
 from fairbench.suite import Suite
 from tests.conftest import tiny_config
 
@@ -78,7 +78,7 @@ def test_benchmark_suites_expand(file, jobs, methods):
 
 def test_job_ids_are_the_run_ids_of_fairbench_run(tmp_path):
     """The same configuration built the way `fairbench run` builds it (its data fingerprinted) gets the same id."""
-    from fairbench.runner import with_fingerprint
+    from fairbench.runs.identity import with_fingerprint
 
     suite = Suite.load(write_suite(tmp_path, '[grid]\n"hparams.label_smoothing" = [0.0, 0.1]\n'))
     jobs = suite.resolve()
@@ -185,7 +185,7 @@ def test_dry_run_lists_jobs_and_trains_nothing(tmp_path, capsys):
 def tiny_suite(tmp_path_factory):
     """Run the tiny suite (2 erm jobs + a cross-dataset evaluation each), interrupted by Ctrl-C
     in the second job, then again (only the second trains), then once more (nothing trains)."""
-    import fairbench.runner as runner
+    import fairbench.training.run as runner
     from fairbench.methods.erm import ERM
 
     folder = tmp_path_factory.mktemp("suite")
@@ -239,7 +239,7 @@ def test_interrupted_suite_resumes_only_what_is_missing(tiny_suite):
     assert result.ran == [2] and not result.failed
     assert (tiny_suite["runs"] / first / "metrics.json").stat().st_mtime == tiny_suite["first_done_mtime"]
     for rid in (first, second):
-        assert RunRecord(tiny_suite["runs"] / rid).status()["state"] == "done"
+        assert RunRecord(tiny_suite["runs"] / rid).status["state"] == "done"
     # the evaluation of the first job ran after training in the first invocation? No: the Ctrl-C
     # stopped it before evaluations; both run in the second invocation
     assert sorted(result.evaluated) == [(1, "synthface-test"), (2, "synthface-test")]
@@ -327,11 +327,11 @@ def test_missing_cross_eval_is_skipped_with_a_message(tiny_suite, tmp_path, monk
     shutil.copytree(tiny_suite["runs"], runs)
     for rid in tiny_suite["ids"]:
         shutil.rmtree(runs / rid / "evaluations")
-    monkeypatch.setitem(sys.modules, "fairbench.cross_eval", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "fairbench.evaluation.cross_eval", None)  # as if not installed
     result = run_suite(Suite.load(tiny_suite["path"]), runs, quiet=True)
     err = capsys.readouterr().err
     assert result.ran == [] and result.evaluated == []
-    assert "cross-dataset evaluations skipped (2 listed in the suite): fairbench.cross_eval is not available" in err
+    assert "cross-dataset evaluations skipped (2 listed in the suite): fairbench.evaluation.cross_eval is not available" in err
 
 
 @pytest.mark.slow
@@ -344,7 +344,7 @@ def test_parallel_jobs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2 jobs in 2 worker processes" in err
     for job in Suite.load(path).resolve():
-        assert RunRecord(runs / job.run_id).status()["state"] == "done"
+        assert RunRecord(runs / job.run_id).status["state"] == "done"
         assert (runs / "suite-tiny" / "logs" / f"{job.run_id}.log").read_text().count("epoch 1/1") == 1
 
 
@@ -371,7 +371,7 @@ def test_protocol_suites_expand(file, jobs, methods, trials, flops):
 def test_tables_hold_one_clean_code_revision_unless_told(tmp_path, monkeypatch, capsys):
     """Runs of two (fake) revisions, or of a dirty tree, are refused in a suite's tables and beside
     a new training, with what to do; --allow-mixed-revisions makes the tables with a note."""
-    from fairbench.run_store import REVISION_ENV
+    from fairbench.runs.environment import REVISION_ENV
 
     old, new = "a" * 40, "b" * 40
     runs = tmp_path / "runs"

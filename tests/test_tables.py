@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from fairbench.cli import main
-from fairbench.records import finished, load_records
 from fairbench.results.reporting import compare
+from fairbench.runs.catalog import finished, load_records
 from fairbench.suite import Suite
 from fairbench.results.published import paper_tables
 from fairbench.results.render import render
@@ -56,7 +56,7 @@ def test_golden_records_are_consistent():
     """Every stored report is what the metric code computes from the stored predictions, and every
     folder is named by the run id of its configuration."""
     from fairbench.config import RunConfig, run_id
-    from fairbench.runner import report_for
+    from fairbench.evaluation.predict import report_for
 
     records, problems = load_records(GOLDEN_RUNS)
     assert not problems
@@ -363,7 +363,7 @@ def test_compare_names_the_settings_that_differ_not_their_hash(tmp_path, capsys)
 
 
 def test_the_selected_epoch_counts_from_1_in_new_and_old_records():
-    from fairbench.run_store import selected_epoch
+    from fairbench.runs.record import selected_epoch
 
     assert selected_epoch({"selection": {"rule": "accuracy", "selected_epoch": 3}}) == 3
     assert selected_epoch({"selection": {"rule": "accuracy", "epoch": 2}}) == 3  # recorded from 0 before

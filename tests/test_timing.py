@@ -1,4 +1,4 @@
-"""Every run records where its wall time went (fairbench.timing), and the parts add up to the job."""
+"""Every run records where its wall time went (fairbench.training.timing), and the parts add up to the job."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fairbench import timing
+from fairbench.training import timing
 
 TINY_RUN = ["erm", "--image-size", "32", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--threads", "1",
             "--seed", "3", "--quiet", "--set", "data.options={n_train = 256, n_val = 128, n_test = 128}",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fairbench.launchers.suite_run import run_suite
-from fairbench.run_store import RunRecord
+from fairbench.runs.record import RunRecord
 from fairbench.suite import Suite
 
 SUITE = """
@@ -47,7 +47,7 @@ def test_a_warm_worker_gives_the_predictions_of_fresh_processes(tmp_path: Path):
     suite, warm = _run(tmp_path, "warm", jobs_per_process=3)
     _, fresh = _run(tmp_path, "fresh", jobs_per_process=1)
     jobs = suite.resolve()
-    pids = {name: {RunRecord(runs / j.run_id).status()["pid"] for j in jobs} for name, runs in
+    pids = {name: {RunRecord(runs / j.run_id).status["pid"] for j in jobs} for name, runs in
             (("warm", warm), ("fresh", fresh))}
     assert len(pids["warm"]) == 1 and len(pids["fresh"]) == 3  # one process served the three jobs
     for job in jobs:

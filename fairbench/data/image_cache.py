@@ -279,7 +279,7 @@ def decode_images(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    from fairbench.run_store import atomic_write_json
+    from fairbench.runs.store import atomic_write_json
 
     atomic_write_json(meta, {
         "key": key, "version": CACHE_VERSION, "name": name, "size": size, "count": int(len(kept)),

@@ -177,7 +177,7 @@ def _manifest_path(root: Path, cache_dir: Path | None) -> Path:
 
 def converted_manifest(root: Path, cache_dir: Path | None) -> tuple[pd.DataFrame, dict[str, Any], Path]:
     """The manifest of ``root``, converted on first use and kept in the cache folder."""
-    from fairbench.run_store import atomic_write_csv, atomic_write_json
+    from fairbench.runs.store import atomic_write_csv, atomic_write_json
 
     path = _manifest_path(root, cache_dir)
     report_path = path.with_suffix(".json")
@@ -242,7 +242,7 @@ class LFWA(FaceDataset):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from fairbench.run_store import atomic_write_csv
+    from fairbench.runs.store import atomic_write_csv
 
     parser = argparse.ArgumentParser(prog="python -m fairbench.data.lfwa",
                                      description="convert the LFWA+ .mat files to a generic fairbench manifest")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,12 +32,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from fairbench.launchers.progress import SuiteProgress
-    from collections.abc import Iterable
-
-    from fairbench.suite import EvaluationSpec, Job, Suite
-
-QUEUE_FOLDER = ".queue"
+    from fairbench.launchers.suite_progress import SuiteProgress
+    from fairbench.runs.job_state import JobState
+    from fairbench.suite import Job, Suite
 
 
 class Launcher:
@@ -123,9 +119,10 @@ def train_job(config: dict[str, Any], runs_dir: Path, reporter=None) -> JobOutco
     """Train one job's run (resuming it if it was interrupted); never raises for the job's own errors
     (they are in its ``status.json`` too)."""
     from fairbench.config import RunConfig
-    from fairbench.progress import Reporter
-    from fairbench.run_lease import RunBusy
-    from fairbench.runner import RunAlreadyDone, execute
+    from fairbench.runs.lease import RunBusy
+    from fairbench.runs.lifecycle import RunAlreadyDone
+    from fairbench.training.run import execute
+    from fairbench.training.run_progress import Reporter
 
     cfg = RunConfig.model_validate(config)
     try:
@@ -152,35 +149,6 @@ def record_outcome(ctx: LaunchContext, job: "Job", outcome: JobOutcome, seconds:
     else:
         ctx.result.failed[job.index] = outcome.detail
         ctx.progress.end(job, "failed", outcome.detail, seconds)
-
-
-# -- queue records: "submitted, not started yet", kept in the run store ----------------------------
-
-def queue_record_path(runs_dir: Path, run_id: str) -> Path:
-    return Path(runs_dir) / QUEUE_FOLDER / f"{run_id}.json"
-
-
-def mark_queued(runs_dir: Path, run_id: str, **info: Any) -> None:
-    """Record that a scheduler holds this run (``suite status`` shows it as queued until it starts)."""
-    from fairbench.run_store import atomic_write_json, now
-
-    atomic_write_json(queue_record_path(runs_dir, run_id), {"queued": now(), "time": time.time(), **info})
-
-
-def queued(runs_dir: Path, run_id: str) -> dict[str, Any] | None:
-    """The run's queue record, or None. Only a record newer than the run's own status counts."""
-    path = queue_record_path(runs_dir, run_id)
-    try:
-        record = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
-        return None
-    status = Path(runs_dir) / run_id / "status.json"
-    try:
-        if status.stat().st_mtime > record.get("time", 0):
-            return None
-    except FileNotFoundError:
-        pass
-    return record
 
 
 def visible_gpus() -> list[str]:
@@ -221,42 +189,3 @@ def make_launcher(name: str | None, table: dict[str, Any], overrides: dict[str, 
         raise explain_validation_error(exc, cls.Options, f"the {name} launcher's options ([launcher.{name}] "
                                                          f"in {where} and the command line)") from None
     return cls(parsed)
-
-
-# -- job states -----------------------------------------------------------------------------------
-
-@dataclass
-class JobState:
-    state: str  # done | running | queued | failed | incomplete | pending | invalid
-    detail: str = ""
-
-
-def missing_evaluations(run_dir: Path, specs: "Iterable[EvaluationSpec]") -> "list[EvaluationSpec]":
-    """The evaluations of a run that have no results in its folder yet (``evaluations/<folder>/metrics.json``)."""
-    return [spec for spec in specs if not (Path(run_dir) / "evaluations" / spec.folder / "metrics.json").is_file()]
-
-
-def job_state(job: "Job", runs_dir: Path) -> JobState:
-    """Where a job stands, read from the run store (and the queue records of a scheduler)."""
-    from fairbench.run_store import RunRecord
-
-    if job.error:
-        return JobState("invalid", job.error.splitlines()[0])
-    path = Path(runs_dir) / job.run_id
-    submitted = queued(runs_dir, job.run_id)  # a scheduler holds it and it has not started (since)
-    if not path.is_dir():
-        return JobState("queued", submitted.get("detail", "")) if submitted else JobState("pending")
-    status = RunRecord(path).status()
-    state = status.get("state", "incomplete")
-    if submitted and state in ("failed", "incomplete"):
-        return JobState("queued", submitted.get("detail", ""))
-    if state == "done":
-        missing = [e.folder for e in missing_evaluations(path, job.evaluations)]
-        return JobState("done", f"evaluations missing: {', '.join(missing)}" if missing else "")
-    if state == "running":
-        epoch = status.get("epoch")
-        where = f"pid {status.get('pid')} on {status.get('host')}"
-        return JobState("running", f"epoch {epoch + 1}/{job.config.train.epochs}, {where}" if epoch is not None else where)
-    if state == "failed":
-        return JobState("failed", (status.get("error") or "").splitlines()[0] if status.get("error") else "")
-    return JobState(state, status.get("reason", ""))

@@ -74,9 +74,9 @@ class LocalLauncher(Launcher):
 
 def _run_here(todo, ctx: LaunchContext) -> None:
     """One job after the other in this process (progress bars per epoch)."""
-    from fairbench.launchers.progress import suite_reporter
+    from fairbench.launchers.suite_progress import suite_reporter
 
-    from fairbench import timing
+    from fairbench.training import timing
 
     for job in todo:
         ctx.progress.begin(job)
@@ -88,7 +88,7 @@ def _run_here(todo, ctx: LaunchContext) -> None:
 
 def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, explicit_threads: bool,
               jobs_per_process: int = 1) -> None:
-    from fairbench.run_store import RunRecord
+    from fairbench.runs.record import RunRecord
 
     logs = ctx.report_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
                 proc = workers[slot].proc
                 exited = proc.poll() is not None  # a crash, or the end of its last job
                 if not exited and not _has_outcome(result):
-                    status = RunRecord(ctx.runs_dir / job.run_id).status()
+                    status = RunRecord(ctx.runs_dir / job.run_id).status
                     if status.get("epoch") is not None:
                         ctx.progress.epoch(job, status["epoch"], f"epoch {status['epoch'] + 1}/{job.config.train.epochs}")
                     continue
@@ -254,8 +254,8 @@ def _serve(jobs_per_process: int) -> None:
     """A pool worker: jobs from stdin, one JSON line each, until its end or ``jobs_per_process`` jobs;
     each job's output to its log, its outcome to its result file. A Ctrl-C while a job runs ends
     the worker after recording that job (the runner's message says what became of the run folder)."""
-    from fairbench import timing
-    from fairbench.run_store import atomic_write_bytes
+    from fairbench.runs.store import atomic_write_bytes
+    from fairbench.training import timing
 
     for served in range(jobs_per_process):
         try:

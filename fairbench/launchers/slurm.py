@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fairbench.launchers.base import (JobOutcome, LaunchContext, Launcher, job_state, mark_queued,
-                                      missing_evaluations, train_job)
+from fairbench.launchers.base import JobOutcome, LaunchContext, Launcher, train_job
 from fairbench.registry import register_launcher
+from fairbench.runs.job_state import job_state, mark_queued, missing_evaluations
 
 
 def parse_time(value: str | int) -> int:
@@ -225,7 +225,7 @@ class TrainOnSlurm(_checkpointable()):
         self.requeued = False
 
     def __call__(self, config: dict[str, Any], run_id: str, evaluations: list[dict[str, Any]] = ()) -> str:
-        from fairbench.run_lease import RunBusy, hold, lease_seconds
+        from fairbench.runs.lease import RunBusy, hold, lease_seconds
 
         self.requeued = False
         run_dir = Path(self.runs_dir) / run_id
@@ -255,7 +255,7 @@ class TrainOnSlurm(_checkpointable()):
 def _evaluate(run_dir: Path, evaluations: list[dict[str, Any]], data_roots: dict[str, str]) -> None:
     """The suite's cross-dataset evaluations of a finished run, in its Slurm task; one that fails is
     reported in the task's log and tried again by the next ``suite run``."""
-    from fairbench.cross_eval import evaluate_run
+    from fairbench.evaluation.cross_eval import evaluate_run
     from fairbench.suite import EvaluationSpec
 
     specs = [EvaluationSpec.model_validate(spec) for spec in evaluations]  # they travel as JSON
@@ -291,7 +291,7 @@ def _link_logs(run_dir: Path) -> None:
 def _record_requeue(runs_dir: Path, run_id: str) -> None:
     import json
 
-    from fairbench.run_store import atomic_write_json, now
+    from fairbench.runs.store import atomic_write_json, now
 
     job_id = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "?"))
     task = os.environ.get("SLURM_ARRAY_TASK_ID")

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.config import ConfigError
-from fairbench.launchers.base import (JobState, LaunchContext, SuiteResult, job_state, make_launcher,
-                                      missing_evaluations)
-from fairbench.launchers.progress import SuiteProgress
+from fairbench.launchers.base import LaunchContext, SuiteResult, make_launcher
+from fairbench.launchers.suite_progress import SuiteProgress
 from fairbench.results.reporting import write_suite_report
+from fairbench.runs.job_state import JobState, job_state, missing_evaluations
 from fairbench.suite import Job, Suite, short
 
 
@@ -27,7 +27,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
 
     Finished jobs are skipped; failed and incomplete ones run again (the runner resumes from
     their last checkpoint when there is one); jobs another live process owns (its lease, see
-    fairbench.run_lease) are left to it, so several ``suite run``s of one suite share the work.
+    fairbench.runs.lease) are left to it, so several ``suite run``s of one suite share the work.
     ``launcher`` (default: the suite's ``[launcher] default``, else ``local``) decides where the
     jobs run; ``launcher_options`` override its ``[launcher.NAME]`` table; ``jobs`` is the local
     launcher's worker count. A launcher that only submits (Slurm without ``wait``) leaves the
@@ -56,7 +56,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
         return result
     if todo and not allow_mixed_revisions:  # before anything trains: a table of one revision
         from fairbench.revisions import check_before_training, revision_counts
-        from fairbench.run_store import git_revision
+        from fairbench.runs.environment import git_revision
 
         finished = revision_counts(runs_dir / j.run_id for j in all_jobs if before[j.index].state == "done")
         check_before_training(git_revision(), finished, f"suite {suite.name} ({suite.path})")
@@ -102,22 +102,22 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
 
 def _run_evaluations(all_jobs: list[Job], runs_dir: Path, progress: SuiteProgress, result: SuiteResult,
                      data_roots: dict[str, Path]) -> None:
-    from fairbench.run_store import RunRecord
+    from fairbench.runs.record import RunRecord
 
     wanted = []
     for job in all_jobs:
         if not job.evaluations or job.error:
             continue
         path = runs_dir / job.run_id
-        if not path.is_dir() or RunRecord(path).status().get("state") != "done":
+        if not path.is_dir() or RunRecord(path).status.get("state") != "done":
             continue
         wanted += [(job, e) for e in missing_evaluations(path, job.evaluations)]
     if not wanted:
         return
     try:
-        from fairbench.cross_eval import evaluate_run
+        from fairbench.evaluation.cross_eval import evaluate_run
     except ImportError as exc:
-        progress.log(f"cross-dataset evaluations skipped ({len(wanted)} listed in the suite): fairbench.cross_eval "
+        progress.log(f"cross-dataset evaluations skipped ({len(wanted)} listed in the suite): fairbench.evaluation.cross_eval "
                      f"is not available ({exc}); run the suite again once it is installed")
         return
     for job, spec in wanted:

@@ -153,7 +153,7 @@ class Method(nn.Module):
         The default applies the per-epoch cosine learning-rate schedule.
 
         A run resumed mid-epoch calls it again for that epoch and then restores the checkpoint
-        (``fairbench.checkpointing``): state it sets must live in buffers, optimizers or
+        (``fairbench.runs.checkpoint``): state it sets must live in buffers, optimizers or
         ``get_extra_state``, or be recomputed identically."""
         self.apply_cosine_lr(epoch)
         return None

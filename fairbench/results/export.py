@@ -17,8 +17,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from fairbench.records import Record, flatten
-from fairbench.run_store import atomic_write_bytes
+from fairbench.runs.catalog import flatten
+from fairbench.runs.record import RunRecord
+from fairbench.runs.store import atomic_write_bytes
 
 #: columns that describe the run (the same on all of its rows)
 RUN_COLUMNS = ("run_id", "method", "dataset", "target", "protected", "task", "seed", "trial", "setting", "selection",
@@ -54,10 +55,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def run_columns(record: Record, trial: int | None) -> dict[str, Any]:
+def run_columns(record: RunRecord, trial: int | None) -> dict[str, Any]:
     metrics = record.metrics()
     try:
-        env = record.store.environment()
+        env = record.environment()
     except (OSError, ValueError):  # a run recorded without one: the columns stay empty
         env = {}
     cost = metrics.get("cost") or {}
@@ -78,7 +79,7 @@ def run_columns(record: Record, trial: int | None) -> dict[str, Any]:
     }
 
 
-def export_frame(done: list[Record], suite=None) -> pd.DataFrame:
+def export_frame(done: list[RunRecord], suite=None) -> pd.DataFrame:
     """The long table of finished records; ``suite`` (a loaded :class:`fairbench.suite.Suite`)
     fills the ``trial`` column (a run folder does not record its search trial)."""
     rows: list[dict[str, Any]] = []
@@ -88,7 +89,7 @@ def export_frame(done: list[Record], suite=None) -> pd.DataFrame:
         config = {f"config.{k}": v for k, v in flatten({k: v for k, v in record.config.items() if k != "run_id"}).items()}
         metrics = record.metrics()
         reports = [(OWN, record.dataset, split, metrics[split]) for split in ("val", "test") if split in metrics]
-        for sub in record.store.evaluations():
+        for sub in record.evaluation_folders():
             ev = json.loads((sub / "metrics.json").read_text())
             reports.append((sub.name, ev.get("dataset", sub.name), ev.get("split", "test"), ev["report"]))
         for evaluation, eval_dataset, split, report in reports:

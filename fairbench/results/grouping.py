@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from fairbench.records import Evaluated, Record
+from fairbench.runs.record import Evaluated, RunRecord
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Context:
         return f"trained on {self.trained_on} ({task}), evaluated on {self.evaluated_on} {self.split}"
 
 
-def contexts(records: Iterable[Record], *, per_target: bool, dataset: str | None = None) -> list[Context]:
+def contexts(records: Iterable[RunRecord], *, per_target: bool, dataset: str | None = None) -> list[Context]:
     drop = {"train.seed"} | (set() if per_target else {"data.target"})
     found: dict[tuple, Context] = {}
     for rec in sorted(records, key=lambda r: r.run_id):

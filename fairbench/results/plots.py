@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.metrics.specs import MetricSpec, get_spec
-from fairbench.records import Record
 from fairbench.results.grouping import Context, attribute_means, contexts, seed_reports
 from fairbench.results.notes import common_num_classes
 from fairbench.results.published import PaperTable, paper_tables_for, show_paper
-from fairbench.run_store import atomic_write_bytes, selected_epoch
+from fairbench.runs.record import RunRecord, selected_epoch
+from fairbench.runs.store import atomic_write_bytes
 
 
 class PlotError(ValueError):
@@ -119,7 +119,7 @@ def _paper_points(ctx: Context, x: str, y: str, by: str | None, paper: bool | No
     return out
 
 
-def panels(records: list[Record], x: str, y: str, *, dataset: str | None = None, by: str | None = None,
+def panels(records: list[RunRecord], x: str, y: str, *, dataset: str | None = None, by: str | None = None,
            paper: bool | None = None) -> list[Panel]:
     """One panel per (training task, evaluated dataset) with at least one point."""
     from fairbench.metrics import mean_t_interval
@@ -164,7 +164,7 @@ def _clip(text: str, limit: int = MAX_LABEL) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def plot_pareto(records: list[Record], x: str, y: str, output: Path, *, dataset: str | None = None,
+def plot_pareto(records: list[RunRecord], x: str, y: str, output: Path, *, dataset: str | None = None,
                 facet: bool | None = None, by: str | None = None, paper: bool | None = None,
                 subtitle: str | None = None) -> list[Panel]:
     """Write the plot to ``output`` (.png, .svg or .pdf). Several evaluated datasets are drawn as

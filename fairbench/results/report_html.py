@@ -2,7 +2,7 @@
 
 Everything is inside the file (tables sortable by a few lines of inline vanilla JS, figures as
 base64 PNG data URIs, styles): no network, no external script, style sheet or font, so the page
-opens offline. Written whole or not at all (:func:`fairbench.run_store.atomic_write_bytes`).
+opens offline. Written whole or not at all (:func:`fairbench.runs.store.atomic_write_bytes`).
 What the page holds, section by section: docs/results-files.md#reporthtml
 """
 
@@ -22,13 +22,13 @@ from typing import Any, Callable
 
 from fairbench.cost import format_flops
 from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval
-from fairbench.records import Record
 from fairbench.results.layouts.base import LayoutOptions, get_layout
 from fairbench.results.layouts.protocol import TITLES as PROTOCOL_TITLES
 from fairbench.results.layouts.summary import headline
 from fairbench.results.plots import PlotError, plot_curves, plot_pareto
 from fairbench.results.reporting import load_selected, pareto_points, revision_note
-from fairbench.run_store import atomic_write_bytes
+from fairbench.runs.record import RunRecord
+from fairbench.runs.store import atomic_write_bytes
 from fairbench.selection import get_rule
 
 #: the Pareto axes when a suite names none: the protocol's question (worst group vs its spread)
@@ -75,7 +75,7 @@ def cell(value: Any, text: str | None = None) -> Cell:
 
 # -- the layouts' JSON as tables ----------------------------------------------------------------
 
-def layout_tables(name: str, done: list[Record], skipped: list[tuple[str, str]]) -> list[HtmlTable]:
+def layout_tables(name: str, done: list[RunRecord], skipped: list[tuple[str, str]]) -> list[HtmlTable]:
     """The tables of one registered layout, from its ``--format json`` (what ``compare`` prints)."""
     data = json.loads(get_layout(name).text(done, skipped, "json", LayoutOptions()))
     if name == "summary":
@@ -89,7 +89,7 @@ def layout_tables(name: str, done: list[Record], skipped: list[tuple[str, str]])
     return [HtmlTable(["value"], [[Cell(json.dumps(data, indent=2))]])]  # a plugin's own shape, shown as is
 
 
-def protocol_json(done: list[Record], skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def protocol_json(done: list[RunRecord], skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """What ``compare --layout protocol --format json`` prints: per rule, its rows and notes."""
     return json.loads(get_layout("protocol").text(done, skipped, "json", LayoutOptions()))
 
@@ -143,14 +143,14 @@ def _png(draw: Callable[[Path], Any]) -> tuple[str | None, str]:
         return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii"), ""
 
 
-def _budget_text(record: Record) -> str:
+def _budget_text(record: RunRecord) -> str:
     train = record.config["train"]
     if train.get("budget_flops") is not None:
         return f"budget {format_flops(float(train['budget_flops']))}"
     return f"budget {train['budget_steps']:g} steps" if train.get("budget_steps") is not None else ""
 
 
-def plot_group_accuracy(records: list[Record], output: Path, subtitle: str) -> None:
+def plot_group_accuracy(records: list[RunRecord], output: Path, subtitle: str) -> None:
     """Test accuracy of every group, one bar per method (and budget, when a method has several),
     mean over seeds with 95 % t-intervals clipped to 0-100; one panel per (dataset, task)."""
     panels: dict[tuple[str, str], dict[str, dict[int, dict[str, float]]]] = {}
@@ -201,14 +201,14 @@ def plot_group_accuracy(records: list[Record], output: Path, subtitle: str) -> N
 
 # -- what the page says about the runs ------------------------------------------------------------
 
-def _environment(record: Record) -> dict[str, Any]:
+def _environment(record: RunRecord) -> dict[str, Any]:
     try:
-        return record.store.environment()
+        return record.environment()
     except (OSError, ValueError):
         return {}
 
 
-def provenance_table(done: list[Record]) -> HtmlTable:
+def provenance_table(done: list[RunRecord]) -> HtmlTable:
     """Where the runs ran: each code revision, device, precision, thread count ... with its run count."""
     counts: dict[str, Counter] = {k: Counter() for k in ("code revision", "device", "GPU", "precision", "torch threads",
                                                           "torch", "python")}
@@ -227,9 +227,9 @@ def provenance_table(done: list[Record]) -> HtmlTable:
                       "(float reductions in another order): compare rows only within one of these."])
 
 
-def cost_table(done: list[Record]) -> HtmlTable:
+def cost_table(done: list[RunRecord]) -> HtmlTable:
     """Training cost per (dataset, method, budget), over every finished run (all search trials)."""
-    by: dict[tuple[str, str, str], list[Record]] = {}
+    by: dict[tuple[str, str, str], list[RunRecord]] = {}
     for r in done:
         by.setdefault((r.dataset, r.method, _budget_text(r)), []).append(r)
     rows = []
@@ -264,7 +264,7 @@ def _mean_or_none(values: list[Any]) -> float | None:
     return sum(numbers) / len(numbers) if numbers and len(numbers) == len(values) else None
 
 
-def limits(done: list[Record], skipped: list[tuple[str, str]], protocol: list[dict[str, Any]]) -> list[str]:
+def limits(done: list[RunRecord], skipped: list[tuple[str, str]], protocol: list[dict[str, Any]]) -> list[str]:
     """What the results do not show, read from the runs themselves."""
     out = []
     datasets = sorted({r.dataset for r in done})
@@ -370,7 +370,7 @@ for (const table of document.querySelectorAll("table.sortable")) {
 """
 
 
-def build_report(done: list[Record], skipped: list[tuple[str, str]], *, title: str, description: str = "",
+def build_report(done: list[RunRecord], skipped: list[tuple[str, str]], *, title: str, description: str = "",
                  source: str = "", note: str | None = None, layouts: list[str] | None = None,
                  pareto: tuple[str, str, str | None] = DEFAULT_PARETO) -> str:
     """The page's HTML. ``layouts``: tables shown after the protocol's (default: summary);
@@ -396,7 +396,7 @@ def build_report(done: list[Record], skipped: list[tuple[str, str]], *, title: s
     cost = cost_table(done)
     sections.append(("cost", cost.title, render_table(cost, "cost", show_title=False)))
     curves = []
-    by_method: dict[tuple[str, str], list[Record]] = {}
+    by_method: dict[tuple[str, str], list[RunRecord]] = {}
     for r in sorted(done, key=lambda r: r.run_id):
         by_method.setdefault((r.method, r.dataset), []).append(r)
     for (method, dataset), runs in sorted(by_method.items()):

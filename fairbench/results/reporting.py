@@ -13,12 +13,13 @@ from typing import Any
 import pandas as pd
 
 from fairbench.metrics.specs import get_spec, view_metrics
-from fairbench.records import Record, finished, load_records
 from fairbench.results.layouts.base import LayoutOptions, get_layout
 from fairbench.results.layouts.summary import number_text, summary_frame
 from fairbench.results.notes import CHANCE_MARGIN_PP, at_chance
 from fairbench.results.plots import PlotError, plot_pareto
-from fairbench.run_store import RunRecord, atomic_write_bytes, selected_epoch
+from fairbench.runs.catalog import finished, load_records
+from fairbench.runs.record import RunRecord, selected_epoch
+from fairbench.runs.store import atomic_write_bytes
 
 #: the end-of-run table's metric rows under the groups (then every metric whose spec asks for "run")
 RUN_SUMMARY = ("max_group_accuracy", "min_group_accuracy", "max_min_ratio", "dob", "deo", "deodds", "dp_difference")
@@ -88,7 +89,7 @@ def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     return summary_frame(done), skipped
 
 
-def load_selected(runs_dir: Path, suite=None) -> tuple[list[Record], list[tuple[str, str]]]:
+def load_selected(runs_dir: Path, suite=None) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     """The finished records under ``runs_dir`` (of ``suite``, a loaded :class:`fairbench.suite.Suite`,
     if given), and (run, reason) for every run left out."""
     records, problems = load_records(runs_dir)
@@ -122,7 +123,7 @@ def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "tab
     return text, skipped
 
 
-def revision_note(done: list[Record], suite, allow_mixed_revisions: bool) -> str | None:
+def revision_note(done: list[RunRecord], suite, allow_mixed_revisions: bool) -> str | None:
     """A suite's tables hold one clean code revision (fairbench.revisions): refused otherwise, or,
     when allowed, the note that lists the revisions and their runs. None without a suite."""
     from fairbench.revisions import check_table, revision_counts, table_note
@@ -135,7 +136,7 @@ def revision_note(done: list[Record], suite, allow_mixed_revisions: bool) -> str
     return table_note(counts)
 
 
-def compare_records(done: list[Record], skipped: list[tuple[str, str]], layouts: list[str], fmt: str, *,
+def compare_records(done: list[RunRecord], skipped: list[tuple[str, str]], layouts: list[str], fmt: str, *,
                     paper: bool | None = None, needs: bool | None = None, by: str | None = None,
                     dataset: str | None = None) -> str:
     """The tables of ``layouts`` over finished records, one after the other (table, markdown and
@@ -156,7 +157,7 @@ def compare_records(done: list[Record], skipped: list[tuple[str, str]], layouts:
     return "\n".join(parts)
 
 
-def pareto_points(done: list[Record], rule: str | None) -> tuple[list[Record], str | None]:
+def pareto_points(done: list[RunRecord], rule: str | None) -> tuple[list[RunRecord], str | None]:
     """The records a Pareto plot draws, and its subtitle: with a selection ``rule``, each seed's
     search trial chosen by it (as the protocol tables); without, every record and no subtitle."""
     if not rule:

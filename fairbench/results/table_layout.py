@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 
 from fairbench import registry
 from fairbench.metrics.specs import get_spec, view_metrics
-from fairbench.records import Record
 from fairbench.results.cells import diff_cell, ours_cell, paper_cell
 from fairbench.results.grouping import Context, Setting, contexts, precision_label, seed_reports
 from fairbench.results.layouts.base import Layout, LayoutOptions
@@ -19,6 +18,7 @@ from fairbench.results.published import (NEEDS_LEGEND, PaperTable, comparison_dd
                                          paper_tables_for, recipe_gap, show_paper, with_dob_ddof)
 from fairbench.results.render import render
 from fairbench.results.table import Column, Row, Table
+from fairbench.runs.record import RunRecord
 
 
 class TableLayout(Layout):
@@ -70,13 +70,13 @@ class TableLayout(Layout):
     def table(self, ctx: Context, paper: bool | None, show_needs: bool, by: str | None) -> Table:
         return row_table(self, ctx, paper, show_needs, by)
 
-    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+    def text(self, done: list[RunRecord], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
         tables = build_tables(done, self, paper=options.paper, needs=options.needs, by=options.by,
                               dataset=options.dataset)
         return render(tables, fmt, skipped=skipped)
 
 
-def build_tables(records: list[Record], layout: str | TableLayout, *, paper: bool | None = None,
+def build_tables(records: list[RunRecord], layout: str | TableLayout, *, paper: bool | None = None,
                  needs: bool | None = None, by: str | None = None, dataset: str | None = None) -> list[Table]:
     """The tables of one table layout (a registered name or the layout itself) for finished
     records: one table per context (training task, evaluated dataset and split)."""

@@ -18,7 +18,7 @@ What it holds (configurations are jobs of the suites under ``benchmarks/``, reso
 
 Predictions are drawn from fixed per-group accuracy profiles with a seeded generator; every
 ``metrics.json`` report is computed from the stored predictions by the real metric code
-(``fairbench.runner.report_for``), so ``tests/test_tables.py`` can check they agree.
+(``fairbench.evaluation.predict.report_for``), so ``tests/test_tables.py`` can check they agree.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from fairbench.config import build_config, resolve, run_id
 from fairbench.data.fairface import RACE7
 from fairbench.data.utkface import RACES as UTK_RACES
 from fairbench.data.vocab import GENDER_ORDER
-from fairbench.runner import report_for
-from fairbench.run_store import atomic_write_json
+from fairbench.evaluation.predict import report_for
+from fairbench.runs.store import atomic_write_json
 from fairbench.suite import Suite
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fairbench import registry
-from fairbench.records import Record
+from fairbench.runs.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Layout:
 
     summary: ClassVar[str] = ""
 
-    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+    def text(self, done: list[RunRecord], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
         """The layout's text in ``fmt`` (one of ``fairbench.results.render.FORMATS``); ``skipped``: (run, reason)
         of the runs left out."""
         raise NotImplementedError

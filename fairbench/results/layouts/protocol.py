@@ -1,9 +1,9 @@
 """The ``protocol`` layout: one table per selection rule, the same rule for every row.
 
 For each rule, each (method, seed) keeps a (trial, epoch): every search trial at the epoch the
-rule chose within it on validation (:mod:`fairbench.rule_checkpoints`), then the trial the rule
-scores best (ties: :func:`fairbench.selection.preference`). A row is the mean over seeds of the
-kept test metrics, with intervals that include test-sample noise
+rule chose within it on validation (:mod:`fairbench.training.rule_checkpoints`), then the trial
+the rule scores best (ties: :func:`fairbench.selection.preference`). A row is the mean over seeds
+of the kept test metrics, with intervals that include test-sample noise
 (:mod:`fairbench.metrics.resampling`), the paired difference to ERM with Holm's correction, the
 DoB noise floor (:mod:`fairbench.metrics.noise_floor`) and the training cost. The rules, the
 columns and the statistics: docs/fair-comparison.md ("One selection rule per table", "Statistics")
@@ -24,11 +24,11 @@ from fairbench.cost import format_flops
 from fairbench.metrics.noise_floor import noise_floors
 from fairbench.metrics.resampling import RESAMPLED, TEST_RESAMPLES, TestSample, variance_of_mean
 from fairbench.metrics.uncertainty import MIN_SEEDS_FOR_INTERVALS, clipped_t_interval, holm_adjusted, paired_difference
-from fairbench.records import Evaluated, Record
 from fairbench.registry import register_layout
 from fairbench.results.layouts.base import Layout, LayoutOptions
 from fairbench.results.notes import CHANCE_MARGIN_PP, at_chance
 from fairbench.results.published import method_needs
+from fairbench.runs.record import Evaluated, RunRecord
 from fairbench.search import TRAIN_SPACES
 from fairbench.selection import get_rule, preference
 
@@ -45,11 +45,11 @@ _BUDGET_KEYS = ("train.budget_flops", "train.budget_steps")
 Budget = tuple[str, float] | None
 
 
-def _budget(record: Record) -> Budget:
+def _budget(record: RunRecord) -> Budget:
     return next(((k, float(record.identity[k])) for k in _BUDGET_KEYS if record.identity.get(k) is not None), None)
 
 
-def _untuned_identity(record: Record) -> dict[str, Any]:
+def _untuned_identity(record: RunRecord) -> dict[str, Any]:
     """The run's identity without what the search drew and, under a budget, without the epochs it
     buys each method (FineFACE: fewer): what the trials of one (method, budget) share."""
     budgeted = _budget(record) is not None
@@ -58,7 +58,7 @@ def _untuned_identity(record: Record) -> dict[str, Any]:
                     or (budgeted and k == "train.epochs"))}
 
 
-def _protocol_key(record: Record) -> str:
+def _protocol_key(record: RunRecord) -> str:
     """What runs compared in one table group share: everything but seed, method, search draws
     and budget; a method run at several budgets (ERM at 5x, the baseline control) gives one row
     per budget."""
@@ -79,7 +79,7 @@ class Candidate:
     """One checkpoint of a run that a rule can keep: the epoch the rule chose within the run
     (counted from 1) with its validation and test reports and test predictions."""
 
-    record: Record
+    record: RunRecord
     epoch: int | None
     val: dict[str, Any]
     test: dict[str, Any]
@@ -93,7 +93,7 @@ class Candidate:
         return self.predictions.name == "predictions_test.csv"
 
 
-def _own(record: Record, fallback: bool) -> Candidate:
+def _own(record: RunRecord, fallback: bool) -> Candidate:
     metrics = record.metrics()
     selection = metrics.get("selection") or {}
     # "selected_epoch" counts from 1; records written before it hold "epoch", from 0
@@ -102,15 +102,15 @@ def _own(record: Record, fallback: bool) -> Candidate:
                      record.path / "predictions_test.csv", (record.cost() or {}).get("train_flops"), fallback)
 
 
-def candidates(record: Record) -> dict[str, Candidate]:
+def candidates(record: RunRecord) -> dict[str, Candidate]:
     """{rule: the checkpoint that rule chose within the run} (``metrics.json`` ``rules``,
-    :mod:`fairbench.rule_checkpoints`); {} for a run recorded before."""
+    :mod:`fairbench.training.rule_checkpoints`); {} for a run recorded before."""
     return {name: Candidate(record, entry["epoch"], entry["val"], entry["test"], record.path / entry["predictions"],
                             entry.get("train_flops"))
             for name, entry in (record.metrics().get("rules") or {}).items()}
 
 
-def candidate(record: Record, rule_name: str) -> Candidate:
+def candidate(record: RunRecord, rule_name: str) -> Candidate:
     """The checkpoint of a run a rule keeps: a validation rule's own epoch; for the test oracle,
     the kept checkpoint with the best test score. Without stored rules: the run's own checkpoint,
     marked ``fallback``."""
@@ -169,11 +169,11 @@ class Chosen:
     close: bool
 
 
-def chosen_trials(done: list[Record], rule_name: str) -> dict[Variant, dict[int, Chosen]]:
+def chosen_trials(done: list[RunRecord], rule_name: str) -> dict[Variant, dict[int, Chosen]]:
     """{(protocol key, method, budget): {seed: what the rule keeps}}: each trial at the epoch the
     rule chose within it, then the trial it scores best (ties: :func:`fairbench.selection.preference`)."""
     rule = get_rule(rule_name)
-    by: dict[Variant, dict[int, list[Record]]] = {}
+    by: dict[Variant, dict[int, list[RunRecord]]] = {}
     for r in done:
         by.setdefault((_protocol_key(r), r.method, _budget(r)), {}).setdefault(r.seed, []).append(r)
     out: dict[Variant, dict[int, Chosen]] = {}
@@ -196,7 +196,7 @@ def baseline_variant(variants: list[Variant], pkey: str) -> Variant | None:
     return max(erms, key=lambda v: (v[2] is not None, v[2][1] if v[2] else 0.0), default=None)
 
 
-def _as_chosen(kept: Candidate) -> Record:
+def _as_chosen(kept: Candidate) -> RunRecord:
     """A record that reads as the candidate: its reports, its test predictions, and the
     cross-dataset evaluations only where they were made with this checkpoint."""
     rec = kept.record
@@ -209,7 +209,7 @@ def _as_chosen(kept: Candidate) -> Record:
     return out
 
 
-def chosen_records(done: list[Record], rule_name: str) -> list[Record]:
+def chosen_records(done: list[RunRecord], rule_name: str) -> list[RunRecord]:
     """The (trial, epoch) each (method, seed) keeps under the rule, as records whose identity no
     longer holds what the search drew: the seeds of one method then form one setting (one row,
     one point of a Pareto plot) whatever trial each kept."""
@@ -247,7 +247,7 @@ def _epochs(picked: dict[int, Candidate]) -> str:
     return text + (" †" if any(c.fallback for c in picked.values()) else "")
 
 
-def protocol_rows(done: list[Record], rule_name: str) -> list[dict[str, Any]]:
+def protocol_rows(done: list[RunRecord], rule_name: str) -> list[dict[str, Any]]:
     chosen = chosen_trials(done, rule_name)
     baselines = {pkey: baseline_variant(list(chosen), pkey) for pkey, _, _ in chosen}
     several = {(pkey, method) for pkey, method, _ in chosen
@@ -367,7 +367,7 @@ class Protocol(Layout):
     summary = ("one table per selection rule (val accuracy, val worst-group +V, test oracle = upper bound): "
                "chosen trials, paired differences to ERM, DoB noise floor, cost")
 
-    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+    def text(self, done: list[RunRecord], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
         from tabulate import tabulate
 
         tables = [(rule, protocol_rows(done, rule)) for rule in RULES]

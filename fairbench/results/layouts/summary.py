@@ -13,12 +13,12 @@ from typing import Any, Iterable
 import pandas as pd
 
 from fairbench.metrics.specs import get_spec, view_metrics
-from fairbench.records import Record
 from fairbench.registry import register_layout
 from fairbench.results.grouping import short_label
 from fairbench.results.layouts.base import Layout, LayoutOptions
 from fairbench.results.published import method_needs
-from fairbench.run_store import clean_nan
+from fairbench.runs.record import RunRecord
+from fairbench.runs.store import clean_nan
 
 #: the headline metrics, in order; every metric whose spec asks to be shown in "summary" follows
 HEADLINE = ("accuracy", "worst_group_accuracy", "max_min_ratio", "dob", "deo", "deodds")
@@ -41,7 +41,7 @@ def number_text(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def summary_frame(done: list[Record]) -> pd.DataFrame:
+def summary_frame(done: list[RunRecord]) -> pd.DataFrame:
     """One row per finished run and evaluated dataset (its own test split, then each cross-dataset
     evaluation): the headline metrics of the ``summary`` layout."""
     rows, columns, held = [], headline(), set()
@@ -90,7 +90,7 @@ def compare_table(runs: pd.DataFrame) -> pd.DataFrame:
     return order
 
 
-def setting_labels(done: list[Record]) -> dict[str, str]:
+def setting_labels(done: list[RunRecord]) -> dict[str, str]:
     """Each setting key's label: the keys that tell it apart from the other settings of its method,
     dataset and task, e.g. ``epochs=60`` or ``budget_flops=1.15e+13`` (train. and hparams. left out);
     "—" for a method's only setting."""
@@ -147,5 +147,5 @@ def format_compare(table: pd.DataFrame, fmt: str, labels: dict[str, str] | None 
 class Summary(Layout):
     summary = "one row per method, setting and evaluated dataset: headline metrics over seeds"
 
-    def text(self, done: list[Record], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
+    def text(self, done: list[RunRecord], skipped: list[tuple[str, str]], fmt: str, options: LayoutOptions) -> str:
         return format_compare(compare_table(summary_frame(done)), fmt, setting_labels(done))

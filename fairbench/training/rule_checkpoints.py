@@ -1,18 +1,12 @@
 """Early stopping as selection: the best epoch of every validation rule within one run.
 
-A run's own rule (``selection`` in its configuration) keeps ``checkpoint.pt`` as it always did.
-Every other rule that reads validation only (:func:`fairbench.selection.checkpoint_rules`) is
-followed too: when its best epoch moves, that epoch's weights are saved as
-``checkpoint-epoch<N>.pt`` (one file per epoch, however many rules chose it; a file no rule
-points at any more is deleted). After training, the runner predicts test once per chosen epoch
-that differs from the run's own (``predictions_test-epoch<N>.csv``) and deletes those files.
-The epochs are fixed from validation before test is predicted, so test labels never choose.
-
-``metrics.json`` then holds ``rules``: ``{rule: {"epoch": N (counted from 1, as in the log),
-"score", "train_flops" (spent up to that epoch), "val", "test", "predictions"}}``. A table can
-select (trial, epoch) by any of these rules from the stored reports; runs recorded before, or
-resumed from a ``last.pt`` written before, have no ``rules`` (the tables fall back to the run's
-own checkpoint and say so).
+The run's own rule keeps ``checkpoint.pt``; every other rule that reads validation only
+(:func:`fairbench.selection.checkpoint_rules`) is followed too, its best epoch's weights saved as
+``checkpoint-epoch<N>.pt`` (one file per epoch; a file no rule points at is deleted). After
+training, test is predicted once per chosen epoch other than the run's own
+(``predictions_test-epoch<N>.csv``) and those files deleted: the epochs are fixed from validation
+first, so test labels never choose. ``metrics.json`` ``rules`` holds the result
+(docs/results-files.md); runs recorded before have none and the tables say so.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def target_for(run_dataset: str, run_target: str, eval_name: str, eval_dataset: 
 def recorded_fingerprint(folder: Path) -> str | None:
     """The data fingerprint digest an evaluation folder records; None when it holds no evaluation,
     "" when it holds one that records none (made before fingerprints were recorded) or is unreadable."""
-    from fairbench.run_store import read_json
+    from fairbench.runs.store import read_json
 
     if not (folder / "metrics.json").is_file():
         return None
@@ -125,6 +125,25 @@ def load_split(dataset: Dataset, task: Task, image_size: int, split: str) -> Dat
     return dataset.load(task, image_size)
 
 
+def _predictions(method: Any, cfg: Any, bundle: DatasetBundle, split: str, columns: list[int],
+                 protected: tuple[str, ...]) -> pd.DataFrame:
+    """The run's predictions on ``split`` of the evaluated data ("all": split by split, then one
+    frame), its logit ``columns`` reordered into this dataset's class order."""
+    from fairbench.evaluation.predict import predict_images, predictions_frame
+
+    frames = []
+    for part in parts_of(split):
+        data = bundle.splits[part]
+        images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
+        logits = predict_images(method, images, cfg.train.eval_batch_size or 64, method.ctx.device, cfg.train.amp)
+        frames.append(predictions_frame(data, logits[:, columns], protected, bundle.classes))
+    if split == ALL_SPLITS:
+        frames = [f.assign(split=part) for f, part in zip(frames, parts_of(split))]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["index"] = range(len(frame))
+    return frame
+
+
 def evaluate_run(
     run_dir: Path,
     dataset: str,
@@ -137,20 +156,22 @@ def evaluate_run(
     device: str = "auto",
 ) -> CrossEvaluation:
     from fairbench.config import RunConfig
-    from fairbench.run_store import (RunRecord, atomic_write_csv, atomic_write_json, check_writable, environment, now,
-                                     read_json)
-    from fairbench.runner import load_trained_method, predict_images, predictions_frame, report_for
+    from fairbench.evaluation.predict import report_for
+    from fairbench.evaluation.trained_model import load_trained_method
+    from fairbench.runs.environment import environment
+    from fairbench.runs.record import RunRecord
+    from fairbench.runs.store import atomic_write_csv, atomic_write_json, check_writable, now, read_json
 
     run_dir = Path(run_dir)
     record = RunRecord(run_dir)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    state = record.status().get("state")
+    state = record.status.get("state")
     if state != "done" or not (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"run {run_dir} is not finished (state {state!r}); evaluate a run that completed")
     if split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
-    cfg = RunConfig.model_validate({k: v for k, v in record.config().items() if k != "run_id"})
+    cfg = RunConfig.model_validate({k: v for k, v in record.config.items() if k != "run_id"})
     run_classes = list(read_json(run_dir / "dataset.json")["classes"])
     # a read-only run folder is said now, not after the predictions; eval has no --runs-dir to change
     evaluations = run_dir / "evaluations"
@@ -174,17 +195,7 @@ def evaluate_run(
 
     method, _ = load_trained_method(run_dir, device)
     dev = method.ctx.device  # not next(parameters()): the constant control has none
-    frames = []
-    for part in parts_of(split):  # "all": split by split, then one frame
-        data = bundle.splits[part]
-        images = center_crop_view(data.images, cfg.data.image_size)  # the run's evaluation transform
-        logits = predict_images(method, images, cfg.train.eval_batch_size or 64, dev, cfg.train.amp)
-        logits = logits[:, columns]  # the run's columns, reordered into this dataset's class order
-        frames.append(predictions_frame(data, logits, task.protected, bundle.classes))
-    if split == ALL_SPLITS:
-        frames = [f.assign(split=part) for f, part in zip(frames, parts_of(split))]
-    frame = pd.concat(frames, ignore_index=True)
-    frame["index"] = range(len(frame))
+    frame = _predictions(method, cfg, bundle, split, columns, task.protected)
     report = report_for(frame, bundle.group_names)
 
     metrics = {

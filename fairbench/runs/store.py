@@ -1,17 +1,7 @@
-"""Run folders: every file written atomically, so a crash never leaves a half-written record.
-
-    runs/<run_id>/
-      config.json        resolved configuration (the run id is its hash)
-      environment.json   git revision, package versions, device, host, start / end time
-      status.json        running | done | failed (+ error); running with a dead pid = incomplete
-      history.json       per-epoch training losses and validation metrics
-      metrics.json       selection (rule, epoch) and the val / test metric reports
-      predictions_val.csv, predictions_test.csv   per-sample: index, id, target, groups, scores, pred
-      checkpoint.pt      selected weights (load with weights_only=True)
-      predictions_test-epoch<N>.csv   test predictions of an epoch another validation rule chose
-                         (fairbench.rule_checkpoints; its checkpoint-epoch<N>.pt lives only while training)
-      last.pt            latest epoch (weights, optimizers, RNG) for resuming
-      evaluations/<dataset>-<split>/   cross-dataset evaluations (metrics.json, predictions.csv)
+"""Writing and reading a run folder's files: each written atomically (whole or not at all), so a
+crash never leaves a half-written record, and every write first checks that this process still
+holds the run's lease (:mod:`fairbench.runs.lease`). The folder's files are listed in
+``docs/results-files.md``; :class:`fairbench.runs.record.RunRecord` reads them back.
 """
 
 from __future__ import annotations
@@ -24,17 +14,13 @@ import json
 import math
 import os
 import socket
-import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fairbench.run_lease import check_owned  # a writer that lost its run's lease stops (LeaseLost)
-from fairbench.run_lease import pid_alive as _pid_alive
-from fairbench.run_lease import running_status
+from fairbench.runs.lease import check_owned  # a writer that lost its run's lease stops (LeaseLost)
 
 DEFAULT_RUNS_DIR = Path("runs")
 STATES = ("running", "done", "failed", "incomplete")
@@ -157,117 +143,6 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-#: the code revision to record instead of asking git: for a copy of the code outside a git checkout
-#: (a wheel, a container image: the commit it was built from), and for tests
-REVISION_ENV = "FAIRBENCH_GIT_REVISION"
-
-
-def selected_epoch(metrics: dict[str, Any]) -> int | None:
-    """The epoch a run's checkpoint was selected at, counted from 1 as the log and the tables count
-    (``metrics.json`` ``selection.selected_epoch``; records made before it stored ``epoch``, from 0)."""
-    selection = metrics.get("selection") or {}
-    if "selected_epoch" in selection:
-        return selection["selected_epoch"]
-    return None if selection.get("epoch") is None else selection["epoch"] + 1
-
-
-def git_revision() -> str | None:
-    """The commit of this code, ``+dirty`` when its working tree has uncommitted changes; None
-    outside git."""
-    if os.environ.get(REVISION_ENV):
-        return os.environ[REVISION_ENV]
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if rev.returncode != 0:
-        return None
-    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def environment(device: str) -> dict[str, Any]:
-    import platform
-    from importlib import metadata
-
-    import torch
-
-    versions = {}
-    for dist in ("fairbench", "torch", "torchvision", "timm", "numpy", "pandas", "pydantic"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    env = {
-        "git_revision": git_revision(),
-        "packages": versions,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "device": device,
-        # float reductions depend on the thread count: the same seed on 1 and 2 threads can end
-        # in different models, so it is part of what reproduces a run
-        "torch_threads": torch.get_num_threads(),
-        # the GPUs this process was given (a launcher pins each worker to one)
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "started": now(),
-    }
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
-
-
-@dataclass
-class RunRecord:
-    """Read-side view of a run folder."""
-
-    path: Path
-
-    @property
-    def run_id(self) -> str:
-        return self.path.name
-
-    def status(self) -> dict[str, Any]:
-        """Status, with a 'running' run whose process is gone reported as 'incomplete' (and one
-        whose status.json cannot be read as incomplete with ``"unreadable": True``)."""
-        try:
-            status = read_json(self.path / "status.json")
-        except FileNotFoundError:
-            return {"state": "incomplete", "reason": "no status.json"}
-        except (json.JSONDecodeError, OSError) as exc:
-            return {"state": "incomplete", "reason": f"unreadable status.json: {exc}", "unreadable": True}
-        if status.get("state") == "running":
-            same_host = status.get("host") == socket.gethostname()
-            if same_host and not _pid_alive(int(status.get("pid", -1))):
-                epoch = status.get("epoch")  # 0-based in the record, 1-based in every message (as in the log)
-                during = f"during epoch {epoch + 1}" if isinstance(epoch, int) else "before its first epoch"
-                status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died {during}"}
-            else:  # other hosts: the run's lease and its heartbeat tell (fairbench.run_lease)
-                status = running_status(self.path, status)
-        return status
-
-    def config(self) -> dict[str, Any]:
-        return read_json(self.path / "config.json")
-
-    def metrics(self) -> dict[str, Any]:
-        try:
-            return read_json(self.path / "metrics.json")
-        except (OSError, ValueError) as exc:
-            raise RunStoreError(f"{self.path / 'metrics.json'} is unreadable ({exc}); the run must be trained again: "
-                                "run its command with --force") from None
-
-    def environment(self) -> dict[str, Any]:
-        return read_json(self.path / "environment.json")
-
-    def predictions(self, split: str = "test") -> pd.DataFrame:
-        return pd.read_csv(self.path / f"predictions_{split}.csv")
-
-    def evaluations(self) -> list[Path]:
-        folder = self.path / "evaluations"
-        return sorted(p for p in folder.iterdir() if (p / "metrics.json").is_file()) if folder.is_dir() else []
-
-
 class RunWriter:
     """Write-side of a run folder for the runner. ``lease_of``: the run folder whose lease covers
     this one (a ``--force`` run trained aside, in a hidden folder, is owned through its run's)."""
@@ -294,15 +169,6 @@ class RunWriter:
     def save_checkpoint(self, name: str, obj: Any) -> None:
         check_owned(self.lease_of)
         atomic_torch_save(self.path / name, obj)
-
-
-def iter_runs(runs_dir: Path) -> list[RunRecord]:
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    # hidden folders are runs being trained aside (--force) or being replaced: not results yet
-    return [RunRecord(p) for p in sorted(runs_dir.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()]
 
 
 def clean_nan(obj: Any) -> Any:

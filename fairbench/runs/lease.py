@@ -1,30 +1,12 @@
 """Run ownership: one live process trains a run folder at a time, on one host or many.
 
-A run is owned through a lease, filelock's ``SoftFileLease``: a marker file
+A run is owned through a lease (filelock's ``SoftFileLease``): a marker file
 ``<runs-dir>/.leases/<run_id>.lock`` created with ``O_CREAT | O_EXCL`` and touched by a heartbeat
-thread every third of the lease. Why a marker file and not ``flock``/``fcntl``: on a network
-filesystem shared by a cluster's nodes (NFS), byte-range locks go through a separate lock manager
-that is often off, and ``flock`` may be local to the client, so two hosts can both "hold" it;
-create-exclusive and rename are the operations NFS does get right. Why a lease and not a plain
-marker: a process killed with SIGKILL, by the OOM killer or with its node never removes its
-marker; the heartbeat tells a live owner from a dead one.
-
-A contender takes a lease over only when
-
-- the owner is on this host and its process is gone (checked at once, by pid and start time), or
-- it has watched the marker stay unchanged for the whole lease on its own monotonic clock
-  (owners on other hosts; no comparison of clocks between hosts is needed).
-
-The marker lives beside the run folder, not in it, so that replacing the folder (``--force``)
-never deletes the lock of the process doing it. Every write through ``RunWriter`` first checks that
-the marker still carries this process's token (``check_owned``): a process frozen past its lease
-(SIGSTOP, a suspended job) that wakes up after a takeover stops at its next write with
-:class:`LeaseLost` instead of overwriting the new owner's files. The hidden folder a ``--force``
-run trains in is covered by the run's lease too (its writer checks the run folder's lease), and
-the swap that puts it in place checks the lease immediately before.
-
-Every process using a runs folder must agree on the lease length: ``FAIRBENCH_LEASE_SECONDS``
-(default 180 s: a heartbeat every 60 s, tolerant of NFS attribute caches of up to a minute).
+thread; create-exclusive works on NFS where ``flock`` does not, and the heartbeat tells a live
+owner from one killed with SIGKILL. A dead owner on this host is taken over at once, one on another
+host after its marker stayed unchanged for a whole lease (``FAIRBENCH_LEASE_SECONDS``, default
+180 s). Every write checks the lease first (:func:`check_owned`), so a process frozen past its
+lease stops with :class:`LeaseLost`. Why and how: docs/clusters.md, "Concurrent runs and leases".
 """
 
 from __future__ import annotations

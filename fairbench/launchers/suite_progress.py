@@ -7,7 +7,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
-from fairbench.progress import Reporter, _Bars, _epoch_line
+from fairbench.training.run_progress import Reporter, _Bars, _epoch_line
 
 if TYPE_CHECKING:
     from fairbench.suite import Job

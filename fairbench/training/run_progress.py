@@ -1,4 +1,5 @@
-"""Progress display: rich bars with live loss / accuracy, or plain log lines with --quiet."""
+"""What one run shows while it trains: rich bars with live loss / accuracy per epoch, or plain log
+lines with --quiet (a suite's bars: :mod:`fairbench.launchers.suite_progress`)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,15 @@ class _RichBars(_Bars):
         self.progress.advance(self.overall)
         self.progress.update(self.overall, info=f"val acc {_fmt(val, 'accuracy')} worst {_fmt(val, 'worst_group_accuracy')}")
         self.progress.console.print(_epoch_line(epoch, self.epochs, train, val, selected), highlight=False)
+
+
+def for_rank(reporter: Reporter, procs: Any) -> Reporter:
+    """Rank 0's reporter; the other ranks of a torchrun job log nothing (else every line K times)."""
+    if procs.is_main:
+        return reporter
+
+    class _Silent(Reporter):
+        def log(self, message: str) -> None:
+            pass
+
+    return _Silent(quiet=True)

@@ -174,8 +174,10 @@ def explain_run(run_dir: Path, output: Path, *, images: int = 6, image_files: li
                 baseline: Path | None = None, split: str = "test", data_root: Path | None = None,
                 device: str = "auto", seed: int = 0, dpi: int = 150) -> Path:
     """Render the figure for ``run_dir`` (and ``baseline``) and write it atomically to ``output``."""
-    from fairbench.run_store import atomic_write_bytes, read_json
-    from fairbench.runner import load_bundle, load_trained_method, pick_device
+    from fairbench.compute import pick_device
+    from fairbench.evaluation.run_data import load_bundle
+    from fairbench.evaluation.trained_model import load_trained_method
+    from fairbench.runs.store import atomic_write_bytes, read_json
 
     runs = [Path(run_dir)] + ([Path(baseline)] if baseline is not None else [])
     for path in runs:

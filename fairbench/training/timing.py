@@ -1,19 +1,10 @@
-"""Where a job's wall time goes, from the start of its process to its last write.
-
-A suite's wall time is more than its training time: starting Python and importing torch,
-rendering or decoding the data, the budget probe, FLOP counting, per-epoch validation, test
-prediction and writing the record all add to every job. :class:`PhaseClock` splits the job's
-wall time into those phases; the runner records the split in ``metrics.json`` (``"timing"``)
-and ``fairbench show run RUN_DIR`` prints it.
-
-The clock is always in exactly one phase: time goes to the innermost phase entered (``with
-clock.phase("writing")`` inside ``"training"`` pauses training), so the parts add up to the
-total; what a phase holds besides its name's work is the runner's placement of the switches.
-The total starts at the job's start, which the entry point says with :func:`begin_job`:
-``fairbench run`` and a pool worker's first job, the process's own start (read from ``/proc``,
-so the interpreter's start and the imports count); a job in a process that ran others before,
-the moment it was handed over. A run started without it (a library call) starts at its call. ``flop_counting`` is an
-estimate: the measured updates' time less as many unmeasured updates (``CostMeter.counting_seconds``).
+"""Where a job's wall time goes, from the start of its process to its last write: startup (Python,
+imports), data, the budget probe, training, FLOP counting, validation, test and writing.
+:class:`PhaseClock` is always in exactly one phase (the innermost entered), so the parts add up to
+the total; the run records the split in ``metrics.json`` (``"timing"``) and ``fairbench show run
+RUN_DIR`` prints it. The total starts where the entry point says (:func:`begin_job`: the process's
+own start for ``fairbench run`` and a pool worker's first job, the hand-over for later jobs; a
+library call, at its call). ``flop_counting`` is an estimate (``CostMeter.counting_seconds``).
 """
 
 from __future__ import annotations

@@ -1,53 +1,61 @@
-"""The read model of the run store: what every table, plot, suite report and ``compare`` reads.
+"""The one record of a run folder, :class:`RunRecord`: its files read back for the CLI, the runner,
+every table, plot, suite report and ``compare``.
 
-:class:`fairbench.run_store.RunRecord` is one run folder's files; a :class:`Record` is a run as
-the reporting side sees it: its configuration (and the flat identity that tells settings apart),
-its status, metrics, the reports it was evaluated with (its own test split and every cross-dataset
-evaluation, :class:`Evaluated`), where it ran and at what precision, and what its training cost
-(the ``cost`` block of ``metrics.json``; ``None`` for runs recorded before it existed).
-
-:func:`load_records` reads a runs folder once; :func:`finished` keeps the done runs and says
-why the others are left out. Nothing here imports the training code.
+A record is its folder, read lazily and cached: the configuration (and, when read through
+:func:`fairbench.runs.catalog.load_records`, the flat identity that tells settings apart and its
+search trial), its status, metrics, environment, predictions, and the reports it was evaluated
+with (its own test split and every cross-dataset evaluation, :class:`Evaluated`). Nothing here
+imports the training code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fairbench.run_store import RunRecord, iter_runs
+import pandas as pd
+
+from fairbench.runs.lease import pid_alive, running_status
+from fairbench.runs.store import RunStoreError, read_json
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"data": {"name": "x"}}`` -> ``{"data.name": "x"}``; lists are leaves."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
+def selected_epoch(metrics: dict[str, Any]) -> int | None:
+    """The epoch a run's checkpoint was chosen at, counted from 1 as the log and the tables count
+    (``metrics.json`` ``selection.selected_epoch``; records made before it stored ``epoch``, from 0)."""
+    selection = metrics.get("selection") or {}
+    if "selected_epoch" in selection:
+        return selection["selected_epoch"]
+    return None if selection.get("epoch") is None else selection["epoch"] + 1
 
 
-def run_precision(record: RunRecord, cfg: dict[str, Any]) -> str | None:
-    """"bf16" if the run trained under bf16 autocast (train.amp on a CUDA device), else "fp32";
-    None when its environment.json does not say where it ran."""
+def read_status(path: Path) -> dict[str, Any]:
+    """``status.json``, with a 'running' run whose process is gone reported as 'incomplete' (and one
+    whose status.json cannot be read as incomplete with ``"unreadable": True``)."""
     try:
-        device = str(record.environment().get("device", ""))
-    except (OSError, ValueError):
-        return None
-    return "bf16" if cfg.get("train", {}).get("amp") and device.startswith("cuda") else "fp32"
+        status = read_json(path / "status.json")
+    except FileNotFoundError:
+        return {"state": "incomplete", "reason": "no status.json"}
+    except (json.JSONDecodeError, OSError) as exc:
+        return {"state": "incomplete", "reason": f"unreadable status.json: {exc}", "unreadable": True}
+    if status.get("state") == "running":
+        same_host = status.get("host") == socket.gethostname()
+        if same_host and not pid_alive(int(status.get("pid", -1))):
+            epoch = status.get("epoch")  # 0-based in the record, 1-based in every message (as in the log)
+            during = f"during epoch {epoch + 1}" if isinstance(epoch, int) else "before its first epoch"
+            status = {**status, "state": "incomplete", "reason": f"process {status.get('pid')} died {during}"}
+        else:  # other hosts: the run's lease and its heartbeat tell (fairbench.runs.lease)
+            status = running_status(path, status)
+    return status
 
 
 @dataclass
 class Evaluated:
     """One report of a run: its own test split, or a cross-dataset evaluation."""
 
-    record: "Record"
+    record: "RunRecord"
     dataset: str
     split: str
     report: dict[str, Any]
@@ -72,8 +80,6 @@ class Evaluated:
 
 
 def _report_by(path: Path | None, attribute: str, order: list[str]) -> dict[str, Any]:
-    import pandas as pd
-
     from fairbench.metrics import evaluate_predictions
 
     if path is None or not path.is_file():
@@ -90,23 +96,40 @@ def _report_by(path: Path | None, attribute: str, order: list[str]) -> dict[str,
 
 
 @dataclass
-class Record:
-    run_id: str
+class RunRecord:
+    """One run folder, finished or not. ``RunRecord(path)`` reads its files when first asked;
+    ``_config`` / ``_status`` / ``_metrics`` given at construction stand in for them."""
+
     path: Path
-    config: dict[str, Any]
-    status: dict[str, Any]
     #: flat dotted keys of the hashed configuration, but a generated dataset's data seed and the
     #: fingerprint of what it drew: like train.seed, they vary across the seeds of one setting
-    identity: dict[str, Any]
+    identity: dict[str, Any] = field(default_factory=dict)
     setting_key: str = ""  # the hashed configuration but the seed: runs that differ only in seed share it
     #: its search trial (0: the defaults) when read with the suite that ran it, else None
     trial: int | None = None
+    run_id: str = ""  # the folder's name unless given
+    _config: dict[str, Any] | None = field(default=None, repr=False)
+    _status: dict[str, Any] | None = field(default=None, repr=False)
     _metrics: dict[str, Any] | None = field(default=None, repr=False)
     _evaluations: list[Evaluated] | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.run_id = self.run_id or self.path.name
+
     @property
-    def store(self) -> RunRecord:
-        return RunRecord(self.path)
+    def config(self) -> dict[str, Any]:
+        """``config.json``: the resolved configuration (and its ``run_id``)."""
+        if self._config is None:
+            self._config = read_json(self.path / "config.json")
+        return self._config
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """``status.json`` as :func:`read_status` reads it, when first asked."""
+        if self._status is None:
+            self._status = read_status(self.path)
+        return self._status
 
     @property
     def state(self) -> str:
@@ -147,20 +170,42 @@ class Record:
 
     @property
     def precision(self) -> str | None:
-        """"bf16" (trained under bf16 autocast on a GPU), "fp32", or None if not recorded."""
-        return run_precision(self.store, self.config)
+        """"bf16" if the run trained under bf16 autocast (train.amp on a CUDA device), else "fp32";
+        None when its environment.json does not say where it ran."""
+        try:
+            device = str(self.environment().get("device", ""))
+        except (OSError, ValueError):
+            return None
+        return "bf16" if self.config.get("train", {}).get("amp") and device.startswith("cuda") else "fp32"
 
-    def metrics(self) -> dict[str, Any]:
+    def read_metrics(self) -> dict[str, Any]:
+        """``metrics.json`` as stored, read once; its own OSError / ValueError when unreadable."""
         if self._metrics is None:
             self._metrics = json.loads((self.path / "metrics.json").read_text())
         return self._metrics
+
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json``; a :class:`RunStoreError` saying what to do when it is unreadable."""
+        try:
+            return self.read_metrics()
+        except (OSError, ValueError) as exc:
+            raise RunStoreError(f"{self.path / 'metrics.json'} is unreadable ({exc}); the run must be trained again: "
+                                "run its command with --force") from None
 
     def cost(self) -> dict[str, Any] | None:
         """The training cost block of metrics.json (fairbench.cost); None if the run has none."""
         return self.metrics().get("cost")
 
-    def predictions(self, split: str = "test"):
-        return self.store.predictions(split)
+    def environment(self) -> dict[str, Any]:
+        return read_json(self.path / "environment.json")
+
+    def predictions(self, split: str = "test") -> pd.DataFrame:
+        return pd.read_csv(self.path / f"predictions_{split}.csv")
+
+    def evaluation_folders(self) -> list[Path]:
+        """``evaluations/<folder>/`` of every cross-dataset evaluation with results."""
+        folder = self.path / "evaluations"
+        return sorted(p for p in folder.iterdir() if (p / "metrics.json").is_file()) if folder.is_dir() else []
 
     def evaluations(self) -> list[Evaluated]:
         """Its own test report, then every cross-dataset evaluation (read once; a new list each call)."""
@@ -171,7 +216,7 @@ class Record:
     def _read_evaluations(self) -> list[Evaluated]:
         out = [Evaluated(self, self.dataset, "test", self.metrics()["test"], self.path / "predictions_test.csv",
                          self.protected, self.config["data"].get("fingerprint"))]
-        for sub in self.store.evaluations():
+        for sub in self.evaluation_folders():
             ev = json.loads((sub / "metrics.json").read_text())
             pred = sub / "predictions.csv"
             name = ev.get("dataset", sub.name)
@@ -181,53 +226,3 @@ class Record:
                                  pred if pred.is_file() else None, tuple(ev.get("protected") or self.protected),
                                  (ev.get("data_fingerprint") or {}).get("digest")))
         return out
-
-
-def _drop_data_seed(ident: dict[str, Any]) -> None:
-    """Remove the data seed of a generated dataset (train.seed unless set) and so its fingerprint."""
-    from fairbench import registry
-
-    try:
-        option = registry.datasets.get(ident["data"]["name"]).data_seed_option
-    except registry.RegistryError:  # a plugin no longer installed: its records keep every key
-        return
-    if option is not None:
-        ident["data"]["options"].pop(option, None)
-        ident["data"].pop("fingerprint", None)
-
-
-def load_records(runs_dir: Path) -> tuple[list[Record], list[tuple[str, str]]]:
-    """Every run folder (any state); and (run, reason) for those that cannot be read."""
-    from fairbench.config import RunConfig, identity_dict
-
-    records, problems = [], []
-    for rec in iter_runs(Path(runs_dir)):
-        try:
-            config = rec.config()
-            ident = identity_dict(RunConfig.model_validate({k: v for k, v in config.items() if k != "run_id"}))
-        except Exception as exc:  # an unreadable or outdated record must not hide the others
-            problems.append((rec.run_id, f"unreadable config.json: {type(exc).__name__}: {exc}"))
-            continue
-        _drop_data_seed(ident)
-        identity = flatten(ident)
-        ident["train"].pop("seed", None)
-        setting = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-        records.append(Record(rec.run_id, rec.path, config, rec.status(), identity, setting))
-    return records, problems
-
-
-def finished(records: list[Record]) -> tuple[list[Record], list[tuple[str, str]]]:
-    """The finished records, and (run, reason) for the others."""
-    done, skipped = [], []
-    for r in records:
-        if r.state == "done" and (r.path / "metrics.json").is_file():
-            try:
-                r.metrics()
-            except (OSError, ValueError) as exc:  # a damaged record is reported, never a crash of the table
-                skipped.append((r.run_id, f"unreadable metrics.json: {exc}; run its command again with --force"))
-                continue
-            done.append(r)
-        else:
-            why = r.status.get("error") or r.status.get("reason") or ("no metrics.json" if r.state == "done" else "")
-            skipped.append((r.run_id, f"{r.state}" + (f": {why.splitlines()[0]}" if why else "")))
-    return done, skipped

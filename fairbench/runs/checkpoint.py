@@ -1,25 +1,11 @@
-"""The resumable training state (``last.pt``): enough to continue a run mid-epoch exactly.
+"""Checkpoints in a run folder: ``last.pt``, the resumable training state (enough to continue a
+run mid-epoch exactly: weights, optimizers, every random state, the epoch's batches and step, the
+running loss sums, the history and the best epochs so far), and the checked loading of any
+checkpoint (``weights_only=True``; one clear refusal for a foreign or unreadable file).
 
-Written at the end of every epoch and, with ``train.checkpoint_every_steps = N``, after
-every N training steps (one step = one training batch, i.e. one ``Method.update``; FineFACE
-runs N + 2 optimizer steps inside it). It holds:
-
-- the method's ``state_dict`` (weights, buffers such as GroupDRO's q or JTT's error set,
-  and anything a method keeps through ``nn.Module.get_extra_state``) and every optimizer's
-  state (including the learning rate of each group: the per-epoch cosine schedule lives
-  there, there are no separate scheduler objects; bf16 autocast needs no loss scaler);
-- every random state: Python's, NumPy's global one, torch's CPU and CUDA generators, the
-  batch sampler's generator and the augmentation generator;
-- the data order's position: the epoch's batches (the indices, so sampling weights need
-  not be recomputed) and the number of steps done, plus the running sums of the logged
-  losses;
-- the history, and the best validation epoch so far with its report (of the run's own rule and
-  of every other validation rule, :mod:`fairbench.rule_checkpoints`).
-
-Resuming loads it into a freshly built method, replays the epoch's ``begin_epoch`` (so
-state that a method keeps outside tensors is re-established) and loads it again, then
-continues with the next step: on the CPU in deterministic mode the run ends with the
-same metrics and predictions, bit for bit, as one that was never interrupted.
+Resuming loads it into a freshly built method, replays the epoch's ``begin_epoch`` and loads it
+again, then continues with the next step: on the CPU in deterministic mode the run ends bit for
+bit as one never interrupted. docs/results-files.md ("last.pt") lists what it holds and why.
 """
 
 from __future__ import annotations
@@ -32,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fairbench.runs.lifecycle import RunRefused
+from fairbench.runs.store import _json_default
 
 FORMAT = 2
 
@@ -59,8 +48,6 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 def json_safe(obj: Any) -> Any:
     """Plain Python values (numpy scalars -> floats / ints), loadable with ``weights_only=True``."""
-    from fairbench.run_store import _json_default
-
     return json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
 
 
@@ -75,7 +62,7 @@ class Position:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"score": float("-inf"), "epoch": None, "report": None})
-    #: the best epoch of every other validation rule (fairbench.rule_checkpoints); None: not followed
+    #: the best epoch of every other validation rule (fairbench.training.rule_checkpoints); None: not followed
     rule_bests: dict[str, Any] | None = None
 
 
@@ -128,3 +115,37 @@ def restore(state: dict[str, Any], method: Any, sampler_rng: np.random.Generator
 def load_weights(state: dict[str, Any], method: Any) -> None:
     method.load_state_dict(state["model"])
     method.load_optimizer_state(state["optimizers"])
+
+
+def load_checkpoint(path: Path, map_location: Any, refusal: str, remedy: str) -> Any:
+    """``torch.load(weights_only=True)``, with one clear error for a file it refuses or cannot read."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunRefused(f"{refusal} {path}: it holds Python objects other than tensors and plain values, which "
+                         f"torch.load(weights_only=True) does not run (they could execute code); {remedy}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunRefused(f"{refusal} {path}: not a readable checkpoint ({first}); {remedy}") from None
+
+
+def load_resume_state(path: Path, rid: str, method: Any) -> dict[str, Any] | None:
+    """``last.pt`` of an interrupted run, checked against this run's model; None if there is none."""
+    resume = path / "last.pt"
+    if not resume.is_file():
+        return None
+    state = load_checkpoint(resume, "cpu", "refusing to resume from", "delete it to train from the start")
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise RunRefused(f"refusing to resume from {resume}: not a fairbench checkpoint; delete it to train from the start")
+    if state.get("run_id", rid) != rid:
+        raise RunRefused(f"refusing to resume from {resume}: it belongs to run {state['run_id']}, not {rid}; "
+                         "delete it to train from the start")
+    try:
+        method.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RunRefused(f"refusing to resume from {resume}: its weights do not fit this configuration's model "
+                         f"({first}); it comes from another configuration: delete it to train from the start") from None
+    return state
