@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         if ours and argv is None:  # the program itself, not a test calling main: a second Ctrl-C while exiting ends it
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             ours = False
-        # a run's says what became of its folder (runner.RunInterrupted)
+        # a run's says what became of its folder (fairbench.training.failure.RunInterrupted)
         said = str(exc) if isinstance(exc, KeyboardInterrupt) else ""
         print(f"fairbench: {said or 'interrupted'}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
