@@ -34,7 +34,7 @@ RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
     from fairbench.results.layouts.protocol import chosen_trials
     from fairbench.runs.catalog import finished, load_records
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     jobs = Suite.load(suite_file).resolve()
     by_id = {job.run_id: job for job in jobs if job.run_id}

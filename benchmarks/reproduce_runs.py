@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
     from fairbench.training.run import execute
 
     torch.set_num_threads(args.threads)

@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from fairbench.results.reporting import compare
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     suite = Suite.load(args.suite) if args.suite else None
     text, skipped = compare(args.runs_dir, layouts=[args.layout] if args.layout else None, fmt=args.format,
@@ -141,8 +141,8 @@ def _data_roots(pairs: list[str]) -> dict[str, Path]:
 
 
 def cmd_suite_run(args: argparse.Namespace) -> int:
-    from fairbench.launchers.suite_run import run_suite
-    from fairbench.suite import Suite
+    from fairbench.suites.launchers.suite_run import run_suite
+    from fairbench.suites.suite import Suite
 
     suite = Suite.load(args.file)
     result = run_suite(suite, args.runs_dir, jobs=args.jobs, dry_run=args.dry_run, data_roots=_data_roots(args.data_root),
@@ -180,11 +180,11 @@ LAUNCHER_FLAGS = ("jobs_per_gpu", "threads", "partition", "time", "gpus_per_job"
 
 
 def cmd_suite_status(args: argparse.Namespace) -> int:
-    from fairbench.launchers.suite_run import suite_status
-    from fairbench.suite import Suite
+    from fairbench.suites.launchers.suite_run import suite_status
+    from fairbench.suites.suite import Suite
 
     if args.json:
-        from fairbench.launchers.suite_run import status_json
+        from fairbench.suites.launchers.suite_run import status_json
 
         print(json.dumps(status_json(Suite.load(args.file), args.runs_dir), indent=2, default=str))
         return 0
@@ -195,7 +195,7 @@ def cmd_suite_status(args: argparse.Namespace) -> int:
 def cmd_plot_pareto(args: argparse.Namespace) -> int:
     from fairbench.results.plots import plot_pareto
     from fairbench.results.reporting import load_selected, pareto_points
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     done, skipped = load_selected(args.runs_dir, Suite.load(args.suite) if args.suite else None)
     for run, reason in skipped:
@@ -214,7 +214,7 @@ def cmd_plot_pareto(args: argparse.Namespace) -> int:
 
 def _suite_or_runs(source: Path, runs_dir: Path):
     """(the loaded suite or None, the runs folder) of a SUITE_OR_RUNS_DIR argument."""
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     if source.is_dir():
         return None, source
@@ -367,7 +367,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from fairbench import registry
     from fairbench.methods.base import needs_label
     from fairbench.registry import summary_of
-    from fairbench.search import describe_space
+    from fairbench.search_spaces import describe_space
 
     if args.kind == "run":
         return _show_run(args)

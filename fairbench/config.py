@@ -90,7 +90,7 @@ class TrainConfig(Strict):
     #: recorded, not part of the run id (nor is the number of processes; environment.json has both)
     sync_batchnorm: bool = False
     #: train only this share of the epochs (rounded up, at least one), then stop with the run
-    #: incomplete and resumable: a rung of a halving search (fairbench.halving). Resuming is exact,
+    #: incomplete and resumable: a rung of a halving search (fairbench.suites.halving). Resuming is exact,
     #: and the full run is the same run, so not part of the run id
     stop_after_share: float | None = Field(default=None, gt=0, le=1)
 
@@ -115,7 +115,7 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     train: TrainConfig = TrainConfig()
-    #: checkpoint selection rule on validation (fairbench.selection): accuracy | worst_group_accuracy | last
+    #: checkpoint selection rule on validation (fairbench.selection_rules): accuracy | worst_group_accuracy | last
     #: (default: the method's)
     selection: str | None = None
 
@@ -143,7 +143,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 def _check_selection_rule(name: str) -> None:
     from fairbench.registry import RegistryError
-    from fairbench.selection import checkpoint_rules, get_rule
+    from fairbench.selection_rules import checkpoint_rules, get_rule
 
     try:
         rule = get_rule(name)

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session", autouse=True)
 def one_clean_revision():
     """Runs record one clean code revision, whatever state the developer's working tree is in: a
-    suite refuses runs of a dirty tree (fairbench.revisions). Session-wide, so that module-scoped
+    suite refuses runs of a dirty tree (fairbench.runs.revisions). Session-wide, so that module-scoped
     fixtures' suites see it too; tests of that check set their own."""
     from fairbench.runs.environment import REVISION_ENV
 

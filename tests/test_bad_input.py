@@ -385,7 +385,7 @@ def suite_unknown_key(w: World) -> Expect:
     path = w.tmp / "bad-suite.toml"
     path.write_text('[suite]\nname = "bad"\nseeds = [0]\n[base]\nmethod = "erm"\n[grdi]\n"train.lr" = [0.1]\n')
     from fairbench.config import _valid_keys
-    from fairbench.suite import SuiteFile
+    from fairbench.suites.suite import SuiteFile
 
     return Expect(["suite", "run", str(path), "--runs-dir", str(w.runs)], f"unknown key 'grdi' in suite {path}; "
                   f"valid keys: {', '.join(_valid_keys(SuiteFile))}")

@@ -265,7 +265,7 @@ def test_utkface_run_evaluated_on_all_of_the_fairface_sample(tmp_path, capsys):
 
 def test_a_suite_may_evaluate_every_image_and_unknown_splits_are_refused(tmp_path):
     from fairbench.config import ConfigError
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     suite = tmp_path / "s.toml"
     suite.write_text('[suite]\nname = "s"\nseeds = [0]\n[base]\nmethod = "erm"\n'

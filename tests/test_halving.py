@@ -1,4 +1,4 @@
-"""Successive halving as a suite's search strategy (fairbench.halving): rungs ranked on validation,
+"""Successive halving as a suite's search strategy (fairbench.suites.halving): rungs ranked on validation,
 promoted trials resumed, less compute than random search over the same trials."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from fairbench.config import ConfigError
-from fairbench.halving import epochs_at, rung_shares
-from fairbench.launchers.suite_run import run_suite
+from fairbench.suites.halving import epochs_at, rung_shares
+from fairbench.suites.launchers.suite_run import run_suite
 from fairbench.runs.record import RunRecord
-from fairbench.selection import check_ranking_rule as check_rule
-from fairbench.suite import Suite
+from fairbench.selection_rules import check_ranking_rule as check_rule
+from fairbench.suites.suite import Suite
 
 SUITE = """
 [suite]

@@ -13,10 +13,10 @@ import pytest
 from fairbench import registry
 from fairbench.cli import main
 from fairbench.config import ConfigError
-from fairbench.launchers.base import Launcher, make_launcher
-from fairbench.launchers.local import LocalLauncher, usable_cores
-from fairbench.launchers.suite_run import run_suite
-from fairbench.suite import Suite
+from fairbench.suites.launchers.base import Launcher, make_launcher
+from fairbench.suites.launchers.local import LocalLauncher, usable_cores
+from fairbench.suites.launchers.suite_run import run_suite
+from fairbench.suites.suite import Suite
 from tests.test_suite import write_suite
 
 

@@ -11,7 +11,7 @@ from fairbench.cli import main
 from fairbench.config import ConfigError
 from fairbench.results.layouts.protocol import chosen_trials, protocol_rows
 from fairbench.runs.catalog import finished, load_records
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 
 SUITE = """
 [suite]

@@ -179,7 +179,7 @@ def test_a_plugin_layout_is_one_registered_class(tmp_path, capsys):
     from fairbench.cli import main
     from fairbench.results.layouts.base import Layout
     from fairbench.registry import register_layout
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     @register_layout("run-count")
     class RunCount(Layout):

@@ -81,7 +81,7 @@ PARETO = {  # name -> plot pareto arguments after --runs-dir and --output
 
 def report_outputs(runs: Path, work: Path) -> dict[str, bytes]:
     """Every report, by file name. ``work``: an empty folder for the written files."""
-    from fairbench.suite import Suite
+    from fairbench.suites.suite import Suite
 
     work.mkdir(parents=True)
     out = {name: _cli(argv) for name, argv in compare_cases(runs).items()}

@@ -19,7 +19,7 @@ import pytest
 from fairbench.runs.lease import RunBusy, hold, lease_file, read_owner
 from fairbench.runs.record import RunRecord
 from fairbench.runs.store import RunWriter
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 from tests.test_suite import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,17 +9,8 @@ from pydantic import Field
 from fairbench import registry
 from fairbench.cli import main
 from fairbench.methods.base import Hparams
-from fairbench.search import (
-    TRAIN_SPACES,
-    Choice,
-    IntUniform,
-    LogUniform,
-    SearchSpaceError,
-    Uniform,
-    hparam_space,
-    sample_trial,
-    searched,
-)
+from fairbench.search_spaces import TRAIN_SPACES, Choice, IntUniform, LogUniform, Uniform, hparam_space, searched
+from fairbench.suites.search import SearchSpaceError, sample_trial
 
 METHODS = sorted(registry.methods.names())
 

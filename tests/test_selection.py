@@ -10,7 +10,7 @@ from fairbench import registry
 from fairbench.config import ConfigError
 from fairbench.methods.base import needs_label
 from fairbench.runs.record import RunRecord
-from fairbench.selection import SelectionRule, checkpoint_rules, get_rule, register_selection_rule
+from fairbench.selection_rules import SelectionRule, checkpoint_rules, get_rule, register_selection_rule
 from tests.conftest import tiny_config
 
 
@@ -67,7 +67,7 @@ def test_a_plugin_rule_selects_a_runs_checkpoint(run_tiny, monkeypatch):
 
 
 def test_ties_prefer_the_cheaper_model_then_the_lower_trial():
-    from fairbench.selection import preference
+    from fairbench.selection_rules import preference
 
     candidates = {"dear": preference(80.0, 2e9, 0, "z"), "cheap": preference(80.0, 1e9, 3, "y"),
                   "better": preference(80.5, 9e9, 5, "x"), "unknown_cost": preference(80.0, None, 0, "a"),

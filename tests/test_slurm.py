@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from fairbench.config import ConfigError
-from fairbench.launchers.base import make_launcher
-from fairbench.launchers.slurm import SlurmLauncher, parse_time, sbatch_pairs, sbatch_script_lines
+from fairbench.suites.launchers.base import make_launcher
+from fairbench.suites.launchers.slurm import SlurmLauncher, parse_time, sbatch_pairs, sbatch_script_lines
 from fairbench.runs.job_state import job_state
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 from tests.test_suite import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]

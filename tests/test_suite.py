@@ -14,12 +14,12 @@ import pytest
 
 from fairbench.cli import main
 from fairbench.config import ConfigError, run_id
-from fairbench.launchers.suite_run import run_suite
+from fairbench.suites.launchers.suite_run import run_suite
 from fairbench.runs.job_state import mark_queued
 from fairbench.runs.job_state import job_state
 from fairbench.runs.lease import hold
 from fairbench.runs.record import RunRecord
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ untuned = [{ method = "erm", "train.epochs" = 2 }, { method = "nothing-matches" 
 
 
 def test_a_search_can_draw_from_another_profiles_training_space(tmp_path):
-    from fairbench.search import TRAIN_SPACES
+    from fairbench.search_spaces import TRAIN_SPACES
 
     extra = """
 [grid]

@@ -21,7 +21,7 @@ import pytest
 from fairbench.cli import main
 from fairbench.results.reporting import compare
 from fairbench.runs.catalog import finished, load_records
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 from fairbench.results.published import paper_tables
 from fairbench.results.render import render
 from fairbench.results.table_layout import build_tables

@@ -1,5 +1,5 @@
 """The local launcher's pool workers run several jobs in one warm process, with the results of
-fresh processes (fairbench.launchers.local, ``jobs_per_process``)."""
+fresh processes (fairbench.suites.launchers.local, ``jobs_per_process``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fairbench.launchers.suite_run import run_suite
+from fairbench.suites.launchers.suite_run import run_suite
 from fairbench.runs.record import RunRecord
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 
 SUITE = """
 [suite]

@@ -20,7 +20,7 @@ from fairbench import distributed
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
-from fairbench.search import LogUniform, searched
+from fairbench.search_spaces import LogUniform, searched
 
 
 def projected_gradients(cls_grads: Sequence[torch.Tensor | None], adv_grads: Sequence[torch.Tensor | None],

@@ -226,7 +226,7 @@ def needs_label(method: type[Method], selection: str | None = None) -> str:
     """The paper's legend: "T" (target only) or "T+A"; "+V" when selection reads val groups."""
     label = "T+A" if method.uses_train_groups else "T"
     rule = selection or method.default_selection
-    from fairbench.selection import get_rule
+    from fairbench.selection_rules import get_rule
 
     if get_rule(rule).reads_val_groups and not method.uses_train_groups:
         label += ", +V"

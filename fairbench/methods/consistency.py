@@ -19,7 +19,7 @@ from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accura
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.pipeline import MEAN, STD
 from fairbench.registry import register_method
-from fairbench.search import LogUniform, searched
+from fairbench.search_spaces import LogUniform, searched
 
 
 def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, kind: str = "js") -> torch.Tensor:

@@ -25,7 +25,7 @@ from fairbench.backbones.base import FeatureBackbone
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.fineface_attention import attention_boxes, crop_and_resize, expert_cams, normalised_map, overall_map
 from fairbench.registry import register_method
-from fairbench.search import LogUniform, Uniform, searched
+from fairbench.search_spaces import LogUniform, Uniform, searched
 
 #: which logits ``predict`` sums ("raw" = the raw input x, "attention" = the A_oval crop)
 FUSIONS = {

@@ -17,7 +17,7 @@ from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accura
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.methods.groupdro import group_mean_losses
 from fairbench.registry import register_method
-from fairbench.search import LogUniform, searched
+from fairbench.search_spaces import LogUniform, searched
 
 
 def soft_eo_gap(logits: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:

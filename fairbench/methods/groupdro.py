@@ -20,7 +20,7 @@ from fairbench.methods.base import Batch, MethodContext, TrainerView, accuracy_o
 from fairbench.methods.erm import ERM, ERMHparams
 from fairbench.methods.group_balanced import balanced_sampling_weights, cell_codes
 from fairbench.registry import register_method
-from fairbench.search import IntUniform, LogUniform, searched
+from fairbench.search_spaces import IntUniform, LogUniform, searched
 
 
 def group_mean_losses(losses: torch.Tensor, codes: torch.Tensor, num_units: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from pydantic import Field
 from fairbench.methods.base import MethodContext, TrainerView
 from fairbench.methods.erm import ERM, ClassifierNet, ERMHparams
 from fairbench.registry import register_method
-from fairbench.search import Choice, IntUniform, searched
+from fairbench.search_spaces import Choice, IntUniform, searched
 
 
 def error_set(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch import nn
 from fairbench.methods.base import Batch, Hparams, Method, MethodContext, accuracy_of
 from fairbench.methods.erm import ERM, ClassifierNet
 from fairbench.registry import register_method
-from fairbench.search import LogUniform, searched
+from fairbench.search_spaces import LogUniform, searched
 
 
 def multitask_loss(target_logits: torch.Tensor, y: torch.Tensor, attribute_logits: dict[str, torch.Tensor],

@@ -80,7 +80,7 @@ def run_columns(record: RunRecord, trial: int | None) -> dict[str, Any]:
 
 
 def export_frame(done: list[RunRecord], suite=None) -> pd.DataFrame:
-    """The long table of finished records; ``suite`` (a loaded :class:`fairbench.suite.Suite`)
+    """The long table of finished records; ``suite`` (a loaded :class:`fairbench.suites.suite.Suite`)
     fills the ``trial`` column (a run folder does not record its search trial)."""
     rows: list[dict[str, Any]] = []
     for record in sorted(done, key=lambda r: r.run_id):

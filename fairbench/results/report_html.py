@@ -29,7 +29,7 @@ from fairbench.results.plots import PlotError, plot_curves, plot_pareto
 from fairbench.results.reporting import load_selected, pareto_points, revision_note
 from fairbench.runs.record import RunRecord
 from fairbench.runs.store import atomic_write_bytes
-from fairbench.selection import get_rule
+from fairbench.selection_rules import get_rule
 
 #: the Pareto axes when a suite names none: the protocol's question (worst group vs its spread)
 DEFAULT_PARETO = ("dob", "worst_group_accuracy", None)
@@ -446,7 +446,7 @@ def check_output(output: Path) -> Path:
 
 def write_report(runs_dir: Path, output: Path, suite=None,
                  allow_mixed_revisions: bool = False) -> tuple[Path | None, list[tuple[str, str]]]:
-    """Write the page of ``suite``'s runs (a loaded :class:`fairbench.suite.Suite`) or of every run
+    """Write the page of ``suite``'s runs (a loaded :class:`fairbench.suites.suite.Suite`) or of every run
     under ``runs_dir``; returns (the page, or None when no run has finished; (run, reason) of
     the runs left out). A suite's runs must share one clean code revision unless
     ``allow_mixed_revisions``, as for its ``table.md`` (:func:`fairbench.results.reporting.revision_note`)."""

@@ -90,12 +90,12 @@ def collect_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
 
 
 def load_selected(runs_dir: Path, suite=None) -> tuple[list[RunRecord], list[tuple[str, str]]]:
-    """The finished records under ``runs_dir`` (of ``suite``, a loaded :class:`fairbench.suite.Suite`,
+    """The finished records under ``runs_dir`` (of ``suite``, a loaded :class:`fairbench.suites.suite.Suite`,
     if given), and (run, reason) for every run left out."""
     records, problems = load_records(runs_dir)
     if suite is not None:
-        records, problems = suite.select(records, problems)
-        for record in records:  # the trial breaks ties between equally scored trials (fairbench.selection)
+        records, problems = suite.members(records, problems)
+        for record in records:  # the trial breaks ties between equally scored trials (fairbench.selection_rules)
             job = suite.job_for(record.config)
             record.trial = job.trial if job is not None else None
     done, skipped = finished(records)
@@ -107,7 +107,7 @@ def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "tab
             dataset: str | None = None, allow_mixed_revisions: bool = False) -> tuple[str, list[tuple[str, str]]]:
     """The text of ``fairbench compare``, and (run, reason) for every run left out.
 
-    ``suite`` (a loaded :class:`fairbench.suite.Suite`): only its runs, and its ``[report]
+    ``suite`` (a loaded :class:`fairbench.suites.suite.Suite`): only its runs, and its ``[report]
     layouts`` by default; else every run and the ``summary`` layout. A suite's runs must share one
     clean code revision unless ``allow_mixed_revisions`` (then the text ends with a note listing
     them; csv and json, which hold only rows, get it on stderr)."""
@@ -124,9 +124,9 @@ def compare(runs_dir: Path, *, layouts: list[str] | None = None, fmt: str = "tab
 
 
 def revision_note(done: list[RunRecord], suite, allow_mixed_revisions: bool) -> str | None:
-    """A suite's tables hold one clean code revision (fairbench.revisions): refused otherwise, or,
+    """A suite's tables hold one clean code revision (fairbench.runs.revisions): refused otherwise, or,
     when allowed, the note that lists the revisions and their runs. None without a suite."""
-    from fairbench.revisions import check_table, revision_counts, table_note
+    from fairbench.runs.revisions import check_table, revision_counts, table_note
 
     if suite is None:
         return None
@@ -163,7 +163,7 @@ def pareto_points(done: list[RunRecord], rule: str | None) -> tuple[list[RunReco
     if not rule:
         return done, None
     from fairbench.results.layouts.protocol import chosen_records
-    from fairbench.selection import get_rule
+    from fairbench.selection_rules import get_rule
 
     return chosen_records(done, rule), f"search trials {get_rule(rule).title}"
 

@@ -17,7 +17,7 @@ from fairbench.runs.store import atomic_write_json, now
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from fairbench.suite import EvaluationSpec, Job
+    from fairbench.suites.suite import EvaluationSpec, Job
 
 QUEUE_FOLDER = ".queue"
 

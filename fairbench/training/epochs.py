@@ -21,7 +21,7 @@ from fairbench.metrics.specs import history_keys
 from fairbench.pipeline import BatchStream, augment_uint8, center_crop_view, epoch_batches
 from fairbench.runs import checkpoint
 from fairbench.runs.store import now
-from fairbench.selection import get_rule
+from fairbench.selection_rules import get_rule
 from fairbench.training.rule_checkpoints import RuleBests, checkpoint_file
 
 if TYPE_CHECKING:

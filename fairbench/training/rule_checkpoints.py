@@ -1,7 +1,7 @@
 """Early stopping as selection: the best epoch of every validation rule within one run.
 
 The run's own rule keeps ``checkpoint.pt``; every other rule that reads validation only
-(:func:`fairbench.selection.checkpoint_rules`) is followed too, its best epoch's weights saved as
+(:func:`fairbench.selection_rules.checkpoint_rules`) is followed too, its best epoch's weights saved as
 ``checkpoint-epoch<N>.pt`` (one file per epoch; a file no rule points at is deleted). After
 training, test is predicted once per chosen epoch other than the run's own
 (``predictions_test-epoch<N>.csv``) and those files deleted: the epochs are fixed from validation
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fairbench.selection import checkpoint_rules, get_rule
+from fairbench.selection_rules import checkpoint_rules, get_rule
 
 _FILE = re.compile(r"checkpoint-epoch(\d+)\.pt")
 

@@ -1,5 +1,5 @@
 """What one run shows while it trains: rich bars with live loss / accuracy per epoch, or plain log
-lines with --quiet (a suite's bars: :mod:`fairbench.launchers.suite_progress`)."""
+lines with --quiet (a suite's bars: :mod:`fairbench.suites.launchers.suite_progress`)."""
 
 from __future__ import annotations
 

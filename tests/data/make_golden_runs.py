@@ -35,7 +35,7 @@ from fairbench.data.utkface import RACES as UTK_RACES
 from fairbench.data.vocab import GENDER_ORDER
 from fairbench.evaluation.predict import report_for
 from fairbench.runs.store import atomic_write_json
-from fairbench.suite import Suite
+from fairbench.suites.suite import Suite
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "golden_runs"

@@ -2,7 +2,7 @@
 
 For each rule, each (method, seed) keeps a (trial, epoch): every search trial at the epoch the
 rule chose within it on validation (:mod:`fairbench.training.rule_checkpoints`), then the trial
-the rule scores best (ties: :func:`fairbench.selection.preference`). A row is the mean over seeds
+the rule scores best (ties: :func:`fairbench.selection_rules.preference`). A row is the mean over seeds
 of the kept test metrics, with intervals that include test-sample noise
 (:mod:`fairbench.metrics.resampling`), the paired difference to ERM with Holm's correction, the
 DoB noise floor (:mod:`fairbench.metrics.noise_floor`) and the training cost. The rules, the
@@ -29,8 +29,8 @@ from fairbench.results.layouts.base import Layout, LayoutOptions
 from fairbench.results.notes import CHANCE_MARGIN_PP, at_chance
 from fairbench.results.published import method_needs
 from fairbench.runs.record import Evaluated, RunRecord
-from fairbench.search import TRAIN_SPACES
-from fairbench.selection import get_rule, preference
+from fairbench.search_spaces import TRAIN_SPACES
+from fairbench.selection_rules import get_rule, preference
 
 RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 BASELINE = "erm"
@@ -171,7 +171,7 @@ class Chosen:
 
 def chosen_trials(done: list[RunRecord], rule_name: str) -> dict[Variant, dict[int, Chosen]]:
     """{(protocol key, method, budget): {seed: what the rule keeps}}: each trial at the epoch the
-    rule chose within it, then the trial it scores best (ties: :func:`fairbench.selection.preference`)."""
+    rule chose within it, then the trial it scores best (ties: :func:`fairbench.selection_rules.preference`)."""
     rule = get_rule(rule_name)
     by: dict[Variant, dict[int, list[RunRecord]]] = {}
     for r in done:

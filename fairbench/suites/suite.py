@@ -25,7 +25,7 @@ Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
     split = "test"                 # (or "all": every image); `options` goes to fairbench.evaluation.cross_eval
     options = {}
 
-    [search]                       # random search (fairbench.search): every job runs as `trials`
+    [search]                       # random search (fairbench.suites.search): every job runs as `trials`
     trials = 10                    # trials (trial 0 = the defaults), drawn from each method's
     seed = 0                       # declared search space, deterministic from this seed;
     methods = ["groupdro"]         # optional: only these methods (default: every method)
@@ -33,7 +33,7 @@ Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
                                    # of an entry run trial 0 only (an extra row kept cheap)
     profile = "cpu-small"          # optional: the shared training space (lr, weight decay, batch)
                                    # of this profile instead of the dataset's
-    strategy = "halving"           # optional: successive halving (fairbench.halving) instead of
+    strategy = "halving"           # optional: successive halving (fairbench.suites.halving) instead of
     eta = 3                        # training every trial in full; keeps 1/eta per rung, the first
     min_budget = 0.111             # rung at this share of the epochs, ranked on validation by
     rule = "accuracy"              # this rule (default: the jobs' selection rule)
@@ -137,7 +137,7 @@ class ParetoSpec(_Strict):
     @classmethod
     def _known_rule(cls, v: str | None) -> str | None:
         if v is not None:
-            from fairbench.selection import get_rule
+            from fairbench.selection_rules import get_rule
 
             try:
                 get_rule(v)
@@ -168,10 +168,10 @@ class SearchSpec(_Strict):
     #: jobs that run the defaults only (trial 0): each entry a table of resolved keys that must all
     #: match, e.g. {method = "fineface", "train.budget_flops" = 1.2e14}: an extra, costly row
     untuned: list[dict[str, Any]] = []
-    #: the shared training space to draw from (fairbench.search.TRAIN_SPACES; default: the
+    #: the shared training space to draw from (fairbench.search_spaces.TRAIN_SPACES; default: the
     #: dataset's profile): "cpu-small" for a real dataset trained from scratch like the built-in one
     profile: str | None = None
-    #: "random": every trial trains its whole budget; "halving": successive halving (fairbench.halving)
+    #: "random": every trial trains its whole budget; "halving": successive halving (fairbench.suites.halving)
     strategy: Literal["random", "halving"] = "random"
     #: halving: each rung keeps the best 1/eta of the trials (of one job: method, seed, grid point)
     eta: int = Field(default=3, ge=2)
@@ -184,7 +184,7 @@ class SearchSpec(_Strict):
     @classmethod
     def _validation_rule(cls, v: str | None) -> str | None:
         if v is not None:
-            from fairbench.selection import check_ranking_rule
+            from fairbench.selection_rules import check_ranking_rule
 
             check_ranking_rule(v)
         return v
@@ -353,7 +353,7 @@ class Suite:
                for entry in search.untuned):
             return [(0, dict(spec))]
         from fairbench import registry
-        from fairbench.search import SearchSpaceError, sample_trial
+        from fairbench.suites.search import SearchSpaceError, sample_trial
 
         try:
             hparams_model = registry.methods.get(method).Hparams
@@ -419,7 +419,7 @@ class Suite:
         matching = [job for job in candidates if job.matches(config)]
         return max(matching, key=lambda job: len(job.spec)) if matching else None
 
-    def select(self, records: list[RunRecord], problems: list[tuple[str, str]]) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    def members(self, records: list[RunRecord], problems: list[tuple[str, str]]) -> tuple[list[RunRecord], list[tuple[str, str]]]:
         """The records that belong to this suite, and (run, reason) for those left out: ``problems``
         plus, for a job with several finished records (older code, same declared keys), all but
         the most recent."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from fairbench.launchers.base import JobOutcome, LaunchContext, Launcher, record_outcome, train_job, visible_gpus
+from fairbench.suites.launchers.base import JobOutcome, LaunchContext, Launcher, record_outcome, train_job, visible_gpus
 from fairbench.registry import register_launcher
 
 
@@ -74,7 +74,7 @@ class LocalLauncher(Launcher):
 
 def _run_here(todo, ctx: LaunchContext) -> None:
     """One job after the other in this process (progress bars per epoch)."""
-    from fairbench.launchers.suite_progress import suite_reporter
+    from fairbench.suites.launchers.suite_progress import suite_reporter
 
     from fairbench.training import timing
 
@@ -149,7 +149,7 @@ class _Worker:
     def __init__(self, key: tuple, env: dict[str, str], logs: Path, jobs_per_process: int):
         self.key, self.served = key, 0
         self.log = open(logs / "workers.log", "a")  # what a worker prints between its jobs
-        self.proc = subprocess.Popen([sys.executable, "-m", "fairbench.launchers.local", "--serve",
+        self.proc = subprocess.Popen([sys.executable, "-m", "fairbench.suites.launchers.local", "--serve",
                                       str(jobs_per_process)], stdin=subprocess.PIPE, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env, text=True)
         self.limit = jobs_per_process

@@ -9,7 +9,7 @@ the run's lease), so the run store stays the one record of what ran, and
 
 A lab adds its own launcher from another package::
 
-    from fairbench.launchers.base import Launcher
+    from fairbench.suites.launchers.base import Launcher
     from fairbench.registry import register_launcher
 
     @register_launcher("mycluster")
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from fairbench.launchers.suite_progress import SuiteProgress
+    from fairbench.suites.launchers.suite_progress import SuiteProgress
     from fairbench.runs.job_state import JobState
-    from fairbench.suite import Job, Suite
+    from fairbench.suites.suite import Job, Suite
 
 
 class Launcher:

@@ -1,7 +1,7 @@
 """Running a suite: train every job not yet done through a launcher, run its cross-dataset
 evaluations, write its report; and list its jobs with their states (``fairbench suite run |
-status``). The suite itself (schema, jobs) is :mod:`fairbench.suite`; where jobs train is the
-launcher's (:mod:`fairbench.launchers.base`); the report is :mod:`fairbench.results.reporting`'s.
+status``). The suite itself (schema, jobs) is :mod:`fairbench.suites.suite`; where jobs train is the
+launcher's (:mod:`fairbench.suites.launchers.base`); the report is :mod:`fairbench.results.reporting`'s.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from fairbench.config import ConfigError
-from fairbench.launchers.base import LaunchContext, SuiteResult, make_launcher
-from fairbench.launchers.suite_progress import SuiteProgress
+from fairbench.suites.launchers.base import LaunchContext, SuiteResult, make_launcher
+from fairbench.suites.launchers.suite_progress import SuiteProgress
 from fairbench.results.reporting import write_suite_report
 from fairbench.runs.job_state import JobState, job_state, missing_evaluations
-from fairbench.suite import Job, Suite, short
+from fairbench.suites.suite import Job, Suite, short
 
 
 def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run: bool = False,
@@ -33,7 +33,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
     launcher's worker count. A launcher that only submits (Slurm without ``wait``) leaves the
     evaluations and reports to a later ``suite run``. Its tables hold one code revision: training
     at a dirty tree, or beside finished runs of another revision, is refused unless
-    ``allow_mixed_revisions`` (fairbench.revisions)."""
+    ``allow_mixed_revisions`` (fairbench.runs.revisions)."""
     out = out or sys.stdout
     runs_dir = Path(runs_dir)
     options = dict(launcher_options or {})
@@ -55,7 +55,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
               + f"; runs under {runs_dir}/, reports in {runs_dir / suite.report_dir_name}/", file=out)
         return result
     if todo and not allow_mixed_revisions:  # before anything trains: a table of one revision
-        from fairbench.revisions import check_before_training, revision_counts
+        from fairbench.runs.revisions import check_before_training, revision_counts
         from fairbench.runs.environment import git_revision
 
         finished = revision_counts(runs_dir / j.run_id for j in all_jobs if before[j.index].state == "done")
@@ -72,9 +72,9 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
         ctx = LaunchContext(suite, runs_dir, progress, result, data_roots=dict(data_roots or {}))
         try:
             if todo and suite.search is not None and suite.search.strategy == "halving":
-                from fairbench.halving import launch_halving
+                from fairbench.suites.halving import launch_halving
 
-                launch_halving(chosen, todo, all_jobs, ctx, suite.search)  # rung by rung (fairbench.halving)
+                launch_halving(chosen, todo, all_jobs, ctx, suite.search)  # rung by rung (fairbench.suites.halving)
                 result.ran = list(dict.fromkeys(result.ran))  # a trial trained at several rungs counts once
             elif todo:
                 chosen.launch(todo, ctx)

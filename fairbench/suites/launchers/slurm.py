@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fairbench.launchers.base import JobOutcome, LaunchContext, Launcher, train_job
+from fairbench.suites.launchers.base import JobOutcome, LaunchContext, Launcher, train_job
 from fairbench.registry import register_launcher
 from fairbench.runs.job_state import job_state, mark_queued, missing_evaluations
 
@@ -256,7 +256,7 @@ def _evaluate(run_dir: Path, evaluations: list[dict[str, Any]], data_roots: dict
     """The suite's cross-dataset evaluations of a finished run, in its Slurm task; one that fails is
     reported in the task's log and tried again by the next ``suite run``."""
     from fairbench.evaluation.cross_eval import evaluate_run
-    from fairbench.suite import EvaluationSpec
+    from fairbench.suites.suite import EvaluationSpec
 
     specs = [EvaluationSpec.model_validate(spec) for spec in evaluations]  # they travel as JSON
     for spec in missing_evaluations(run_dir, specs):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fairbench.training.run_progress import Reporter, _Bars, _epoch_line
 
 if TYPE_CHECKING:
-    from fairbench.suite import Job
+    from fairbench.suites.suite import Job
 
 
 class SuiteProgress:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairbench.config import ConfigError
-from fairbench.selection import check_ranking_rule
+from fairbench.selection_rules import check_ranking_rule
 
 if TYPE_CHECKING:
-    from fairbench.launchers.base import LaunchContext, Launcher
-    from fairbench.suite import Job, SearchSpec
+    from fairbench.suites.launchers.base import LaunchContext, Launcher
+    from fairbench.suites.suite import Job, SearchSpec
 
 
 def rung_shares(eta: int, min_budget: float | None) -> list[float]:
@@ -45,7 +45,7 @@ def rung_score(run_dir: Path, rule_name: str, share: float) -> float | None:
     history does not reach them yet (running elsewhere), -inf when it failed or has no epoch."""
     from fairbench.runs.record import RunRecord
     from fairbench.runs.store import read_json
-    from fairbench.selection import get_rule
+    from fairbench.selection_rules import get_rule
 
     record = RunRecord(run_dir)
     try:
