@@ -442,14 +442,8 @@ def _add_source(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="a suite's runs (default: ./runs)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fairbench",
-        description="Train, evaluate and compare bias-mitigation methods for facial attribute classification.",
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench run``."""
     p = sub.add_parser("run", help="train and evaluate one method (default dataset: built-in synthface)")
     p.add_argument("method", help="method name (see `fairbench list methods`)")
     _add_run_options(p)
@@ -457,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
     p.set_defaults(func=cmd_run)
 
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench compare``."""
     p = sub.add_parser("compare", help="one row per (method, dataset, task): mean ± 95%% CI over seeds")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--format", choices=["table", "markdown", "csv", "latex", "json"], default="table")
@@ -478,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME", help="only the reports evaluated on this dataset")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_score_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench score``."""
     p = sub.add_parser("score", help="every metric from a predictions CSV / Parquet file of any model")
     p.add_argument("file", type=Path)
     p.add_argument("--target", required=True, help="column of true labels")
@@ -492,12 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add 95%% percentile bootstrap intervals over the samples (N resamples, seed 0) of every metric")
     p.set_defaults(func=cmd_score)
 
+
+def _add_list_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench list``."""
     p = sub.add_parser("list", help="list registered methods, datasets, backbones, metrics, selection rules, "
                                      "launchers or layouts")
     p.add_argument("kind", choices=["methods", "datasets", "backbones", "metrics", "selection", "launchers", "layouts"])
     p.add_argument("--json", action="store_true", help="a JSON list of {name, summary (, needs)}, for scripts")
     p.set_defaults(func=cmd_list)
 
+
+def _add_show_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench show``."""
     p = sub.add_parser("show", help="one method in full (hyperparameters, defaults, search space, needs), or "
                                      "where one run's wall time went")
     p.add_argument("kind", choices=["method", "run"])
@@ -507,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the same as one JSON object, for scripts")
     p.set_defaults(func=cmd_show)
 
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench eval``."""
     p = sub.add_parser("eval", help="evaluate a finished run on another dataset (cross-dataset, per-group table)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--dataset", required=True, help="dataset to evaluate on, e.g. utkface, lfwa, celeba")
@@ -519,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data.options.NAME=VALUE or data.cache_dir=PATH (repeatable)")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_explain_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench explain``."""
     p = sub.add_parser("explain", help="attention maps of a trained run, one row per face (FineFACE's figure 3)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--images", type=int, default=6, metavar="N",
@@ -533,8 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, metavar="FILE", help="FILE.png (or .svg / .pdf)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("suite", help="run a benchmark suite (a grid of runs in a TOML file) or show its state")
-    suite_sub = p.add_subparsers(dest="suite_command", metavar="ACTION", required=True)
+
+def _add_suite_run_parser(suite_sub: argparse._SubParsersAction) -> None:
+    """``fairbench suite run FILE``."""
     q = suite_sub.add_parser("run", help="train every job not yet done, run its evaluations, write table and plot")
     q.add_argument("file", type=Path, metavar="FILE", help="suite file, e.g. benchmarks/quickstart.toml")
     q.add_argument("--dry-run", action="store_true", help="list the jobs and what would run; train nothing")
@@ -573,12 +586,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train in a dirty tree or beside finished runs of another code revision, and make the "
                         "tables anyway with a note listing the revisions; refused otherwise")
     q.set_defaults(func=cmd_suite_run)
+
+
+def _add_suite_status_parser(suite_sub: argparse._SubParsersAction) -> None:
+    """``fairbench suite status FILE``."""
     q = suite_sub.add_parser("status", help="each job's state: done / running / queued / failed / incomplete / pending")
     q.add_argument("file", type=Path, metavar="FILE")
     q.add_argument("--runs-dir", type=Path, default=Path("runs"))
     q.add_argument("--json", action="store_true", help="every job and its state as one JSON object, for scripts")
     q.set_defaults(func=cmd_suite_status)
 
+
+def _add_suite_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench suite``."""
+    p = sub.add_parser("suite", help="run a benchmark suite (a grid of runs in a TOML file) or show its state")
+    suite_sub = p.add_subparsers(dest="suite_command", metavar="ACTION", required=True)
+    _add_suite_run_parser(suite_sub)
+    _add_suite_status_parser(suite_sub)
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench report``."""
     p = sub.add_parser("report", help="one self-contained HTML page of a suite's or a runs folder's results "
                                        "(tables, plots, cost, curves, provenance); opens offline")
     _add_source(p, "a suite file (its runs under --runs-dir) or a runs folder")
@@ -588,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a suite's runs of several code revisions (or a dirty tree): make the page with a note")
     p.set_defaults(func=cmd_report)
 
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench export``."""
     p = sub.add_parser("export", help="every finished run's metrics as one long table: a row per (run, evaluation, "
                                        "split, group, metric), with its configuration, cost and revision")
     _add_source(p, "a suite file (its runs under --runs-dir; fills the trial column) or a runs folder")
@@ -595,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE.parquet or FILE.csv (schema: docs/results-files.md)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    """``fairbench plot``."""
     p = sub.add_parser("plot", help="plots from run records")
     plot_sub = p.add_subparsers(dest="plot_command", metavar="KIND", required=True)
     q = plot_sub.add_parser("pareto", help="accuracy-fairness Pareto plot: methods with 95%% intervals, the front")
@@ -616,6 +650,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders (each with history.json)")
     q.add_argument("--output", type=Path, required=True, metavar="FILE", help="FILE.png, .svg or .pdf")
     q.set_defaults(func=cmd_plot_curves)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairbench",
+        description="Train, evaluate and compare bias-mitigation methods for facial attribute classification.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(sub)
+    _add_compare_parser(sub)
+    _add_score_parser(sub)
+    _add_list_parser(sub)
+    _add_show_parser(sub)
+    _add_eval_parser(sub)
+    _add_explain_parser(sub)
+    _add_suite_parser(sub)
+    _add_report_parser(sub)
+    _add_export_parser(sub)
+    _add_plot_parser(sub)
     return parser
 
 

@@ -205,6 +205,32 @@ def _remove_stale_temporaries(cache_dir: Path, stem: str) -> None:
             pass
 
 
+def _examine_all(paths: list[Path], rows: list[str], on_bad_image: OnBadImage,
+                 ) -> tuple[list[tuple[str, int | None, int | None]], list[BadImage]]:
+    """Each file's (absolute path, size, mtime) cache-key entry, and the files unusable before decoding."""
+    entries: list[tuple[str, int | None, int | None]] = []
+    bad: list[BadImage] = []
+    for i, path in enumerate(paths):
+        found = _examine(path)
+        if isinstance(found, str):  # missing, a folder, a link loop, empty: found before anything is written
+            unusable = BadImage(i, str(path), rows[i], found)
+            if on_bad_image == "error":
+                raise _bad_error(unusable)
+            bad.append(unusable)
+            entries.append((str(path.absolute()), None, None))
+        else:
+            entries.append((str(path.absolute()), *found))
+    return entries, bad
+
+
+def _make_cache_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create the image cache folder {folder} ({exc}); choose another with "
+                           "$FAIRBENCH_CACHE or --set data.cache_dir=/path") from None
+
+
 def decode_images(
     files: Sequence[str | Path],
     size: int,
@@ -228,23 +254,8 @@ def decode_images(
     rows = list(rows) if rows is not None else [f"item {i}" for i in range(len(paths))]
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
-    entries: list[tuple[str, int | None, int | None]] = []
-    bad: list[BadImage] = []
-    for i, path in enumerate(paths):
-        found = _examine(path)
-        if isinstance(found, str):  # missing, a folder, a link loop, empty: found before anything is written
-            unusable = BadImage(i, str(path), rows[i], found)
-            if on_bad_image == "error":
-                raise _bad_error(unusable)
-            bad.append(unusable)
-            entries.append((str(path.absolute()), None, None))
-        else:
-            entries.append((str(path.absolute()), *found))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DatasetError(f"cannot create the image cache folder {folder} ({exc}); choose another with "
-                           "$FAIRBENCH_CACHE or --set data.cache_dir=/path") from None
+    entries, bad = _examine_all(paths, rows, on_bad_image)
+    _make_cache_folder(folder)
     key = _cache_key(entries, size)
     stem = f"{name}-{size}px-{key[:16]}"
     data, meta = folder / f"{stem}.u8", folder / f"{stem}.json"

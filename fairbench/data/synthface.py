@@ -244,32 +244,35 @@ def _blend(img: np.ndarray, mask: np.ndarray, color: np.ndarray) -> None:
     part += delta
 
 
-def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Render images ``start:stop`` of a split's latents as (B, S, S, 3) uint8."""
-    stop = len(lat["skin_tone"]) if stop is None else stop
-    p = {k: v[start:stop] for k, v in lat.items()}
-    b, s = stop - start, image_size
+class _Frame:
+    """One chunk's latents and pixel grid in face coordinates, shared by the drawing steps."""
 
-    def col(name: str) -> np.ndarray:
-        return p[name][:, None, None].astype(np.float32)
+    def __init__(self, lat: dict[str, np.ndarray], image_size: int, start: int, stop: int) -> None:
+        self.p = {k: v[start:stop] for k, v in lat.items()}
+        self.b, self.s = stop - start, image_size
+        s = image_size
+        grid = ((np.arange(s, dtype=np.float32) + 0.5) / s) * 2.0 - 1.0
+        self.gx, self.gy = grid[None, None, :], grid[None, :, None]
+        dx, dy = self.gx - self.col("cx"), self.gy - self.col("cy")
+        cos, sin, scale = np.cos(self.col("roll")), np.sin(self.col("roll")), self.col("scale")
+        self.x = (cos * dx + sin * dy) / scale  # face frame: face half-height 1, y down
+        self.y = (-sin * dx + cos * dy) / scale
+        self.pw = self.col("softness") * (2.0 / s) / scale  # one pixel (times focus softness) in face units
+        self.xs = np.abs(self.x - self.col("shift"))  # mirrored feature coordinate (features slide with yaw)
+        self.skin = self.p["skin"]
+        self.contrast = self.p["contrast"][:, None]
 
-    grid = ((np.arange(s, dtype=np.float32) + 0.5) / s) * 2.0 - 1.0
-    gx, gy = grid[None, None, :], grid[None, :, None]
-    dx, dy = gx - col("cx"), gy - col("cy")
-    cos, sin, scale = np.cos(col("roll")), np.sin(col("roll")), col("scale")
-    x = (cos * dx + sin * dy) / scale  # face frame: face half-height 1, y down
-    y = (-sin * dx + cos * dy) / scale
-    pw = col("softness") * (2.0 / s) / scale  # one pixel (times focus softness) in face units
-    xs = np.abs(x - col("shift"))  # mirrored feature coordinate (features slide with yaw)
+    def col(self, name: str) -> np.ndarray:
+        return self.p[name][:, None, None].astype(np.float32)
 
-    skin = p["skin"]
-    contrast = p["contrast"][:, None]
+    def feature(self, darkening: Any) -> np.ndarray:
+        """Feature colour: skin darkened by ``contrast * darkening`` (bias 2)."""
+        return np.clip(self.skin - self.contrast * np.asarray(darkening, dtype=np.float32), 0.0, 1.0)
 
-    # Background with a vertical gradient.
-    img = np.empty((b, s, s, 3), dtype=np.float32)
-    img[:] = p["bg"][:, None, None, :]
-    img *= (1.0 - 0.12 * gy)[..., None]
 
+def _draw_head(img: np.ndarray, f: _Frame) -> np.ndarray:
+    """Long hair, neck, shoulders, face, hair cap and nose; returns the visible skin's mask."""
+    x, y, pw, skin, p, col = f.x, f.y, f.pw, f.skin, f.p, f.col
     face_a = col("face_a")
     # Long hair behind the head (presentation "long_hair"), then neck and shoulders.
     long_hair = col("presentation").astype(np.float32)
@@ -290,54 +293,81 @@ def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: in
     skin_m = face_m * (1.0 - cap_m)  # visible skin: glasses are drawn only there
     # Subtle nose shading (not a target cue).
     _blend(img, _soft(_ellipse_sd(x - col("shift"), y - 0.18, 0.05, 0.13), pw) * 0.6, skin * 0.88)
+    return skin_m
 
-    def feature(darkening: Any) -> np.ndarray:
-        """Feature colour: skin darkened by ``contrast * darkening`` (bias 2)."""
-        return np.clip(skin - contrast * np.asarray(darkening, dtype=np.float32), 0.0, 1.0)
 
+def _draw_eyes(img: np.ndarray, f: _Frame) -> None:
+    """Brows and eyes (narrow_eyes: the aperture), contrast-scaled like every facial feature."""
+    y, xs, pw, skin, col = f.y, f.xs, f.pw, f.skin, f.col
     ex, ey, ew = col("eye_x"), col("eye_y"), col("eye_w")
     # Brows: arcs above the eyes, hair coloured, contrast-scaled like every facial feature.
     brow_y = ey - col("brow_h") - 0.05 * (1.0 - ((xs - ex) / (ew * 1.3)) ** 2)
     brow_sd = np.maximum(np.abs(y - brow_y) - col("brow_t") / 2, np.abs(xs - ex) - ew * 1.25)
-    brow_col = np.clip(skin + contrast * 0.8 * (p["hair"] - skin), 0.0, 1.0)
+    brow_col = np.clip(skin + f.contrast * 0.8 * (f.p["hair"] - skin), 0.0, 1.0)
     _blend(img, _soft(brow_sd, pw), brow_col)
     # Eyes (narrow_eyes: the aperture), a dark iris inside.
     eye_m = _soft(_ellipse_sd(xs - ex, y - ey, ew, ew * col("aperture")), pw)
-    _blend(img, eye_m, feature(EYE_DARKENING * 0.6))
+    _blend(img, eye_m, f.feature(EYE_DARKENING * 0.6))
     iris_m = _soft(_ellipse_sd(xs - ex - col("gaze"), y - ey, 0.065, 0.065), pw) * eye_m
-    _blend(img, iris_m, feature(EYE_DARKENING))
-    # Mouth (smiling: the curvature of the line; positive = corners raised).
+    _blend(img, iris_m, f.feature(EYE_DARKENING))
+
+
+def _draw_mouth(img: np.ndarray, f: _Frame) -> None:
+    """Mouth (smiling: the curvature of the line; positive = corners raised) and teeth."""
+    y, pw, col = f.y, f.pw, f.col
     mw = col("mouth_w")
-    xm = x - col("shift")
+    xm = f.x - col("shift")
     bulge = np.clip(1.0 - (xm / mw) ** 2, 0.0, 1.0)
     half_open = col("opening") * bulge / 2  # the lower lip drops: an open smile
     mouth_mid = col("mouth_y") + col("curvature") * bulge + half_open
     mouth_sd = np.maximum(np.abs(y - mouth_mid) - col("mouth_t") / 2 - half_open, np.abs(xm) - mw)
-    _blend(img, _soft(mouth_sd, pw), feature(MOUTH_DARKENING))
+    _blend(img, _soft(mouth_sd, pw), f.feature(MOUTH_DARKENING))
     teeth_h = TEETH_FRACTION * col("opening") * bulge
     teeth_mid = col("mouth_y") + col("curvature") * bulge + col("mouth_t") / 2 + teeth_h / 2
     teeth_sd = np.maximum(np.abs(y - teeth_mid) - teeth_h / 2, np.abs(xm) - 0.8 * mw)
-    _blend(img, _soft(teeth_sd, pw), feature(-TEETH_LIGHTENING))
-    # Eyeglasses: two elliptical rings, a bridge and temples, thin (about a pixel at 64 px).
+    _blend(img, _soft(teeth_sd, pw), f.feature(-TEETH_LIGHTENING))
+
+
+def _draw_glasses(img: np.ndarray, f: _Frame, skin_m: np.ndarray) -> None:
+    """Eyeglasses: two elliptical rings, a bridge and temples, thin (about a pixel at 64 px)."""
+    y, xs, col = f.y, f.xs, f.col
     glasses = col("eyeglasses").astype(np.float32)
     if glasses.any():
+        ex, ey, ew = col("eye_x"), col("eye_y"), col("eye_w")
         fr, ft = ew * col("frame_r"), col("frame_t")
         fy = ey - 0.01
         ring_sd = np.abs(_ellipse_sd(xs - ex, y - fy, fr, fr * 0.72)) - ft / 2
         bar_sd = np.abs(y - fy + fr * 0.3) - ft / 2
         bridge_sd = np.maximum(bar_sd, xs - (ex - fr * 0.9))
-        temple_sd = np.maximum(np.maximum(bar_sd, (ex + fr * 0.95) - xs), xs - face_a * 0.92)
+        temple_sd = np.maximum(np.maximum(bar_sd, (ex + fr * 0.95) - xs), xs - col("face_a") * 0.92)
         frame_sd = np.minimum(ring_sd, np.minimum(bridge_sd, temple_sd))
-        frame_col = np.clip(skin - contrast * p["frame_dark"][:, None], 0.0, 1.0)
-        _blend(img, _soft(frame_sd, pw) * glasses * skin_m, frame_col)
+        frame_col = np.clip(f.skin - f.contrast * f.p["frame_dark"][:, None], 0.0, 1.0)
+        _blend(img, _soft(frame_sd, f.pw) * glasses * skin_m, frame_col)
 
-    # Lighting: brightness and a directional gradient; then pixel noise.
-    ld = col("light_dir")
-    light = col("brightness") * (1.0 + col("light_grad") * (np.cos(ld) * gx + np.sin(ld) * gy))
+
+def _light_and_noise(img: np.ndarray, f: _Frame) -> None:
+    """Lighting: brightness and a directional gradient; then pixel noise."""
+    ld = f.col("light_dir")
+    light = f.col("brightness") * (1.0 + f.col("light_grad") * (np.cos(ld) * f.gx + np.sin(ld) * f.gy))
     img *= light[..., None]
-    for i in np.flatnonzero(p["noise"] > 0):
-        noise = np.random.default_rng(int(p["noise_seed"][i])).standard_normal((s, s, 3), dtype=np.float32)
-        img[i] += p["noise"][i] * noise
+    for i in np.flatnonzero(f.p["noise"] > 0):
+        noise = np.random.default_rng(int(f.p["noise_seed"][i])).standard_normal((f.s, f.s, 3), dtype=np.float32)
+        img[i] += f.p["noise"][i] * noise
+
+
+def render(lat: dict[str, np.ndarray], image_size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Render images ``start:stop`` of a split's latents as (B, S, S, 3) uint8."""
+    stop = len(lat["skin_tone"]) if stop is None else stop
+    f = _Frame(lat, image_size, start, stop)
+    # Background with a vertical gradient.
+    img = np.empty((f.b, f.s, f.s, 3), dtype=np.float32)
+    img[:] = f.p["bg"][:, None, None, :]
+    img *= (1.0 - 0.12 * f.gy)[..., None]
+    skin_m = _draw_head(img, f)
+    _draw_eyes(img, f)
+    _draw_mouth(img, f)
+    _draw_glasses(img, f, skin_m)
+    _light_and_noise(img, f)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

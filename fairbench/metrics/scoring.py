@@ -173,18 +173,7 @@ def score_frame(
     y_true = np.array([index[v] for v in t], dtype=np.int64)
     y_pred = np.array([index[v] for v in p], dtype=np.int64)
 
-    probs = None
-    if score_cols:
-        if len(score_cols) != len(vocab):
-            raise ValueError(
-                f"scores names {len(score_cols)} columns but there are {len(vocab)} labels {vocab}: "
-                "give one probability column per label, in that order"
-            )
-        try:
-            probs = df[score_cols].to_numpy(dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"score columns {score_cols} of {_describe(df)} are not numeric: {exc}") from exc
-
+    probs = _score_probabilities(df, score_cols, vocab)
     report = evaluate_predictions(
         y_true,
         y_pred,
@@ -196,13 +185,7 @@ def score_frame(
         ece_bins=ece_bins,
         num_classes=len(vocab),
     )
-    if "per_class" in report:
-        report["per_class"] = {vocab[c]: block for c, block in report["per_class"].items()}
-        for block in report["per_class"].values():
-            block["undefined"] = [_relabel_class_message(m, vocab) for m in block["undefined"]]
-        report["undefined"] = [
-            _relabel_class_message(m, vocab) for m in report["undefined"]
-        ]
+    _relabel_classes(report, vocab)
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be a number of resamples >= 0, got {bootstrap}")
     if bootstrap > 0:
@@ -216,6 +199,32 @@ def score_frame(
     report["target_column"] = target
     report["pred_column"] = pred
     return report
+
+
+def _score_probabilities(df: pd.DataFrame, score_cols: list[str], vocab: list[Any]) -> np.ndarray | None:
+    """The (N, labels) probability columns, one per label in ``vocab``'s order; None without any."""
+    if not score_cols:
+        return None
+    if len(score_cols) != len(vocab):
+        raise ValueError(
+            f"scores names {len(score_cols)} columns but there are {len(vocab)} labels {vocab}: "
+            "give one probability column per label, in that order"
+        )
+    try:
+        return df[score_cols].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"score columns {score_cols} of {_describe(df)} are not numeric: {exc}") from exc
+
+
+def _relabel_classes(report: dict[str, Any], vocab: list[Any]) -> None:
+    """In place: a multiclass report's per-class blocks and messages keyed by label, not index."""
+    if "per_class" in report:
+        report["per_class"] = {vocab[c]: block for c, block in report["per_class"].items()}
+        for block in report["per_class"].values():
+            block["undefined"] = [_relabel_class_message(m, vocab) for m in block["undefined"]]
+        report["undefined"] = [
+            _relabel_class_message(m, vocab) for m in report["undefined"]
+        ]
 
 
 def _relabel_class_message(message: str, vocab: list[Any]) -> str:

@@ -19,6 +19,29 @@ from fairbench.runs.job_state import JobState, job_state, missing_evaluations
 from fairbench.suites.suite import Job, Suite, short
 
 
+def _resolve_jobs(suite: Suite, data_roots: dict[str, Path] | None, device: str | None, *,
+                  refuse_invalid: bool) -> list[Job]:
+    """The suite's jobs; with ``refuse_invalid``, a ConfigError listing those that do not resolve."""
+    all_jobs = suite.resolve(data_roots, device)
+    invalid = [j for j in all_jobs if j.error]
+    if invalid and refuse_invalid:
+        lines = "\n".join(f"  job {j.index} ({j.describe()}): {j.error}" for j in invalid)
+        raise ConfigError(f"{len(invalid)} of {len(all_jobs)} jobs of {suite.path} do not resolve "
+                          f"(nothing was run; pass --skip-invalid to run the others):\n{lines}")
+    return all_jobs
+
+
+def _log_skipped(all_jobs: list[Job], before: dict[int, JobState], progress: SuiteProgress) -> None:
+    """Say which jobs this run leaves alone: done, or owned / queued elsewhere, or invalid."""
+    skipped = [j for j in all_jobs if before[j.index].state == "done"]
+    if skipped:
+        progress.log(f"{len(skipped)} of {len(all_jobs)} jobs already done: skipped")
+    for job in all_jobs:
+        if before[job.index].state in ("running", "queued", "invalid"):
+            progress.log(f"skip {job.run_id or 'job ' + str(job.index)}: {before[job.index].state} "
+                         f"({before[job.index].detail})")
+
+
 def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run: bool = False,
               data_roots: dict[str, Path] | None = None, device: str | None = None,
               skip_invalid: bool = False, quiet: bool = False, out=None, launcher: str | None = None,
@@ -40,12 +63,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
     if jobs is not None:
         options["jobs"] = jobs
     chosen = make_launcher(launcher, suite.launcher, options, str(suite.path))
-    all_jobs = suite.resolve(data_roots, device)
-    invalid = [j for j in all_jobs if j.error]
-    if invalid and not (skip_invalid or dry_run):
-        lines = "\n".join(f"  job {j.index} ({j.describe()}): {j.error}" for j in invalid)
-        raise ConfigError(f"{len(invalid)} of {len(all_jobs)} jobs of {suite.path} do not resolve "
-                          f"(nothing was run; pass --skip-invalid to run the others):\n{lines}")
+    all_jobs = _resolve_jobs(suite, data_roots, device, refuse_invalid=not (skip_invalid or dry_run))
     before = {j.index: job_state(j, runs_dir) for j in all_jobs}
     result = SuiteResult(all_jobs, before)
     todo = [j for j in all_jobs if before[j.index].state in ("pending", "failed", "incomplete")]
@@ -62,13 +80,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
         check_before_training(git_revision(), finished, f"suite {suite.name} ({suite.path})")
     done_before = sum(1 for s in before.values() if s.state in ("done", "running", "queued", "invalid"))
     with SuiteProgress(len(all_jobs), done_before, quiet=quiet) as progress:
-        skipped = [j for j in all_jobs if before[j.index].state == "done"]
-        if skipped:
-            progress.log(f"{len(skipped)} of {len(all_jobs)} jobs already done: skipped")
-        for job in all_jobs:
-            if before[job.index].state in ("running", "queued", "invalid"):
-                progress.log(f"skip {job.run_id or 'job ' + str(job.index)}: {before[job.index].state} "
-                             f"({before[job.index].detail})")
+        _log_skipped(all_jobs, before, progress)
         ctx = LaunchContext(suite, runs_dir, progress, result, data_roots=dict(data_roots or {}))
         try:
             if todo and suite.search is not None and suite.search.strategy == "halving":
