@@ -1,23 +1,11 @@
 """What a run's training cost: optimizer steps, images forwarded and backwarded, training FLOPs,
 wall time and peak memory, so that methods can be compared at equal budgets.
 
-FLOPs are measured, not guessed: the first update of every epoch runs under
-:class:`torch.utils.flop_counter.FlopCounterMode` (forward and backward of every step the method
-takes in that update), and the epoch's total is that count times the epoch's updates. This is
-exact for methods whose update does the same work on every batch (JTT's phases are measured
-separately because each epoch is measured); a method whose work depends on the batch says so
-(``Method.same_work_every_update = False``: FairMixup) and has every update measured. A method's
-own passes between epochs (``Method.begin_epoch``: JTT's identification of the training errors)
-are training compute too: each is measured in full and added (``between_epoch_flops``). The
-record says how (``"flops_method"``).
-
-Steps are counted with a global optimizer step hook (every ``optimizer.step()`` of the process
-while the meter is active): FineFACE's N + 2 steps per batch count as N + 2, an adversary's
-step counts too. Images are counted at the input of the first stage of every backbone the method owns (FineFACE's
-crops count as images): a forward under autograd counts as forwarded and backwarded, one in
-``no_grad`` / inference mode as forwarded only. FLOPs and wall time cover ``Method.update`` and
-``Method.begin_epoch``; validation and test predictions are evaluation, not training, and are not
-counted.
+FLOPs are measured with ``FlopCounterMode`` on the first update of every epoch (every update for
+a method whose work depends on the batch) plus a method's own passes between epochs; steps are
+counted by a global optimizer step hook, images at the input of every backbone the method owns.
+Validation and test predictions are evaluation, not training, and are not counted.
+Details: docs/fair-comparison.md#how-a-runs-cost-is-measured-fairbenchcostpy
 """
 
 from __future__ import annotations

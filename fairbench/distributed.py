@@ -1,34 +1,11 @@
 """One run on several processes (``torchrun``): data parallel, one process per GPU (or CPU).
 
-``torchrun --nproc-per-node K -m fairbench run ...`` sets ``WORLD_SIZE`` / ``RANK`` /
-``LOCAL_RANK`` (multi-node: the same variables, through ``--nnodes`` and a rendezvous).
-With ``WORLD_SIZE > 1`` the runner:
-
-- draws every epoch's batches exactly as one process would (same seed, same global order)
-  and gives each rank a contiguous, disjoint shard of every global batch
-  (``train.batch_size`` stays the global batch; each rank trains on ``batch_size / K``);
-- augments each shard with the draws one process would have made for those rows
-  (every rank draws for the whole batch and keeps its rows);
-- averages the gradients over the ranks before every optimizer step (a step pre-hook on
-  every optimizer of the method, as Horovod's DistributedOptimizer does). Not the
-  ``DistributedDataParallel`` module wrapper: its reducer follows one forward and one
-  ``backward()`` per iteration, while methods run their own sequences (FineFACE's N + 2
-  steps with partial forwards, the adversary's ``autograd.grad`` projection, JTT's model
-  rebuilt mid-run). The arithmetic is DDP's: mean over ranks of per-shard mean losses =
-  mean over the global batch;
-- keeps every rank's random state identical (the same seed everywhere), so per-batch random
-  choices (FineFACE's crop pick) agree across ranks;
-- averages BatchNorm running statistics over the ranks before each evaluation and
-  checkpoint (``train.sync_batchnorm = true`` instead computes the batch statistics over
-  the global batch while training: ``torch.nn.SyncBatchNorm`` on GPUs, the same
-  computation through differentiable all-reduces on CPUs, which torch's does not support);
-- evaluates each rank on a disjoint share of the evaluation batches and gathers the
-  logits in dataset order (no padding, every sample once);
-- writes the run folder from rank 0 alone.
-
-Methods whose loss couples the samples of a batch reduce those batch statistics over the
-ranks with :func:`global_sum` (GroupDRO's group losses, the gap regulariser's cells);
-methods that cannot be split say why in ``Method.data_parallel`` and are refused.
+With ``WORLD_SIZE > 1`` every rank draws the batches one process would draw and trains a disjoint
+shard of each; gradients are averaged over the ranks before every optimizer step (a step pre-hook,
+not the DDP wrapper: methods run their own step sequences), BatchNorm statistics are averaged or
+synchronised, evaluation is shared out and gathered in dataset order, and rank 0 alone writes the
+run folder. Methods that couple a batch's samples reduce with :func:`global_sum`.
+Details: docs/clusters.md#one-run-on-several-gpus-torchrun
 """
 
 from __future__ import annotations

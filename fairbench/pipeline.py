@@ -1,20 +1,11 @@
 """Batches from decoded uint8 images, augmented on the device.
 
-Images are decoded once (by the dataset, into memory or a memory-mapped cache); each batch
-is gathered as uint8, moved to the device and augmented there as a whole: random crop with
-zero padding (the paper's RandomCrop(padding)), horizontal flip, normalisation to
-mean 0.5 / std 0.5.
-
-Two transforms (``train.transform``):
-
-* ``"paper"``: the authors' code. Images are decoded at ``decode_size`` = 460/448 of the
-  input size (their ``Resize((460, 460))``; 230 for 224 px); training takes a random
-  ``image_size`` crop after zero padding (``RandomCrop(448, padding=8)``, the padding scaled
-  the same way) and a flip; evaluation takes the centre crop (``CenterCrop(448)``, a 2.7 %
-  zoom). Both are integer crops of the decoded uint8 batch, so they run in the same fused
-  pass as before.
-* ``"frame"``: decoded at the input size; training crops the padded frame at a random
-  offset of +-padding and flips; evaluation sees the whole frame (the built-in benchmark).
+Images are decoded once (by the dataset, into memory or a memory-mapped cache); each batch is
+gathered as uint8, moved to the device and augmented there as a whole (random crop with zero
+padding, horizontal flip, normalisation to mean 0.5 / std 0.5). ``train.transform`` picks the
+authors' ``"paper"`` transform (decoded at 460/448 of the input size, centre crop at evaluation)
+or ``"frame"`` (the whole frame, the built-in benchmark's).
+Details: docs/configuration.md#transforms
 """
 
 from __future__ import annotations

@@ -3,15 +3,10 @@ the checkpoint within a run and for the trial within a search, so a table applie
 every row and says which in its title.
 
 A rule scores one evaluation report (the metrics of one checkpoint on one split) and says which
-split it reads. Within a run it chooses the epoch (every validation rule is followed by the
-runner, :mod:`fairbench.training.rule_checkpoints`); across a search it chooses the trial, ties broken by
-:func:`preference` (cheaper model, then lower trial). Rules that read group labels on validation mark the method's needs with "+V";
-the test-oracle rule reads the test split and gives an upper bound, never a result.
-
-Third-party rules register through the ``fairbench.selection_rules`` entry-point group::
-
-    @register_selection_rule("my_rule")
-    class MyRule(SelectionRule): ...
+split it reads. Within a run it chooses the epoch (:mod:`fairbench.training.rule_checkpoints`);
+across a search it chooses the trial, ties broken by :func:`preference` (cheaper model, then lower
+trial). Rules that read validation group labels mark the method's needs with "+V"; the test-oracle
+rule gives an upper bound, never a result. Plugins: the ``fairbench.selection_rules`` entry points.
 """
 
 from __future__ import annotations

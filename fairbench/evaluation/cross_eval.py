@@ -1,25 +1,9 @@
 """Cross-dataset evaluation: a finished run's selected model on another dataset's split.
 
-The run's target is mapped onto the other dataset's (gender: FairFace / UTKFace / LFWA+
-``gender`` = CelebA ``Male``; otherwise the same target name, e.g. ``Smiling``), class names
-are matched (CelebA ``Male`` 1 / -1 = ``Male`` / ``Female``) and the logit columns are
-reordered into the evaluated dataset's class order. Groups are the evaluated dataset's own
-(its default protected attributes unless given). Written under the run, atomically:
-
-    runs/<run_id>/evaluations/<dataset>-<split>/metrics.json    dataset, split, run_id, report, data_fingerprint, ...
-    runs/<run_id>/evaluations/<dataset>-<split>/predictions.csv per-sample, as predictions_test.csv
-
-Every evaluation records the fingerprint of the data it evaluated (``Dataset.fingerprint``, as runs
-do). Evaluating the same data again rewrites its folder with the same result; an evaluation of
-other data (another copy, an edited label) is kept beside the earlier one, never over it:
-``evaluations/<dataset>-<split>-<first 8 hex of its fingerprint>``. Why beside and not refused: both
-are results of the same weights, and a suite's evaluation (``<dataset>-<split>``, see
-``missing_evaluations``) stays where the suite looks for it.
-
-``split = "all"`` evaluates every image of the dataset (its train, val and test splits together,
-e.g. a small sample kept whole as a test set); ``predictions.csv`` then says each image's split.
-
-``fairbench compare`` lists these as extra rows ("evaluated on"), with the evaluated data's fingerprint.
+The run's target and class names are mapped onto the evaluated dataset's, with that dataset's own
+groups; the result goes to ``runs/<run_id>/evaluations/<dataset>-<split>/`` with the evaluated
+data's fingerprint (other data is kept beside, never over it). ``split = "all"`` takes every image.
+Details: docs/configuration.md#evaluating-a-run-on-another-dataset-fairbench-eval
 """
 
 from __future__ import annotations

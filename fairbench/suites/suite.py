@@ -1,56 +1,10 @@
 """Benchmark suites: a grid of runs described in one TOML file, run, resumed and reported.
 
-Schema (every file under ``benchmarks/`` repeats it in a comment at its top)::
-
-    [suite]
-    name = "quickstart"            # report folder: <runs-dir>/suite-<name>/
-    description = "..."            # optional
-    seeds = [0, 1, 2]              # every job runs once per seed (train.seed is set from here only)
-
-    [base]                         # run-configuration keys shared by every job: any key that
-    data.name = "synthface"        # `fairbench run --config FILE` accepts (method, data.*,
-    train.epochs = 4               # backbone.*, train.*, hparams.*, selection), nested or dotted
-
-    [grid]                         # the axes: each value is the LIST of alternatives;
-    method = ["erm", "fineface"]   # jobs = seeds x the cartesian product of the axes
-    data.target = ["smiling"]
-
-    [per_method.jtt]               # keys for the jobs of one method only (after [base] and [grid])
-    hparams.upweight = 20
-    [per_method.fair_mixup.sweep]  # extra axes for one method only (a hyperparameter sweep)
-    hparams.lam = [1.0, 10.0]
-
-    [[evaluate]]                   # cross-dataset evaluations, run after training on every
-    dataset = "utkface"            # finished job (or only those of `methods = [...]`);
-    split = "test"                 # (or "all": every image); `options` goes to fairbench.evaluation.cross_eval
-    options = {}
-
-    [search]                       # random search (fairbench.suites.search): every job runs as `trials`
-    trials = 10                    # trials (trial 0 = the defaults), drawn from each method's
-    seed = 0                       # declared search space, deterministic from this seed;
-    methods = ["groupdro"]         # optional: only these methods (default: every method)
-    untuned = [{method = "fineface", "train.epochs" = 30}]  # optional: jobs matching every key
-                                   # of an entry run trial 0 only (an extra row kept cheap)
-    profile = "cpu-small"          # optional: the shared training space (lr, weight decay, batch)
-                                   # of this profile instead of the dataset's
-    strategy = "halving"           # optional: successive halving (fairbench.suites.halving) instead of
-    eta = 3                        # training every trial in full; keeps 1/eta per rung, the first
-    min_budget = 0.111             # rung at this share of the epochs, ranked on validation by
-    rule = "accuracy"              # this rule (default: the jobs' selection rule)
-
-    [report]                       # what `suite run` writes at the end, next to the runs
-    layouts = ["methods", "groups"]            # `fairbench compare --layout` -> table.md
-    pareto = [{x = "dob", y = "accuracy"}]     # `fairbench plot pareto` -> pareto.png
-
-A job's id is the run id of its resolved configuration, exactly what ``fairbench run`` would
-give it; the runs are ordinary run folders, so ``fairbench run``, ``compare`` and ``plot``
-see them too. Jobs are ordered seed-major (every method of seed 0 first), so a suite stopped
-half-way already has comparable rows.
-
-Which records belong to a suite (``compare --suite``, ``plot pareto --suite``): those whose
-stored configuration equals one of the suite's jobs on every key the suite declares. That
-needs neither the training code nor the datasets installed (reports are often made away
-from the machine that trained), and it does not depend on defaults that are not in the file.
+A suite's jobs are seeds x the cartesian product of its ``[grid]`` axes (plus per-method keys,
+sweeps, search trials and cross-dataset evaluations); each job's id is the run id ``fairbench run``
+would give its resolved configuration, so the runs are ordinary run folders. Which records belong
+to a suite (:meth:`Suite.members`) is decided from the stored configurations alone.
+Schema and details: docs/fair-comparison.md#the-suite-file-fairbenchsuitessuitepy
 """
 
 from __future__ import annotations

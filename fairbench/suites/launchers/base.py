@@ -3,22 +3,9 @@
 ``fairbench suite run FILE --launcher NAME`` looks NAME up in the ``fairbench.launchers``
 entry-point group (built-ins: ``local``, ``slurm``), validates its options and calls
 :meth:`Launcher.launch` with the jobs that are not done. A launcher only decides *where* and
-*when* a job runs: every job, wherever it runs, goes through :func:`train_job` (the runner, under
-the run's lease), so the run store stays the one record of what ran, and
-``fairbench suite status`` reads it, not the scheduler.
-
-A lab adds its own launcher from another package::
-
-    from fairbench.suites.launchers.base import Launcher
-    from fairbench.registry import register_launcher
-
-    @register_launcher("mycluster")
-    class MyCluster(Launcher):
-        class Options(Launcher.Options):
-            queue: str = "gpu"
-        def launch(self, todo, ctx): ...
-
-and declares it in its ``pyproject.toml`` under ``[project.entry-points."fairbench.launchers"]``.
+*when* a job runs: every job goes through :func:`train_job` (the runner, under the run's lease),
+so the run store stays the one record of what ran.
+Adding one from another package: docs/clusters.md#a-launcher-of-your-own
 """
 
 from __future__ import annotations
