@@ -1,9 +1,9 @@
-"""Contracts over whole registries (methods: tests/test_contracts.py): every registered dataset
+"""Contracts over whole registries (methods: tests/methods/test_contracts.py): every registered dataset
 loads its fixture; every metric spec is computed on a fixture and shown in a table and a plot.
 
 A dataset or metric registered later is covered the moment it is registered: a dataset that reads
 files is loaded from the miniature copy that ``write_fixture(root)`` of its own test module,
-``tests/test_datasets_NAME.py``, writes (found by the dataset's name, as timm's tests iterate its
+``tests/data/test_NAME.py``, writes (found by the dataset's name, as timm's tests iterate its
 model registry); without one, it fails naming the dataset."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fairbench import registry
 from fairbench.data.base import SPLITS, Task
 from fairbench.metrics import evaluate_predictions
 from fairbench.metrics.specs import MetricSpec, metric, metric_specs
-from tests.fixtures_datasets import DatasetFixture
+from tests.kit import DatasetFixture
 
 DATASETS = sorted(registry.datasets.names())
 SMALL = {"n_train": 64, "n_val": 32, "n_test": 32}  # the built-in generated benchmarks
@@ -28,8 +28,8 @@ SMALL = {"n_train": 64, "n_val": 32, "n_test": 32}  # the built-in generated ben
 
 def dataset_fixture(name: str, root: Path) -> DatasetFixture:
     """Write the miniature copy of dataset ``name`` under ``root``, with the ``write_fixture`` of
-    ``tests/test_datasets_NAME.py`` (``-`` in the name read as ``_``)."""
-    module_name = f"tests.test_datasets_{name.replace('-', '_')}"
+    ``tests/data/test_NAME.py`` (``-`` in the name read as ``_``)."""
+    module_name = f"tests.data.test_{name.replace('-', '_')}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -39,7 +39,7 @@ def dataset_fixture(name: str, root: Path) -> DatasetFixture:
     write = getattr(module, "write_fixture", None)
     if write is None:
         pytest.fail(f"dataset {name!r} reads files but has no fixture: add write_fixture(root), which writes a "
-                    f"miniature copy and returns a DatasetFixture, to tests/test_datasets_{name.replace('-', '_')}.py")
+                    f"miniature copy and returns a DatasetFixture, to tests/data/test_{name.replace('-', '_')}.py")
     return write(root)
 
 
@@ -160,7 +160,7 @@ def test_a_metric_declaration_is_checked():
 
 # -- layouts -----------------------------------------------------------------------------------------
 
-GOLDEN_RUNS = Path(__file__).resolve().parent / "data" / "golden_runs"
+GOLDEN_RUNS = Path(__file__).resolve().parent / "golden" / "golden_runs"
 
 
 @pytest.mark.parametrize("fmt", ["table", "markdown", "latex", "csv", "json"])

@@ -3,7 +3,7 @@
 What it reproduces: docs/specs-notes.md, "FineFACE" (the class activation map and the attention
 crop). The authors loop over the batch in Python; here everything is batched, with no host
 synchronisation, so it can run asynchronously on an accelerator (the per-sample reference it is
-tested against: ``tests/test_fineface_attention.py``). Pure torch; nothing from the rest of
+tested against: ``tests/methods/test_fineface_attention.py``). Pure torch; nothing from the rest of
 fairbench is imported. Box rules (``"authors"``, ``"spec"``) and crop paths (``"exact"``,
 ``"grid_sample"``): docs/methods.md#attention-maps-and-crops
 """
@@ -271,7 +271,7 @@ def crop_and_resize(images: Tensor, boxes: Tensor, size: tuple[int, int] | None 
       multiply-adds differently; there, as on CUDA and in float64, the two agree to ~1 ulp.
     * ``"grid_sample"``: one ``grid_sample`` over per-sample affine grids. Approximate: the
       sample positions are float32 image coordinates, off by up to 2 ulp of the coordinate
-      (3e-5 px at 224 px, 6e-5 px at 448 px; tests/test_fineface_reference.py), even for a
+      (3e-5 px at 224 px, 6e-5 px at 448 px; tests/methods/test_fineface_reference.py), even for a
       whole-image box, so values move by that fraction of the neighbour difference.
 
     Sampling is done in float32 or float64 (bfloat16 / float16 inputs are upcast to float32,
