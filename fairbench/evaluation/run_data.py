@@ -14,7 +14,7 @@ from fairbench.config import RunConfig
 from fairbench.data.base import DatasetBundle, Task
 from fairbench.data.coverage import check_coverage, untested_error
 from fairbench.pipeline import center_crop_view, decode_size
-from fairbench.runs.identity import open_dataset
+from fairbench.data.run_fingerprint import open_dataset
 
 
 def load_bundle(cfg: RunConfig) -> DatasetBundle:

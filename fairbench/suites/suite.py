@@ -322,7 +322,7 @@ class Suite:
         """Resolve every job's configuration (imports the methods and datasets it names)."""
         from fairbench.config import resolve, run_id
         from fairbench.data.base import DatasetError
-        from fairbench.runs.identity import data_fingerprint, with_fingerprint
+        from fairbench.data.run_fingerprint import data_fingerprint, with_fingerprint
 
         ids: dict[str, Job] = {}
         fingerprints: dict[str, dict[str, Any]] = {}  # jobs on the same data fingerprint it once

@@ -26,7 +26,7 @@ from fairbench.evaluation.trained_model import build_method
 from fairbench.runs import lifecycle
 from fairbench.runs.checkpoint import load_resume_state
 from fairbench.runs.environment import environment
-from fairbench.runs.identity import data_fingerprint, data_seed, with_fingerprint
+from fairbench.data.run_fingerprint import data_fingerprint, data_seed, with_fingerprint
 from fairbench.runs.lease import hold
 from fairbench.runs.store import RunStoreError, RunWriter, check_writable, now, storage_errors
 from fairbench.training import timing

@@ -62,7 +62,7 @@ def run_id_of(argv: list[str]) -> str:
     """The id ``fairbench run`` gives this command line (its data fingerprinted as it is now)."""
     from fairbench.cli import _overrides
     from fairbench.config import build_config, resolve, run_id
-    from fairbench.runs.identity import with_fingerprint
+    from fairbench.data.run_fingerprint import with_fingerprint
 
     args = build_parser().parse_args(argv)
     return run_id(with_fingerprint(resolve(build_config(args.config, _overrides(args, args.method), args.sets))))

@@ -83,7 +83,7 @@ def test_fairbench_run_refuses_a_run_another_process_trains(tmp_path):
             "--max-train-samples", "64", "--max-eval-samples", "32", "--quiet"]
     from fairbench.cli import _overrides, build_parser
     from fairbench.config import build_config, resolve, run_id
-    from fairbench.runs.identity import with_fingerprint
+    from fairbench.data.run_fingerprint import with_fingerprint
 
     ns = build_parser().parse_args(args)
     rid = run_id(with_fingerprint(resolve(build_config(ns.config, _overrides(ns, ns.method), ns.sets))))

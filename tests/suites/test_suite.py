@@ -78,7 +78,7 @@ def test_benchmark_suites_expand(file, jobs, methods):
 
 def test_job_ids_are_the_run_ids_of_fairbench_run(tmp_path):
     """The same configuration built the way `fairbench run` builds it (its data fingerprinted) gets the same id."""
-    from fairbench.runs.identity import with_fingerprint
+    from fairbench.data.run_fingerprint import with_fingerprint
 
     suite = Suite.load(write_suite(tmp_path, '[grid]\n"hparams.label_smoothing" = [0.0, 0.1]\n'))
     jobs = suite.resolve()

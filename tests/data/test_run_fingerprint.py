@@ -114,7 +114,7 @@ def test_other_data_is_another_run(tmp_path, change):
 def test_synthface_fingerprint_follows_the_generator(monkeypatch):
     """No files: the fingerprint hashes the generator's output, so changing the renderer changes the ids."""
     import fairbench.data.synthface as synthface
-    from fairbench.runs.identity import data_fingerprint
+    from fairbench.data.run_fingerprint import data_fingerprint
 
     cfg = tiny_config("erm")
     first = data_fingerprint(cfg)["digest"]
@@ -158,7 +158,7 @@ SEED_0_FINGERPRINTS = {"synthface": "f99225d7d349042a", "synthface-spurious": "e
 
 def _train_images(cfg):
     from fairbench.data.base import Task
-    from fairbench.runs.identity import open_dataset
+    from fairbench.data.run_fingerprint import open_dataset
 
     return open_dataset(cfg).load(Task(cfg.data.target, tuple(cfg.data.protected)), 32, ("train",)).splits["train"].images
 
@@ -166,7 +166,7 @@ def _train_images(cfg):
 @pytest.mark.parametrize("name", sorted(SEED_0_FINGERPRINTS))
 def test_the_run_seed_draws_the_data_unless_the_data_seed_is_set(name):
     from fairbench.config import run_id
-    from fairbench.runs.identity import with_fingerprint
+    from fairbench.data.run_fingerprint import with_fingerprint
 
     def cfg(*sets):
         return with_fingerprint(tiny_config("erm", sets=[f"data.name={name}", *sets]))
