@@ -1,0 +1,58 @@
+"""Where a suite's wall time went, from its per-run records (``benchmarks/protocol_records.py``'s
+``per-run.csv``) and the suite's measured start and end.
+
+    python benchmarks/suite_time.py benchmarks/results/quickstart-protocol-v2-cpu/per-run.csv \
+        --wall-seconds 5400 --workers 2
+
+Prints (and with ``--output``, writes as JSON): the suite's wall time against its training time
+divided by the workers, each phase's median and total over the jobs (``fairbench.timing``), and the
+overhead per job (the job's wall time less its training updates), median and quartiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+PHASES = ("startup", "data", "setup", "budget_probe", "training", "flop_counting", "validation", "test", "writing")
+
+
+def breakdown(frame: pd.DataFrame, wall_seconds: float, workers: int) -> dict:
+    timed = frame[frame["job_seconds"].notna()]
+    overhead = timed["job_seconds"] - timed["training_seconds"]
+    without_validation = overhead - timed["validation_seconds"]
+    return {
+        "jobs": int(len(frame)), "jobs_timed": int(len(timed)), "workers": workers,
+        "suite_wall_s": wall_seconds,
+        "sum_job_s": float(timed["job_seconds"].sum()),
+        "sum_training_s": float(timed["training_seconds"].sum()),
+        "wall_over_training_per_worker": wall_seconds / (timed["training_seconds"].sum() / workers),
+        "wall_over_jobs_per_worker": wall_seconds / (timed["job_seconds"].sum() / workers),
+        "overhead_per_job_s": {"median": float(overhead.median()), "q25": float(overhead.quantile(0.25)),
+                               "q75": float(overhead.quantile(0.75))},
+        "overhead_per_job_without_validation_s": {"median": float(without_validation.median())},
+        "phases": {p: {"median_s": float(timed[f"{p}_seconds"].median()), "total_s": float(timed[f"{p}_seconds"].sum())}
+                   for p in PHASES if f"{p}_seconds" in timed},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("per_run", type=Path)
+    parser.add_argument("--wall-seconds", type=float, required=True, help="the suite's measured wall time")
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    out = breakdown(pd.read_csv(args.per_run), args.wall_seconds, args.workers)
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
