@@ -31,14 +31,15 @@ RANDOM_SUITE = ROOT / "quickstart.toml"
 HALVING_SUITE = ROOT / "halving-vs-random.toml"
 
 
-def _interval(values: list[float]) -> str:
+def _interval(values: list[float], difference: bool = False) -> str:
     from fairbench.metrics.uncertainty import mean_t_interval
 
     mean, half, n = mean_t_interval(values)
     if n < 2:
         return f"{mean:.2f}"
-    sign = "+" if min(values) < 0 else ""
-    return f"{mean:{sign}.2f} [{mean - half:{sign}.2f}, {mean + half:{sign}.2f}]"
+    if difference:  # signed, not clipped
+        return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+    return f"{mean:.2f} [{max(0.0, mean - half):.2f}, {min(100.0, mean + half):.2f}]"  # a % of images
 
 
 def _kept(records: list, rule: str) -> dict[tuple[str, int], Any]:
@@ -119,7 +120,7 @@ def summary(frame: pd.DataFrame, rule: str) -> str:
                          f"{r.train_flops.mean():.3g} |")
         pair = rows.pivot(index="seed", columns="arm", values="test_worst_group_accuracy").dropna()
         lines.append(f"| {method} | halving - random (paired, {len(pair)} seeds) | | | "
-                     f"{_interval(list(pair.halving - pair.random))} | | |")
+                     f"{_interval(list(pair.halving - pair.random), difference=True)} | | |")
     return "\n".join(lines) + "\n"
 
 
