@@ -8,6 +8,12 @@ the same process.
     optimizer (torch.optim imports torch._dynamo on first use), timed from outside (baseline:
     what a pool's fresh process per job paid), against the same work in this warm process
     (what a warm worker's second job pays: nothing to import).
+(c) FLOP counting: one ERM update of a quickstart batch (64 images, 32 px, ``resnet_tiny``) under
+    ``FlopCounterMode`` (baseline: what every epoch's first update paid) against the same update
+    without it (what an epoch whose work was counted before pays now).
+(d) validation prediction: the quickstart's 1,000 validation images through ``predict_images`` at
+    the default evaluation batch (64, the baseline) against batches of 256 and 1,000 (on this
+    CPU, larger batches are no faster: the default stays).
 
 Run: .venv/bin/pytest benchmarks/test_bench_job_overhead.py --benchmark-only -s
 The ratio (cut / baseline) is in ``extra_info["ratio_to_baseline"]``; nothing is asserted about speed.
@@ -74,3 +80,65 @@ def test_process_start_warm(benchmark):
                        iterations=1)
     if "start" in _baseline:
         benchmark.extra_info["ratio_to_baseline"] = round(benchmark.stats.stats.median / _baseline["start"], 4)
+
+
+
+@pytest.fixture(scope="module")
+def quickstart_erm():
+    """ERM as a quickstart job builds it (resnet_tiny from scratch, 32 px, lr 0.1), one thread."""
+    import numpy as np
+
+    from fairbench.backbones import create_backbone
+    from fairbench.methods.base import Batch, MethodContext, TrainConfigView
+    from fairbench.registry import methods
+
+    torch.set_num_threads(1)
+    erm = methods.get("erm")
+    ctx = MethodContext(num_classes=2, train=TrainConfigView(30, 64, 0.1, 0.1, 0.9, 5e-4), steps_per_epoch=63,
+                        image_size=32, device=torch.device("cpu"),
+                        make_backbone=lambda: create_backbone("resnet_tiny", False),
+                        train_targets=np.arange(4000) % 2)
+    torch.manual_seed(0)
+    method = erm(ctx, erm.Hparams())
+    g = torch.Generator().manual_seed(0)
+    # channels-last, as the pipeline hands images to a method
+    x = torch.randn(64, 32, 32, 3, generator=g).permute(0, 3, 1, 2)
+    return method, Batch(x=x, y=torch.arange(64) % 2, index=torch.arange(64))
+
+
+def test_update_under_flop_counter_baseline(benchmark, quickstart_erm):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    method, batch = quickstart_erm
+
+    def counted():
+        with FlopCounterMode(display=False):
+            method.update(batch)
+
+    counted()
+    benchmark.pedantic(counted, rounds=ROUNDS * 5, iterations=1)
+    _baseline["counted_update"] = benchmark.stats.stats.median
+
+
+def test_update_without_flop_counter(benchmark, quickstart_erm):
+    method, batch = quickstart_erm
+    benchmark.pedantic(lambda: method.update(batch), rounds=ROUNDS * 5, iterations=1)
+    if "counted_update" in _baseline:
+        benchmark.extra_info["ratio_to_baseline"] = round(benchmark.stats.stats.median / _baseline["counted_update"], 3)
+
+
+@pytest.mark.parametrize("eval_batch", [64, 8, 16, 32, 128, 256, 1000])
+def test_validation_prediction_by_eval_batch(benchmark, quickstart_erm, eval_batch):
+    import numpy as np
+
+    from fairbench.evaluation.predict import predict_images
+
+    method, _ = quickstart_erm
+    images = np.random.default_rng(0).integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8)
+    run = lambda: predict_images(method, images, eval_batch, torch.device("cpu"), False)  # noqa: E731
+    run()
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    if eval_batch == 64:
+        _baseline["validation"] = benchmark.stats.stats.median
+    elif "validation" in _baseline:
+        benchmark.extra_info["ratio_to_baseline"] = round(benchmark.stats.stats.median / _baseline["validation"], 3)

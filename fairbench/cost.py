@@ -1,8 +1,10 @@
 """What a run's training cost: optimizer steps, images forwarded and backwarded, training FLOPs,
 wall time and peak memory, so that methods can be compared at equal budgets.
 
-FLOPs are measured with ``FlopCounterMode`` on the first update of every epoch (every update for
-a method whose work depends on the batch) plus a method's own passes between epochs; steps are
+FLOPs are measured with ``FlopCounterMode`` on the first update of an epoch whose work is new to
+the run (a new input shape or new trainable parameters, as JTT's second phase builds; the counter
+slows the update it watches, so the others reuse its count), on every update for a method whose work depends on
+the batch, plus a method's own passes between epochs in full; steps are
 counted by a global optimizer step hook, images at the input of every backbone the method owns.
 Validation and test predictions are evaluation, not training, and are not counted.
 Details: docs/fair-comparison.md#how-a-runs-cost-is-measured-fairbenchcostpy
@@ -36,12 +38,13 @@ class TrainingCost:
     train_seconds: float = 0.0  # wall time inside Method.update and Method.begin_epoch
     peak_memory_bytes: int = 0  # CUDA: peak allocated; CPU: the process's peak resident set
     peak_memory_kind: str = ""
-    flops_per_update: list[float] = field(default_factory=list)  # one per epoch (its first update)
+    flops_per_update: list[float] = field(default_factory=list)  # one per epoch (of its first update)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["flops_method"] = ("first update of each epoch x updates (every update if the method's work depends "
-                               "on the batch), plus every pass between epochs in full (torch.utils.flop_counter)")
+        out["flops_method"] = ("first update of each epoch x updates (measured once per input shape and set of "
+                               "trainable parameters; every update if the method's work depends on the batch), "
+                               "plus every pass between epochs in full (torch.utils.flop_counter)")
         return out
 
     @classmethod
@@ -70,6 +73,7 @@ class CostMeter:
         self._measure_next = True
         self._epoch_flops = 0.0
         self._measure_every_update = not getattr(method, "same_work_every_update", True)
+        self._measured: dict[tuple, float] = {}  # work key -> FLOPs of one update (see update)
         # seconds and count of updates run under the FLOP counter and of the others (counting_seconds)
         self._timed = {True: [0.0, 0], False: [0.0, 0]}
 
@@ -142,9 +146,25 @@ class CostMeter:
         self.cost.train_seconds += time.perf_counter() - start
         return out
 
-    def update(self, run_update):
-        """Run one ``Method.update`` (a zero-argument callable) and account for it."""
+    def _work_key(self, inputs: torch.Tensor | None) -> tuple | None:
+        """What one update's FLOPs depend on for a method doing the same work every update: the
+        input shape and the trainable parameters (identity and shape). None: unknown, measure."""
+        if inputs is None:
+            return None
+        params = tuple((id(p), tuple(p.shape)) for p in self.method.parameters() if p.requires_grad)
+        return tuple(inputs.shape), params
+
+    def update(self, run_update, inputs: torch.Tensor | None = None):
+        """Run one ``Method.update`` (a zero-argument callable) and account for it. ``inputs``
+        (the batch's images) lets an epoch's first update reuse the FLOPs measured on an earlier
+        epoch's first update of the same work (:meth:`_work_key`) instead of counting again."""
         start = time.perf_counter()
+        if self._measure_next and not self._measure_every_update:
+            key = self._work_key(inputs)
+            if key is not None and key in self._measured:
+                self._epoch_flops = self._measured[key]
+                self.cost.flops_per_update.append(self._epoch_flops)
+                self._measure_next = False
         measured = self._measure_next or self._measure_every_update
         if measured:
             counter = FlopCounterMode(display=False)
@@ -155,6 +175,9 @@ class CostMeter:
                 self._epoch_flops = flops
                 self.cost.flops_per_update.append(flops)
                 self._measure_next = False
+                key = None if self._measure_every_update else self._work_key(inputs)
+                if key is not None:
+                    self._measured[key] = flops
         else:
             out = run_update()
             flops = self._epoch_flops

@@ -150,3 +150,30 @@ def test_cost_continues_over_a_resume(tmp_path, monkeypatch):
     resumed = json.loads((resumed_run / "metrics.json").read_text())["cost"]
     for key in ("updates", "optimizer_steps", "images_backwarded", "train_flops"):
         assert resumed[key] == straight[key], key
+
+
+def test_an_epoch_doing_the_same_work_reuses_the_count_and_new_work_is_measured_again(monkeypatch):
+    erm = registry.methods.get("erm")
+    method = erm(_context(), erm.Hparams())
+    counted = []  # one entry per update run under the FLOP counter
+    original = FlopCounterMode.__enter__
+    monkeypatch.setattr(FlopCounterMode, "__enter__", lambda self: (counted.append(1), original(self))[1])
+
+    def epoch(meter, b):
+        before = len(counted)
+        meter.begin_epoch()
+        batch = _batch(b)
+        meter.update(lambda: method.update(batch), batch.x)
+        return len(counted) - before
+
+    with CostMeter(method, torch.device("cpu")) as meter:
+        # first update on 4 images: counted; 4 again: reused; 2 (a new shape): counted
+        assert [epoch(meter, b) for b in (4, 4, 2)] == [1, 0, 1]
+        first, again, smaller = meter.cost.flops_per_update
+        assert again == first and 0 < smaller < first
+        # new trainable parameters (as JTT's second phase builds a new network): counted again
+        method.net = type(method.net)(method.ctx.make_backbone(), 2)
+        method.optimizer = method.make_sgd(method.net.backbone)
+        assert epoch(meter, 4) == 1
+    assert meter.cost.flops_per_update[3] == pytest.approx(first)
+    assert meter.cost.train_flops == pytest.approx(3 * first + smaller)

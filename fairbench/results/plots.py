@@ -156,6 +156,9 @@ def _metric(report: dict[str, Any], key: str) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
+#: marker of a method's first, second, ... row in a panel (FineFACE at two budgets: two shapes, one colour)
+ROW_MARKERS = ("o", "s", "^", "v", "P", "X")
+
 #: longest label drawn: settings told apart by many keys (every search trial) would squeeze the axes to nothing
 MAX_LABEL = 70
 
@@ -204,10 +207,13 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
         fx, fy = _staircase(front, x, y)
         ax.plot(fx, fy, linestyle="--", color="0.35", linewidth=1.2, zorder=1,
                 label=_clip(f"Pareto front ({', '.join(p.label for p in front)})"))
+    rows_of: dict[str, int] = {}  # a method's rows share its colour (its paper point's too); shapes tell them apart
     for p in panel.points:
         color = colors[p.method or p.label]
+        marker = ROW_MARKERS[rows_of.get(p.method or p.label, 0) % len(ROW_MARKERS)]
+        rows_of[p.method or p.label] = rows_of.get(p.method or p.label, 0) + 1
         ax.errorbar(p.x, p.y, xerr=None if math.isnan(p.x_ci) else p.x_ci, yerr=None if math.isnan(p.y_ci) else p.y_ci,
-                    fmt="o", markersize=8, color=color, ecolor=color, elinewidth=1.2, capsize=3, zorder=3,
+                    fmt=marker, markersize=8, color=color, ecolor=color, elinewidth=1.2, capsize=3, zorder=3,
                     label=_clip(f"{p.label} (n={p.seeds})"))
         if id(p) in on_front:
             ax.plot(p.x, p.y, marker="o", markersize=15, markerfacecolor="none", markeredgecolor="black",
@@ -241,12 +247,15 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
     ax.margins(0.18)
     _clip_to_domain(ax.get_xlim, ax.set_xlim, x)
     _clip_to_domain(ax.get_ylim, ax.set_ylim, y)
-    _place_labels(ax, labels)
-    # the "better" corner: a short arrow pointing into it, in the corner the axes directions give
+    # the "better" corner: a short arrow pointing into it, in the corner the axes directions give;
+    # point labels keep out of its box
     cx = 0.98 if _spec(x).better == "higher" else 0.02
     cy = 0.98 if _spec(y).better == "higher" else 0.02
     tx = cx - 0.1 if cx > 0.5 else cx + 0.1
     ty = cy - 0.1 if cy > 0.5 else cy + 0.1
+    (ax0, ay0), (ax1, ay1) = ax.transAxes.transform([(min(cx, tx) - 0.05, min(cy, ty) - 0.03),
+                                                     (max(cx, tx) + 0.05, max(cy, ty) + 0.03)])
+    _place_labels(ax, labels, reserved=[(ax0, ay0, ax1, ay1)])
     ax.annotate("better", xy=(cx, cy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
                 ha="center", va="center", fontsize=8.5, color="tab:green", fontweight="bold",
                 arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1.5})
@@ -259,11 +268,13 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
 _LABEL_OFFSETS = [(8, 5), (8, -13)] + [(8, 5 + 11 * k * sign) for k in range(1, 7) for sign in (1, -1)]
 
 
-def _place_labels(ax, labels: list[tuple[float, float, str, dict[str, Any]]]) -> None:
-    """Annotate points so that no two labels overlap (greedy, in display space; clustered points,
-    e.g. several methods at chance level, otherwise print their names on top of each other)."""
+def _place_labels(ax, labels: list[tuple[float, float, str, dict[str, Any]]],
+                  reserved: list[tuple[float, float, float, float]] = ()) -> None:
+    """Annotate points so that no two labels overlap, nor a ``reserved`` box (display space)
+    (greedy, in display space; clustered points, e.g. several methods at chance level, otherwise
+    print their names on top of each other)."""
     scale = ax.figure.dpi / 72.0  # points -> pixels
-    placed: list[tuple[float, float, float, float]] = []
+    placed: list[tuple[float, float, float, float]] = list(reserved)
 
     def overlaps(box):
         return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)

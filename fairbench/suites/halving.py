@@ -58,7 +58,8 @@ def rung_score(run_dir: Path, rule_name: str, share: float) -> float | None:
     if len(seen) < upto:
         return float("-inf") if record.status.get("state") == "failed" else None
     rule = get_rule(rule_name)
-    scores = [rule.score(h["val"], h["epoch"]) for h in seen if h.get("selectable", True)]
+    scores = [rule.score(h["val"], h["epoch"]) for h in seen
+              if h.get("selectable", True) and h.get("val") is not None]  # None: not validated (train.validate_every)
     return max(scores, default=float("-inf"))
 
 

@@ -293,6 +293,11 @@ class Suite:
                         evals = [e for e in self.evaluations if e.methods is None or method in e.methods]
                         family = json.dumps([seed, swept], sort_keys=True, default=str)
                         jobs.append(Job(len(jobs) + 1, full, evals, trial=trial, family=family))
+        if self.search is not None and self.search.strategy == "halving" and any(
+                int(job.spec.get("train.validate_every", 1)) > 1 for job in jobs):
+            # a rung ranks trials by validation up to its epoch, which may fall between validations
+            raise ConfigError(f"{self.path}: [search] strategy = \"halving\" ranks trials on every epoch's "
+                              "validation; remove train.validate_every (or set it to 1), or use strategy = \"random\"")
         self._jobs = jobs
         return jobs
 

@@ -106,7 +106,10 @@ class EpochLoop:
                     self._pause(epoch)
                     return False
                 train_logs = self._train_epoch(epoch, bar)
-                self._validate(epoch, train_logs, bar)
+                if self._validates(epoch):
+                    self._validate(epoch, train_logs, bar)
+                else:
+                    self._record_unvalidated(epoch, train_logs, bar)
                 run.clock.enter("training")
         run.clock.move("training", "flop_counting", self.meter.counting_seconds())
         run.epoch = None
@@ -162,7 +165,7 @@ class EpochLoop:
             run.clock.mark("first_batch")
             batch = self._batch(idx, raw)
             with autocast(run.device, cfg.train.amp):
-                logs = self.meter.update(lambda: run.method.update(batch))
+                logs = self.meter.update(lambda: run.method.update(batch), batch.x)
             for k, v in logs.items():
                 v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
                 sums[k] = sums.get(k, 0) + v
@@ -195,6 +198,28 @@ class EpochLoop:
             **checkpoint.training_state(self.run.method, at, self.sampler_rng, self.aug_gen),
             "run_id": self.run.rid, "cost": self.meter.cost.to_json(), "torch_threads": torch.get_num_threads()})
 
+    def _validates(self, epoch: int) -> bool:
+        """Whether this epoch is validated: every ``train.validate_every``-th and the last (the
+        "last" rule's, and every run's final state, are always scored)."""
+        cfg = self.run.cfg
+        return (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs
+
+    def _entry(self, epoch: int, train_logs: dict[str, float], val: dict[str, Any] | None) -> dict[str, Any]:
+        return {"epoch": epoch, "train": train_logs, "val": val,
+                "selectable": self.run.method.is_selectable_epoch(epoch), "time": now(),
+                "cost": {"optimizer_steps": self.meter.cost.optimizer_steps,
+                         "train_flops": self.meter.cost.train_flops}}
+
+    def _record_unvalidated(self, epoch: int, train_logs: dict[str, float], bar: Any) -> None:
+        """An epoch between validations: its history entry (``"val": None``, so no rule can choose
+        it) and the resume point, as :meth:`_validate` writes them."""
+        run = self.run
+        self._agree_on_batchnorm()
+        self.history.append(self._entry(epoch, train_logs, None))
+        run.writer.write_json("history.json", self.history)
+        self._save_last(checkpoint.Position(epoch, history=self.history, best=self.chosen, rule_bests=self.rules.state()))
+        bar.end_epoch(epoch, train_logs, {}, False)
+
     def _validate(self, epoch: int, train_logs: dict[str, float], bar: Any) -> None:
         """Predict validation, record the epoch, keep the checkpoints the rules choose, write ``last.pt``."""
         run, cfg, method, bundle = self.run, self.run.cfg, self.run.method, self.run.bundle
@@ -205,10 +230,7 @@ class EpochLoop:
                                         bar.advance_eval)
         val_frame = predict.predictions_frame(val, logits, bundle.task.protected, bundle.classes)
         val_report = predict.report_for(val_frame, bundle.group_names)
-        entry = {"epoch": epoch, "train": train_logs, "val": {k: val_report.get(k) for k in history_keys()},
-                 "selectable": method.is_selectable_epoch(epoch), "time": now(),
-                 "cost": {"optimizer_steps": self.meter.cost.optimizer_steps,
-                          "train_flops": self.meter.cost.train_flops}}
+        entry = self._entry(epoch, train_logs, {k: val_report.get(k) for k in history_keys()})
         self.history.append(entry)
         score = get_rule(cfg.selection).score(val_report, epoch)
         if entry["selectable"] and (score > self.chosen["score"] or self.chosen["epoch"] is None):

@@ -55,6 +55,8 @@ class _Bars:
 
 def _epoch_line(epoch: int, epochs: int, train: dict[str, float], val: dict[str, Any], selected: bool) -> str:
     losses = " ".join(f"{k}={v:.4f}" for k, v in train.items())
+    if not val:
+        return f"epoch {epoch + 1}/{epochs}  train {losses}  (not validated: train.validate_every)"
     return (f"epoch {epoch + 1}/{epochs}  train {losses}  val acc={_fmt(val, 'accuracy')} "
             f"worst-group={_fmt(val, 'worst_group_accuracy')} DoB={_fmt(val, 'dob')}" + ("  *selected" if selected else ""))
 

@@ -62,6 +62,17 @@ def test_a_rule_that_cannot_rank_trials_on_validation_is_refused(tmp_path: Path,
         Suite.load(path)
 
 
+def test_halving_refuses_validation_every_n_epochs(tmp_path: Path):
+    path = tmp_path / "every.toml"
+    path.write_text(SUITE.format(name="every", strategy=HALVING).replace("train.workers = 0",
+                                                                        "train.workers = 0\ntrain.validate_every = 2"))
+    with pytest.raises(ConfigError, match="validate_every"):
+        Suite.load(path).jobs()
+    random = tmp_path / "random.toml"
+    random.write_text(path.read_text().replace(HALVING, ""))
+    assert len(Suite.load(random).jobs()) == 4  # random search validates what it likes
+
+
 def best_val_accuracy(run: Path, epochs: int) -> float:
     history = json.loads((run / "history.json").read_text())
     return max(h["val"]["accuracy"] for h in history if h["epoch"] < epochs)

@@ -202,3 +202,23 @@ def test_force_says_at_the_start_which_evaluations_it_discards(tmp_path, capsys)
     assert f"`fairbench eval {path} --dataset NAME" in lines[notes[0]]
     assert lines[notes[-1]] == f"replaced the earlier run in {path}; its evaluations were discarded: celeba-test, utkface-test"
     assert not (path / "evaluations").exists()
+
+
+def test_validate_every_scores_every_nth_and_the_last_epoch_and_a_crash_between_resumes(tmp_path, monkeypatch):
+    from fairbench.config import identity_dict, run_id
+    from tests.conftest import crash_then_resume
+
+    cfg = tiny_config("erm", epochs=5, **{"train.validate_every": 2})
+    assert "validate_every" not in identity_dict(tiny_config("erm", epochs=5))["train"]  # earlier ids kept
+    assert run_id(cfg) != run_id(tiny_config("erm", epochs=5))  # a different choice of epochs
+    whole = execute(cfg, tmp_path / "whole")
+    history = json.loads((whole / "history.json").read_text())
+    assert [h["epoch"] for h in history if h["val"] is not None] == [1, 3, 4]
+    metrics = json.loads((whole / "metrics.json").read_text())
+    chosen = {metrics["selection"]["selected_epoch"]} | {r["epoch"] for r in metrics["rules"].values()}
+    assert chosen <= {2, 4, 5}  # counted from 1: only validated epochs can be chosen
+    # killed after an epoch that was not validated (epoch 0): resumes to the same record
+    resumed = crash_then_resume(cfg, tmp_path / "resumed", monkeypatch, crash_epoch=1)
+    again = json.loads((resumed / "metrics.json").read_text())
+    assert again["test"]["accuracy"] == metrics["test"]["accuracy"] and again["selection"] == metrics["selection"]
+    assert [h["val"] for h in json.loads((resumed / "history.json").read_text())] == [h["val"] for h in history]
