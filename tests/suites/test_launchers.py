@@ -93,3 +93,16 @@ def test_pool_pins_each_worker_to_one_gpu(tmp_path, capsys):
     for spans in by_gpu.values():
         spans.sort()
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # one worker per GPU: one run at a time
+
+
+def test_a_pool_starts_each_seeds_largest_budget_first_and_keeps_seeds_in_order():
+    from types import SimpleNamespace
+
+    from fairbench.suites.launchers.local import longest_first_within_seed
+
+    def job(name, seed, flops):
+        return SimpleNamespace(name=name, config=SimpleNamespace(train=SimpleNamespace(seed=seed, budget_flops=flops)))
+
+    todo = [job("erm0", 0, 5.7e12), job("ff0", 0, 5.7e12), job("ff30-0", 0, 3.3e13), job("e0", 0, None),
+            job("erm1", 1, 5.7e12), job("ff30-1", 1, 3.3e13)]
+    assert [j.name for j in longest_first_within_seed(todo)] == ["ff30-0", "erm0", "ff0", "e0", "ff30-1", "erm1"]
