@@ -106,3 +106,31 @@ def test_a_pool_starts_each_seeds_largest_budget_first_and_keeps_seeds_in_order(
     todo = [job("erm0", 0, 5.7e12), job("ff0", 0, 5.7e12), job("ff30-0", 0, 3.3e13), job("e0", 0, None),
             job("erm1", 1, 5.7e12), job("ff30-1", 1, 3.3e13)]
     assert [j.name for j in longest_first_within_seed(todo)] == ["ff30-0", "erm0", "ff0", "e0", "ff30-1", "erm1"]
+
+
+def test_the_suite_log_says_how_long_the_rest_should_take_at_this_pace(capsys):
+    from types import SimpleNamespace
+
+    from fairbench.suites.launchers.suite_progress import SuiteProgress
+
+    def job(index, flops, share=None):
+        train = SimpleNamespace(budget_flops=flops, stop_after_share=share)
+        return SimpleNamespace(index=index, run_id=f"run{index}", config=SimpleNamespace(train=train))
+
+    jobs = [job(1, 1e12), job(2, 1e12), job(3, 4e12), job(4, None), job(5, 2e12)]
+    with SuiteProgress(len(jobs), 0, quiet=True) as progress:
+        progress.pace.expect(jobs, workers=2)
+        progress.end(jobs[0], "done", "", 60.0)  # 60 s per TFLOP; job 4 (epochs, no budget) has no pace yet
+        progress.end(jobs[1], "done", "", 6.0)  # resumed near its end: the median is of 60 and 6 s
+        progress.end(jobs[3], "done", "", 600.0)  # left: 4 + 2 TFLOP at 33 s = 198 s over 2 workers
+        progress.end(jobs[2], "failed", "boom", 1.0)  # not a pace; left: 2 TFLOP = 66 s, one job
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("[1/5 finished]") and lines[1].endswith("[2/5 finished]")
+    assert lines[2].endswith("[3/5 finished, ~2 min left at this pace]")
+    assert lines[3].endswith("[4/5 finished, ~1 min left at this pace]")
+    # a halving rung: what trains next depends on its ranking, so no estimate
+    with SuiteProgress(2, 0, quiet=True) as progress:
+        rung = [job(1, 1e12, 0.25), job(2, 1e12, 0.25)]
+        progress.pace.expect(rung, workers=1)
+        progress.end(rung[0], "done", "", 15.0)
+    assert capsys.readouterr().err.strip().endswith("[1/2 finished]")

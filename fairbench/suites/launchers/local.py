@@ -78,6 +78,7 @@ def _run_here(todo, ctx: LaunchContext) -> None:
 
     from fairbench.training import timing
 
+    ctx.progress.pace.expect(todo, 1)
     for job in todo:
         ctx.progress.begin(job)
         t0 = time.time()
@@ -107,6 +108,7 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
     ctx.progress.log(f"{len(todo)} jobs in {len(slots)} worker processes on {where}{per_gpu}, "
                      f"{threads} torch thread(s) each; logs in {logs}/")
     queue = longest_first_within_seed(todo)
+    ctx.progress.pace.expect(queue, len(slots))
     free = list(range(len(slots)))
     running: dict[int, tuple] = {}  # slot -> (job, result file, start)
     workers: dict[int, _Worker] = {}  # slot -> its worker process, kept between jobs (< 0: retired ones)

@@ -21,6 +21,7 @@ class SuiteProgress:
 
         self.console = console or Console(stderr=True)
         self.total, self.finished = total, already_done
+        self.pace = Pace()
         self.rich = not quiet and self.console.is_terminal
         self._tasks: dict[int, Any] = {}
         self._progress = None
@@ -63,11 +64,69 @@ class SuiteProgress:
         if self.rich and task is not None:
             self._progress.remove_task(task)
         self.finished += 1
+        self.pace.ended(job, seconds if state == "done" and not detail else None)
+        left = self.pace.left()
+        left = f", {left} left at this pace" if left else ""
         if self.rich:
-            self._progress.update(self._overall, completed=self.finished)
+            self._progress.update(self._overall, completed=self.finished, info=left.lstrip(", "))
         took = f" in {seconds:.0f}s" if seconds is not None else ""
         self.log(f"job {job.index}/{self.total} {state} {job.run_id}{took}" + (f": {detail}" if detail else "")
-                 + f" [{self.finished}/{self.total} finished]")
+                 + f" [{self.finished}/{self.total} finished{left}]")
+
+
+def _budget(job: "Job") -> float | None:
+    """The FLOPs a job trains: its budget times the share a halving rung trains of it."""
+    train = job.config.train if job.config is not None else None
+    budget = getattr(train, "budget_flops", None)
+    return budget * (train.stop_after_share or 1.0) if budget else None
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"~{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"~{max(1, minutes)} min"
+
+
+class Pace:
+    """How long the jobs not yet ended should take, from those that ended here: a job with a FLOPs
+    budget at the median seconds per FLOP of the finished ones (a run resumed near its end, or cut
+    short, moves a median little), any other at their median seconds; spread over the workers.
+    Nothing until a launcher says what it runs (:meth:`expect`) and a job of each kind has ended."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, "Job"] = {}
+        self.workers = 1
+        self.per_flop: list[float] = []
+        self.per_job: list[float] = []
+
+    def expect(self, jobs: list["Job"], workers: int) -> None:
+        self.pending = {job.index: job for job in jobs}
+        self.workers = max(1, workers)
+
+    def ended(self, job: "Job", seconds: float | None) -> None:
+        self.pending.pop(job.index, None)
+        if seconds is None or seconds <= 0:
+            return
+        budget = _budget(job)
+        if budget:
+            self.per_flop.append(seconds / budget)
+        else:
+            self.per_job.append(seconds)
+
+    def left(self) -> str:
+        import statistics
+
+        if not self.pending or any(job.config.train.stop_after_share for job in self.pending.values()):
+            return ""  # done, or a halving rung: which trials train on depends on its ranking
+        total = 0.0
+        for job in self.pending.values():
+            budget = _budget(job)
+            if budget and self.per_flop:
+                total += budget * statistics.median(self.per_flop)
+            elif not budget and self.per_job:
+                total += statistics.median(self.per_job)
+            else:
+                return ""  # a kind of job none of which has ended yet
+        return _duration(total / min(self.workers, len(self.pending)))
 
 
 def suite_reporter(progress: SuiteProgress, job: "Job") -> Reporter:
