@@ -97,6 +97,10 @@ class TrainConfig(Strict):
     #: validation costs ~12 % of a quickstart job (a validation split a quarter of training's); a
     #: coarser choice of epoch for less of it. Part of the run id when not 1
     validate_every: int = Field(default=1, ge=1)
+    #: keep the weights of every other validation rule's epoch (``checkpoint-epoch<N>.pt``) after
+    #: training, so that cross-dataset evaluations can follow each rule's choice too (a suite with
+    #: [[evaluate]] sets it); not part of the run id
+    keep_rule_checkpoints: bool = False
 
     @field_validator("epochs", "batch_size", "eval_batch_size", "threads", "budget_steps", "budget_flops")
     @classmethod
@@ -126,7 +130,8 @@ class RunConfig(Strict):
 
 # Fields that say where or how fast, not what: excluded from the run id.
 NOT_HASHED = {("data", "root"), ("data", "cache_dir"), ("train", "device"), ("train", "workers"), ("train", "threads"),
-              ("train", "checkpoint_every_steps"), ("train", "sync_batchnorm"), ("train", "stop_after_share")}
+              ("train", "checkpoint_every_steps"), ("train", "sync_batchnorm"), ("train", "stop_after_share"),
+              ("train", "keep_rule_checkpoints")}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Built-in benchmark on a CPU: small network from scratch, small images.

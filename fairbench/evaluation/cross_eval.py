@@ -202,8 +202,34 @@ def evaluate_run(
     }
     atomic_write_csv(folder / "predictions.csv", frame)
     atomic_write_json(folder / "metrics.json", metrics)
+    _evaluate_rule_epochs(method, run_dir, folder, cfg, bundle, split, columns, task.protected)
     base = evaluations / f"{dataset}-{split}"
     return CrossEvaluation(folder, metrics, frame, base if folder != base else None)
+
+
+def _evaluate_rule_epochs(method, run_dir: Path, folder: Path, cfg, bundle: DatasetBundle, split: str,
+                          columns: list[int], protected: tuple[str, ...]) -> None:
+    """The same data with the weights of every other rule's epoch the run kept
+    (``train.keep_rule_checkpoints``): ``<folder>/epoch<N>/`` (``predictions.csv``, ``metrics.json``
+    with the report), read by the protocol tables for a rule that chose epoch N. Stale epoch folders
+    of an earlier evaluation are removed first."""
+    import shutil
+
+    from fairbench.evaluation.predict import report_for
+    from fairbench.runs.checkpoint import kept_epochs, load_checkpoint
+    from fairbench.runs.store import atomic_write_csv, atomic_write_json
+
+    for stale in folder.glob("epoch*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for epoch, path in kept_epochs(run_dir):  # counted from 1
+        state = load_checkpoint(path, method.ctx.device, "refusing to evaluate",
+                                "train the run again (its command with --force)")
+        method.load_state_dict(state["model"])
+        method.eval()
+        frame = _predictions(method, cfg, bundle, split, columns, protected)
+        atomic_write_csv(folder / f"epoch{epoch}" / "predictions.csv", frame)
+        atomic_write_json(folder / f"epoch{epoch}" / "metrics.json",
+                          {"epoch": epoch, "report": report_for(frame, bundle.group_names)})
 
 
 def summary_table(evaluation: CrossEvaluation, run_metrics: dict[str, Any]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,20 @@ from fairbench.runs.lifecycle import RunRefused
 from fairbench.runs.store import _json_default
 
 FORMAT = 2
+#: the weights of an epoch a validation rule chose (fairbench.training.rule_checkpoints), named from 1
+RULE_CHECKPOINT = re.compile(r"checkpoint-epoch(\d+)\.pt")
+
+
+def checkpoint_file(epoch: int) -> str:
+    """The file of a 0-based epoch's weights (named from 1, as the log counts)."""
+    return f"checkpoint-epoch{epoch + 1}.pt"
+
+
+def kept_epochs(folder: Path) -> list[tuple[int, Path]]:
+    """(epoch counted from 1, file) of the rule checkpoints in a run folder (a finished run keeps
+    them with ``train.keep_rule_checkpoints``), in epoch order."""
+    found = [(RULE_CHECKPOINT.fullmatch(p.name), p) for p in Path(folder).glob("checkpoint-epoch*.pt")]
+    return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
 def rng_states() -> dict[str, Any]:

@@ -341,6 +341,8 @@ class Suite:
                 if device:
                     cfg.train.device = device
                 job.config = resolve(cfg)
+                # its cross-dataset evaluations follow every rule's epoch, not only the run's own
+                job.config.train.keep_rule_checkpoints = bool(job.evaluations)
                 # resolved: a generated dataset's options hold the data seed (train.seed unless set)
                 data = job.config.data.model_dump(mode="json", include={"name", "root", "options", "cache_dir",
                                                                          "target", "protected"})

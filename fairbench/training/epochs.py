@@ -20,9 +20,10 @@ from fairbench.methods.base import Batch, Method
 from fairbench.metrics.specs import history_keys
 from fairbench.pipeline import BatchStream, augment_uint8, center_crop_view, epoch_batches
 from fairbench.runs import checkpoint
+from fairbench.runs.checkpoint import checkpoint_file
 from fairbench.runs.store import now
 from fairbench.selection_rules import get_rule
-from fairbench.training.rule_checkpoints import RuleBests, checkpoint_file
+from fairbench.training.rule_checkpoints import RuleBests
 
 if TYPE_CHECKING:
     from fairbench.training.run_state import RunState

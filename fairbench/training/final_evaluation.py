@@ -14,9 +14,9 @@ import torch
 from fairbench import distributed
 from fairbench.cost import BUDGET_FIELDS
 from fairbench.evaluation import predict
-from fairbench.runs.checkpoint import load_checkpoint
+from fairbench.runs.checkpoint import checkpoint_file, load_checkpoint
 from fairbench.runs.record import RunRecord
-from fairbench.training.rule_checkpoints import checkpoint_file, predictions_split
+from fairbench.training.rule_checkpoints import predictions_split
 
 if TYPE_CHECKING:
     from fairbench.training.epochs import EpochLoop

@@ -4,25 +4,19 @@ The run's own rule keeps ``checkpoint.pt``; every other rule that reads validati
 (:func:`fairbench.selection_rules.checkpoint_rules`) is followed too, its best epoch's weights saved as
 ``checkpoint-epoch<N>.pt`` (one file per epoch; a file no rule points at is deleted). After
 training, test is predicted once per chosen epoch other than the run's own
-(``predictions_test-epoch<N>.csv``) and those files deleted: the epochs are fixed from validation
-first, so test labels never choose. ``metrics.json`` ``rules`` holds the result
+(``predictions_test-epoch<N>.csv``) and those files deleted, unless ``train.keep_rule_checkpoints``
+keeps them for cross-dataset evaluations (a suite with [[evaluate]]): the epochs are fixed from
+validation first, so test labels never choose. ``metrics.json`` ``rules`` holds the result
 (docs/results-files.md); runs recorded before have none and the tables say so.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from fairbench.runs.checkpoint import RULE_CHECKPOINT
 from fairbench.selection_rules import checkpoint_rules, get_rule
-
-_FILE = re.compile(r"checkpoint-epoch(\d+)\.pt")
-
-
-def checkpoint_file(epoch: int) -> str:
-    """The file of a 0-based epoch's weights (named from 1, as the log counts)."""
-    return f"checkpoint-epoch{epoch + 1}.pt"
 
 
 def predictions_split(epoch: int) -> str:
@@ -47,7 +41,7 @@ class RuleBests:
 
     def observe(self, epoch: int, report: dict[str, Any], selectable: bool) -> bool:
         """Score one validated epoch under every rule; True if some rule's best is now this epoch
-        (its weights must then be saved under :func:`checkpoint_file`). Ties keep the earlier,
+        (its weights must then be saved under :func:`fairbench.runs.checkpoint.checkpoint_file`). Ties keep the earlier,
         cheaper epoch."""
         moved = False
         if not selectable:
@@ -65,11 +59,11 @@ class RuleBests:
     def epochs(self) -> set[int]:
         return {b["epoch"] for b in self.bests.values() if b["epoch"] is not None}
 
-    def prune(self, folder: Path, finished: bool = False) -> None:
-        """Delete the epoch files no rule points at; once the run has ``finished`` (test
-        predicted), all of them."""
-        wanted = set() if finished else self.epochs()
+    def prune(self, folder: Path, finished: bool = False, own_epoch: int | None = None) -> None:
+        """Delete the epoch files no rule points at, and ``own_epoch``'s (``checkpoint.pt`` holds
+        it); once the run has ``finished`` (test predicted), all of them."""
+        wanted = set() if finished else self.epochs() - {own_epoch}
         for path in Path(folder).glob("checkpoint-epoch*.pt"):
-            match = _FILE.fullmatch(path.name)
+            match = RULE_CHECKPOINT.fullmatch(path.name)
             if match and int(match.group(1)) - 1 not in wanted:
                 path.unlink(missing_ok=True)

@@ -158,7 +158,8 @@ def _finish(run: RunState, loop: EpochLoop, metrics: dict[str, Any]) -> None:
     run.writer.write_json("metrics.json", metrics)
     if run.procs.is_main:
         (path / "last.pt").unlink(missing_ok=True)
-        loop.rules.prune(path, finished=True)
+        # kept for cross-dataset evaluations: every rule's epoch but the run's own (checkpoint.pt)
+        loop.rules.prune(path, finished=not run.cfg.train.keep_rule_checkpoints, own_epoch=loop.chosen["epoch"])
     run.writer.write_json("environment.json", {**run.env, "ended": now(), "wall_time_s": time.time() - run.t0})
     run.writer.set_status("done", started=run.env["started"], ended=now(), wall_time_s=time.time() - run.t0)
     if placement.aside and run.procs.is_main:

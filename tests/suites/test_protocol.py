@@ -359,3 +359,41 @@ def test_beats_erm_only_after_holm_over_the_table(tmp_path):
     shown = [float(by[m]["beats_erm"].split("p=")[1].rstrip(")")) for m in ("groupdro", "jtt")]
     assert shown == pytest.approx([round(p, 3) for p in holm_adjusted(raw)], abs=1e-3)
     assert any("Holm-adjusted over the rows of this table" in n for n in _notes(rows))
+
+
+def test_cross_dataset_rows_follow_each_rules_epoch(tmp_path):
+    """A suite with [[evaluate]] keeps every rule's checkpoint; the evaluation predicts with each,
+    and a rule that chose an epoch other than the run's own gets that epoch's cross-dataset report."""
+    from fairbench import registry
+    from fairbench.results.layouts.protocol import _as_chosen, candidate
+    from fairbench.runs.checkpoint import kept_epochs
+    from fairbench.selection_rules import SelectionRule, register_selection_rule
+
+    @register_selection_rule("first_epoch")
+    class FirstEpoch(SelectionRule):  # always the first epoch: a rule whose epoch differs from "last"
+        title = "the first epoch"
+
+        @classmethod
+        def score(cls, report, epoch):
+            return -float(epoch)
+
+    try:
+        path = tmp_path / "suite.toml"
+        path.write_text(SUITE.format(trials=1).replace("seeds = [0, 1]", "seeds = [0]")
+                        .replace('method = ["erm", "groupdro", "constant"]', 'method = ["erm"]')
+                        .replace("train.epochs = 1", "train.epochs = 3")
+                        + '\n[[evaluate]]\ndataset = "synthface"\noptions = { n_test = 64, seed = 7 }\n')
+        runs = tmp_path / "runs"
+        assert main(["suite", "run", str(path), "--runs-dir", str(runs), "--quiet"]) == 0
+        (record,) = finished(load_records(runs)[0])[0]
+        assert record.config["train"]["keep_rule_checkpoints"] is True
+        assert [epoch for epoch, _ in kept_epochs(record.path)] == [1]  # "first_epoch"'s; "last" is the run's own
+        (evaluation,) = record.evaluation_folders()
+        by_epoch = json.loads((evaluation / "epoch1" / "metrics.json").read_text())
+        assert by_epoch["epoch"] == 1 and by_epoch["report"]["n"] == 64
+        first, last = candidate(record, "first_epoch"), candidate(record, "last")
+        assert first.epoch == 1 and not first.is_own and last.is_own
+        assert _as_chosen(first).evaluations()[1].report == by_epoch["report"]
+        assert _as_chosen(last).evaluations()[1].report == record.evaluations()[1].report
+    finally:
+        registry.selection_rules._entries.pop("first_epoch", None)

@@ -198,13 +198,22 @@ def baseline_variant(variants: list[Variant], pkey: str) -> Variant | None:
 
 def _as_chosen(kept: Candidate) -> RunRecord:
     """A record that reads as the candidate: its reports, its test predictions, and the
-    cross-dataset evaluations only where they were made with this checkpoint."""
+    cross-dataset evaluations made with this checkpoint: the run's own, or, for another epoch,
+    those the evaluation made of it (``<evaluation>/epoch<N>/``, runs that kept their rule
+    checkpoints); none where there are none."""
     rec = kept.record
     metrics = {**rec.metrics(), "val": kept.val, "test": kept.test}
     out = dataclasses.replace(rec, identity=_untuned_identity(rec), _metrics=metrics, _evaluations=None)
     evaluations = [Evaluated(out, rec.dataset, "test", kept.test, kept.predictions, rec.protected)]
-    if kept.is_own:
-        evaluations += [dataclasses.replace(ev, record=out) for ev in rec.evaluations()[1:]]
+    for ev in rec.evaluations()[1:]:
+        if kept.is_own:
+            evaluations.append(dataclasses.replace(ev, record=out))
+            continue
+        at = ev.predictions.parent / f"epoch{kept.epoch}" if ev.predictions is not None else None
+        if at is not None and (at / "metrics.json").is_file():
+            report = json.loads((at / "metrics.json").read_text())["report"]
+            evaluations.append(dataclasses.replace(ev, record=out, report=report, predictions=at / "predictions.csv",
+                                                   _by={}))
     out._evaluations = evaluations
     return out
 
