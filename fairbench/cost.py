@@ -3,9 +3,9 @@ wall time and peak memory, so that methods can be compared at equal budgets.
 
 FLOPs are measured with ``FlopCounterMode`` on the first update of an epoch whose work is new to
 the run (a new input shape or new trainable parameters, as JTT's second phase builds; the counter
-slows the update it watches, so the others reuse its count), on every update for a method whose work depends on
-the batch, plus a method's own passes between epochs in full; steps are
-counted by a global optimizer step hook, images at the input of every backbone the method owns.
+slows the update it watches, so the others reuse its count), on every update for a method whose
+work depends on the batch, plus a method's own passes between epochs in full; steps are counted by
+a global optimizer step hook, images at the input of every backbone the method owns.
 Validation and test predictions are evaluation, not training, and are not counted.
 Details: docs/fair-comparison.md#how-a-runs-cost-is-measured-fairbenchcostpy
 """
