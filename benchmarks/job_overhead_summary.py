@@ -38,7 +38,8 @@ def main(out: Path) -> dict:
         if variant != "baseline" and "baseline" in runs:
             pairs = [(r, runs["baseline"][k]) for k, r in rounds.items() if k in runs["baseline"]]
             summary["ratio_to_baseline"][variant] = {
-                key: statistics.median(a[key] / b[key] for a, b in pairs) for key in ("overhead_s", "overhead_warm_s", "total_s")}
+                key: statistics.median(a[key] / b[key] for a, b in pairs)
+                for key in ("overhead_s", "overhead_warm_s", "total_s")}
     return summary
 
 
