@@ -186,9 +186,10 @@ def cmd_suite_status(args: argparse.Namespace) -> int:
     if args.json:
         from fairbench.suites.launchers.suite_run import status_json
 
-        print(json.dumps(status_json(Suite.load(args.file), args.runs_dir), indent=2, default=str))
+        print(json.dumps(status_json(Suite.load(args.file), args.runs_dir, _data_roots(args.data_root)), indent=2,
+                         default=str))
         return 0
-    suite_status(Suite.load(args.file), args.runs_dir)
+    suite_status(Suite.load(args.file), args.runs_dir, data_roots=_data_roots(args.data_root))
     return 0
 
 
@@ -593,6 +594,9 @@ def _add_suite_status_parser(suite_sub: argparse._SubParsersAction) -> None:
     q = suite_sub.add_parser("status", help="each job's state: done / running / queued / failed / incomplete / pending")
     q.add_argument("file", type=Path, metavar="FILE")
     q.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    q.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
+                   help="where a dataset's files are, as given to suite run: the run ids hold the data's "
+                        "fingerprint (repeatable)")
     q.add_argument("--json", action="store_true", help="every job and its state as one JSON object, for scripts")
     q.set_defaults(func=cmd_suite_status)
 

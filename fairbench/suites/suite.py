@@ -184,6 +184,8 @@ class Job:
     run_id: str | None = None
     error: str | None = None  # the configuration does not resolve (unknown method, bad key ...)
     family: str = ""  # the trials of one job (seed and grid point) share it: a halving search ranks within it
+    #: its data could not be fingerprinted here (not found): the run id lacks the fingerprint a run has
+    data_error: str | None = None
 
     @property
     def method(self) -> str:
@@ -332,7 +334,7 @@ class Suite:
         ids: dict[str, Job] = {}
         fingerprints: dict[str, dict[str, Any]] = {}  # jobs on the same data fingerprint it once
         for job in self.jobs():
-            job.config = job.run_id = job.error = None
+            job.config = job.run_id = job.error = job.data_error = None
             try:
                 cfg = build_config(None, job.spec)
                 root = (data_roots or {}).get(cfg.data.name)
@@ -354,6 +356,8 @@ class Suite:
                         fingerprints[key] = {"error": str(exc)}
                 if "digest" in fingerprints[key]:
                     job.config = with_fingerprint(job.config, fingerprints[key])  # the data is part of the run id
+                else:
+                    job.data_error = fingerprints[key]["error"]
                 job.run_id = run_id(job.config)
             except ConfigError as exc:
                 job.error = str(exc)

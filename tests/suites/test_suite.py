@@ -319,7 +319,27 @@ def test_status_lists_every_state(tiny_suite, tmp_path, capsys):
     assert " failed " in lines[4] and "RuntimeError: boom" in lines[4] and "traceback" not in lines[4]
     assert " queued " in lines[5] and "slurm job 12_5" in lines[5]
     assert " incomplete " in lines[6] and "holds no lease" in lines[6]
-    assert out.rstrip().endswith("2 done, 1 running, 1 queued, 1 failed, 2 incomplete")
+    counts, left = out.rstrip().splitlines()[-2:]
+    assert counts == "2 done, 1 running, 1 queued, 1 failed, 2 incomplete"
+    assert left.startswith("job time left: ~") and left.endswith("of one worker at the pace of the finished runs "
+                                                                  "(divide by the workers)")
+
+
+def test_status_without_the_data_root_says_the_run_ids_are_unknown(tmp_path, monkeypatch, capsys):
+    from tests.data.test_utkface import write_utkface
+
+    monkeypatch.delenv("FAIRBENCH_UTKFACE_ROOT", raising=False)
+    root = tmp_path / "utk"
+    write_utkface(root)
+    path = tmp_path / "utk.toml"
+    path.write_text('[suite]\nname = "utk"\nseeds = [0]\n\n[base]\nmethod = "erm"\ndata.name = "utkface"\n'
+                    'data.target = "gender"\ndata.image_size = 32\ntrain.epochs = 1\n')
+    assert main(["suite", "status", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "the data of utkface was not found here" in capsys.readouterr().out
+    assert main(["suite", "status", str(path), "--runs-dir", str(tmp_path / "runs"), "--data-root", f"utkface={root}"]) == 0
+    out = capsys.readouterr().out
+    (job,) = Suite.load(path).resolve({"utkface": root})
+    assert job.run_id in out and "not found" not in out  # the id suite run gives it: with the data's fingerprint
 
 
 def test_missing_cross_eval_is_skipped_with_a_message(tiny_suite, tmp_path, monkeypatch, capsys):

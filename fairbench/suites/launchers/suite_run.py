@@ -178,10 +178,10 @@ def _varying_keys(jobs: list[Job]) -> list[str]:
     return [k for k in keys if len({json.dumps(j.spec.get(k), sort_keys=True) for j in jobs}) > 1]
 
 
-def status_json(suite: Suite, runs_dir: Path) -> dict[str, Any]:
+def status_json(suite: Suite, runs_dir: Path, data_roots: dict[str, Path] | None = None) -> dict[str, Any]:
     """``suite status --json``: every job (index, run id, method, seed, trial, declared keys, state,
     detail, error) and the count of each state."""
-    jobs = suite.resolve()
+    jobs = suite.resolve(data_roots)
     states = {j.index: job_state(j, runs_dir) for j in jobs}
     counts: dict[str, int] = {}
     for st in states.values():
@@ -192,9 +192,9 @@ def status_json(suite: Suite, runs_dir: Path) -> dict[str, Any]:
                       "error": j.error} for j in jobs]}
 
 
-def suite_status(suite: Suite, runs_dir: Path, out=None) -> dict[str, int]:
+def suite_status(suite: Suite, runs_dir: Path, out=None, data_roots: dict[str, Path] | None = None) -> dict[str, int]:
     out = out or sys.stdout
-    jobs = suite.resolve()
+    jobs = suite.resolve(data_roots)
     states = {j.index: job_state(j, runs_dir) for j in jobs}
     print(f"suite {suite.name} ({suite.path}): {len(jobs)} jobs, runs under {runs_dir}/", file=out)
     print_jobs(jobs, states, out)
@@ -203,4 +203,31 @@ def suite_status(suite: Suite, runs_dir: Path, out=None) -> dict[str, int]:
         counts[st.state] = counts.get(st.state, 0) + 1
     order = ["done", "running", "queued", "failed", "incomplete", "pending", "invalid"]
     print("\n" + ", ".join(f"{counts[s]} {s}" for s in order if s in counts), file=out)
+    unfound = sorted({j.config.data.name for j in jobs if j.data_error and states[j.index].state == "pending"})
+    if unfound:
+        print(f"the data of {', '.join(unfound)} was not found here, and a run id holds its fingerprint: those "
+              "jobs may be done under other ids; give --data-root NAME=PATH as to suite run (or the dataset's "
+              "environment variable)", file=out)
+    left = job_time_left(jobs, states, runs_dir)
+    if left:
+        print(f"job time left: {left} of one worker at the pace of the finished runs (divide by the workers)",
+              file=out)
     return counts
+
+
+def job_time_left(jobs: list[Job], states: dict[int, JobState], runs_dir: Path) -> str:
+    """How long the jobs not done should take one worker, at the job time per training FLOP that
+    the finished runs recorded (``metrics.json`` timing); "" when no finished run says."""
+    from fairbench.runs.record import RunRecord
+    from fairbench.suites.launchers.suite_progress import Pace
+
+    pace = Pace()
+    pace.expect([j for j in jobs if j.config is not None and states[j.index].state != "done"], workers=1)
+    for job in jobs:
+        if states[job.index].state == "done" and job.run_id:
+            try:
+                seconds = RunRecord(runs_dir / job.run_id).metrics().get("timing", {}).get("total_s")
+            except (OSError, ValueError):
+                seconds = None
+            pace.ended(job, seconds)
+    return pace.left()
