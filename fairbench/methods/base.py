@@ -103,7 +103,8 @@ class Method(nn.Module):
     #: otherwise a sentence saying why not, and such runs are refused. Undeclared: refused.
     data_parallel: ClassVar[bool | str] = False
     #: whether every ``update`` does the same forward / backward work (the cost meter then measures
-    #: the first update of each epoch only); False: the work depends on the batch (FairMixup's pairs
+    #: an epoch's first update, once per input shape and set of trainable parameters); False: the
+    #: work depends on the batch (FairMixup's pairs
     #: per group present), and every update is measured
     same_work_every_update: ClassVar[bool] = True
 
