@@ -81,6 +81,7 @@ def run_suite(suite: Suite, runs_dir: Path, *, jobs: int | None = None, dry_run:
     done_before = sum(1 for s in before.values() if s.state in ("done", "running", "queued", "invalid"))
     with SuiteProgress(len(all_jobs), done_before, quiet=quiet) as progress:
         _log_skipped(all_jobs, before, progress)
+        learn_pace(progress.pace, all_jobs, before, runs_dir)  # a resumed suite: the pace of the runs done
         ctx = LaunchContext(suite, runs_dir, progress, result, data_roots=dict(data_roots or {}))
         try:
             if todo and suite.search is not None and suite.search.strategy == "halving":
@@ -215,14 +216,10 @@ def suite_status(suite: Suite, runs_dir: Path, out=None, data_roots: dict[str, P
     return counts
 
 
-def job_time_left(jobs: list[Job], states: dict[int, JobState], runs_dir: Path) -> str:
-    """How long the jobs not done should take one worker, at the job time per training FLOP that
-    the finished runs recorded (``metrics.json`` timing); "" when no finished run says."""
+def learn_pace(pace, jobs: list[Job], states: dict[int, JobState], runs_dir: Path) -> None:
+    """Feed ``pace`` (suite_progress.Pace) the job time each finished run recorded (``metrics.json`` timing)."""
     from fairbench.runs.record import RunRecord
-    from fairbench.suites.launchers.suite_progress import Pace
 
-    pace = Pace()
-    pace.expect([j for j in jobs if j.config is not None and states[j.index].state != "done"], workers=1)
     for job in jobs:
         if states[job.index].state == "done" and job.run_id:
             try:
@@ -230,4 +227,14 @@ def job_time_left(jobs: list[Job], states: dict[int, JobState], runs_dir: Path) 
             except (OSError, ValueError):
                 seconds = None
             pace.ended(job, seconds)
+
+
+def job_time_left(jobs: list[Job], states: dict[int, JobState], runs_dir: Path) -> str:
+    """How long the jobs not done should take one worker, at the job time per training FLOP that
+    the finished runs recorded; "" when no finished run says."""
+    from fairbench.suites.launchers.suite_progress import Pace
+
+    pace = Pace()
+    learn_pace(pace, jobs, states, runs_dir)
+    pace.expect([j for j in jobs if j.config is not None and states[j.index].state != "done"], workers=1)
     return pace.left()
