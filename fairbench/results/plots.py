@@ -247,16 +247,16 @@ def _draw_panel(ax, panel: Panel, x: str, y: str, colors: dict[str, Any]) -> Non
     ax.margins(0.18)
     _clip_to_domain(ax.get_xlim, ax.set_xlim, x)
     _clip_to_domain(ax.get_ylim, ax.set_ylim, y)
-    # the "better" corner: a short arrow pointing into it, in the corner the axes directions give;
-    # point labels keep out of its box
-    cx = 0.98 if _spec(x).better == "higher" else 0.02
-    cy = 0.98 if _spec(y).better == "higher" else 0.02
-    tx = cx - 0.1 if cx > 0.5 else cx + 0.1
-    ty = cy - 0.1 if cy > 0.5 else cy + 0.1
-    (ax0, ay0), (ax1, ay1) = ax.transAxes.transform([(min(cx, tx) - 0.05, min(cy, ty) - 0.03),
-                                                     (max(cx, tx) + 0.05, max(cy, ty) + 0.03)])
+    # which way is better: a short arrow from the worst corner (where few points sit; the better
+    # corner is where the best methods crowd) pointing towards the better one; labels keep out of it
+    sx = 1 if _spec(x).better == "higher" else -1
+    sy = 1 if _spec(y).better == "higher" else -1
+    tail = (0.5 - 0.44 * sx, 0.5 - 0.42 * sy)  # text at the worst corner
+    head = (tail[0] + 0.09 * sx, tail[1] + 0.11 * sy)
+    (ax0, ay0), (ax1, ay1) = ax.transAxes.transform([(min(tail[0], head[0]) - 0.05, min(tail[1], head[1]) - 0.03),
+                                                     (max(tail[0], head[0]) + 0.05, max(tail[1], head[1]) + 0.03)])
     _place_labels(ax, labels, reserved=[(ax0, ay0, ax1, ay1)])
-    ax.annotate("better", xy=(cx, cy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
+    ax.annotate("better", xy=head, xycoords="axes fraction", xytext=tail, textcoords="axes fraction",
                 ha="center", va="center", fontsize=8.5, color="tab:green", fontweight="bold",
                 arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1.5})
     # outside the axes: with a dozen methods, a legend inside covers points
