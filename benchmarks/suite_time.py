@@ -4,6 +4,9 @@
     python benchmarks/suite_time.py benchmarks/results/quickstart-protocol-v2-cpu/per-run.csv \
         --wall-seconds 5400 --workers 2
 
+A suite stopped and resumed (a session's end) ran in segments: ``--segments FILE`` (one line per
+segment, its start and end in Unix seconds) sums them instead of ``--wall-seconds``.
+
 Prints (and with ``--output``, writes as JSON): the suite's wall time against its training time
 divided by the workers, each phase's median and total over the jobs (``fairbench.timing``), and the
 overhead per job (the job's wall time less its training updates), median and quartiles.
@@ -39,14 +42,30 @@ def breakdown(frame: pd.DataFrame, wall_seconds: float, workers: int) -> dict:
     }
 
 
+def segments_seconds(path: Path) -> float:
+    """The summed length of the segments in ``path`` ('start end' per line; '#' starts a comment)."""
+    total = 0.0
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2 or float(fields[1]) < float(fields[0]):
+            raise SystemExit(f"{path}:{number}: expected 'start end' in Unix seconds, end after start; got {line!r}")
+        total += float(fields[1]) - float(fields[0])
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("per_run", type=Path)
-    parser.add_argument("--wall-seconds", type=float, required=True, help="the suite's measured wall time")
+    wall = parser.add_mutually_exclusive_group(required=True)
+    wall.add_argument("--wall-seconds", type=float, help="the suite's measured wall time")
+    wall.add_argument("--segments", type=Path, help="a file of 'start end' lines (Unix seconds), one per segment")
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    out = breakdown(pd.read_csv(args.per_run), args.wall_seconds, args.workers)
+    seconds = args.wall_seconds if args.segments is None else segments_seconds(args.segments)
+    out = breakdown(pd.read_csv(args.per_run), seconds, args.workers)
     text = json.dumps(out, indent=1)
     print(text)
     if args.output:
