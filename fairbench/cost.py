@@ -159,12 +159,11 @@ class CostMeter:
         (the batch's images) lets an epoch's first update reuse the FLOPs measured on an earlier
         epoch's first update of the same work (:meth:`_work_key`) instead of counting again."""
         start = time.perf_counter()
-        if self._measure_next and not self._measure_every_update:
-            key = self._work_key(inputs)
-            if key is not None and key in self._measured:
-                self._epoch_flops = self._measured[key]
-                self.cost.flops_per_update.append(self._epoch_flops)
-                self._measure_next = False
+        key = self._work_key(inputs) if self._measure_next and not self._measure_every_update else None
+        if key is not None and key in self._measured:
+            self._epoch_flops = self._measured[key]
+            self.cost.flops_per_update.append(self._epoch_flops)
+            self._measure_next = False
         measured = self._measure_next or self._measure_every_update
         if measured:
             counter = FlopCounterMode(display=False)
@@ -175,7 +174,6 @@ class CostMeter:
                 self._epoch_flops = flops
                 self.cost.flops_per_update.append(flops)
                 self._measure_next = False
-                key = None if self._measure_every_update else self._work_key(inputs)
                 if key is not None:
                     self._measured[key] = flops
         else:

@@ -58,8 +58,7 @@ def rung_score(run_dir: Path, rule_name: str, share: float) -> float | None:
     if len(seen) < upto:
         return float("-inf") if record.status.get("state") == "failed" else None
     rule = get_rule(rule_name)
-    scores = [rule.score(h["val"], h["epoch"]) for h in seen
-              if h.get("selectable", True) and h.get("val") is not None]  # None: not validated (train.validate_every)
+    scores = [rule.score(h["val"], h["epoch"]) for h in seen if h.get("selectable", True)]
     return max(scores, default=float("-inf"))
 
 

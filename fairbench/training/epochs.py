@@ -107,10 +107,7 @@ class EpochLoop:
                     self._pause(epoch)
                     return False
                 train_logs = self._train_epoch(epoch, bar)
-                if self._validates(epoch):
-                    self._validate(epoch, train_logs, bar)
-                else:
-                    self._record_unvalidated(epoch, train_logs, bar)
+                self._end_epoch(epoch, train_logs, bar)
                 run.clock.enter("training")
         run.clock.move("training", "flop_counting", self.meter.counting_seconds())
         run.epoch = None
@@ -205,43 +202,38 @@ class EpochLoop:
         cfg = self.run.cfg
         return (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs
 
-    def _entry(self, epoch: int, train_logs: dict[str, float], val: dict[str, Any] | None) -> dict[str, Any]:
-        return {"epoch": epoch, "train": train_logs, "val": val,
-                "selectable": self.run.method.is_selectable_epoch(epoch), "time": now(),
-                "cost": {"optimizer_steps": self.meter.cost.optimizer_steps,
-                         "train_flops": self.meter.cost.train_flops}}
-
-    def _record_unvalidated(self, epoch: int, train_logs: dict[str, float], bar: Any) -> None:
-        """An epoch between validations: its history entry (``"val": None``, so no rule can choose
-        it) and the resume point, as :meth:`_validate` writes them."""
+    def _end_epoch(self, epoch: int, train_logs: dict[str, float], bar: Any) -> None:
+        """Validate (when :meth:`_validates`), record the epoch (``"val": None`` when not validated:
+        no rule can choose it), write ``last.pt``."""
         run = self.run
         self._agree_on_batchnorm()
-        self.history.append(self._entry(epoch, train_logs, None))
+        selectable = run.method.is_selectable_epoch(epoch)
+        report = self._validate(epoch, selectable, bar) if self._validates(epoch) else None
+        self.history.append({"epoch": epoch, "train": train_logs,
+                             "val": None if report is None else {k: report.get(k) for k in history_keys()},
+                             "selectable": selectable, "time": now(),
+                             "cost": {"optimizer_steps": self.meter.cost.optimizer_steps,
+                                      "train_flops": self.meter.cost.train_flops}})
         run.writer.write_json("history.json", self.history)
         self._save_last(checkpoint.Position(epoch, history=self.history, best=self.chosen, rule_bests=self.rules.state()))
-        bar.end_epoch(epoch, train_logs, {}, False)
+        if report is not None and run.procs.is_main:  # after last.pt: the files its rule_bests point at stay until then
+            self.rules.prune(run.placement.path)
+        bar.end_epoch(epoch, train_logs, report or {}, report is not None and self.chosen["epoch"] == epoch)
 
-    def _validate(self, epoch: int, train_logs: dict[str, float], bar: Any) -> None:
-        """Predict validation, record the epoch, keep the checkpoints the rules choose, write ``last.pt``."""
+    def _validate(self, epoch: int, selectable: bool, bar: Any) -> dict[str, Any]:
+        """Predict validation; keep the checkpoints the run's rule and the other rules choose. The report."""
         run, cfg, method, bundle = self.run, self.run.cfg, self.run.method, self.run.bundle
-        self._agree_on_batchnorm()
         run.clock.enter("validation")
         val = bundle.splits["val"]
         logits = predict.predict_images(method, val.images, cfg.train.eval_batch_size, run.device, cfg.train.amp,
                                         bar.advance_eval)
         val_frame = predict.predictions_frame(val, logits, bundle.task.protected, bundle.classes)
         val_report = predict.report_for(val_frame, bundle.group_names)
-        entry = self._entry(epoch, train_logs, {k: val_report.get(k) for k in history_keys()})
-        self.history.append(entry)
         score = get_rule(cfg.selection).score(val_report, epoch)
-        if entry["selectable"] and (score > self.chosen["score"] or self.chosen["epoch"] is None):
+        if selectable and (score > self.chosen["score"] or self.chosen["epoch"] is None):
             self.chosen = {"score": score, "epoch": epoch, "report": val_report}
             run.writer.save_checkpoint("checkpoint.pt", {"model": method.state_dict(), "epoch": epoch})
             run.writer.write_predictions("val", val_frame)
-        if self.rules.observe(epoch, val_report, entry["selectable"]):
+        if self.rules.observe(epoch, val_report, selectable):
             run.writer.save_checkpoint(checkpoint_file(epoch), {"model": method.state_dict(), "epoch": epoch})
-        run.writer.write_json("history.json", self.history)
-        self._save_last(checkpoint.Position(epoch, history=self.history, best=self.chosen, rule_bests=self.rules.state()))
-        if run.procs.is_main:  # after last.pt: the files its rule_bests point at stay until then
-            self.rules.prune(run.placement.path)
-        bar.end_epoch(epoch, train_logs, val_report, self.chosen["epoch"] == epoch)
+        return val_report

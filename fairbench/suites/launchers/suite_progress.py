@@ -4,6 +4,7 @@ terminal, log lines otherwise), and a runner Reporter that draws a job's epochs 
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +114,6 @@ class Pace:
             self.per_job.append(seconds)
 
     def left(self) -> str:
-        import statistics
-
         if not self.pending or any(job.config.train.stop_after_share for job in self.pending.values()):
             return ""  # done, or a halving rung: which trials train on depends on its ranking
         total = 0.0
