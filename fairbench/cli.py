@@ -434,6 +434,9 @@ def _show_run(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["phase", "seconds", "%"], tablefmt="simple", disable_numparse=True))
     for name, at in timing.get("marks_s", {}).items():
         print(f"{name.replace('_', ' ')} at {at:.2f} s")
+    if "resumed_at_epoch" in timing:
+        print(f"resumed at epoch {timing['resumed_at_epoch']}: the phases are the resumed attempt's; the training "
+              f"updates of every attempt took {cost.get('train_seconds', float('nan')):.2f} s (cost.train_seconds)")
     return 0
 
 

@@ -5,6 +5,8 @@ the total; the run records the split in ``metrics.json`` (``"timing"``) and ``fa
 RUN_DIR`` prints it. The total starts where the entry point says (:func:`begin_job`: the process's
 own start for ``fairbench run`` and a pool worker's first job, the hand-over for later jobs; a
 library call, at its call). ``flop_counting`` is an estimate (``CostMeter.counting_seconds``).
+A resumed run's breakdown is its last attempt's (``resumed_at_epoch`` says where that began); its
+``cost.train_seconds`` counts the updates of every attempt.
 """
 
 from __future__ import annotations

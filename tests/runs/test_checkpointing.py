@@ -85,7 +85,11 @@ def test_a_crash_mid_epoch_resumes_from_the_last_step_exactly(method, tmp_path, 
     monkeypatch.setattr(cls, "update", original)
     state = checkpoint.load_training_state(next((tmp_path / "runs").glob("*/last.pt")))
     assert (state["epoch"], state["step"]) == (1, 2)  # resumes inside the second epoch
-    _same_results(reference, execute(cfg, tmp_path / "runs"))
+    resumed = execute(cfg, tmp_path / "runs")
+    _same_results(reference, resumed)
+    # the time breakdown is the resumed attempt's, and says so
+    assert json.loads((resumed / "metrics.json").read_text())["timing"]["resumed_at_epoch"] == 2
+    assert "resumed_at_epoch" not in json.loads((reference / "metrics.json").read_text())["timing"]
 
 
 _CHILD = (
