@@ -26,7 +26,7 @@ RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 
 def kept_models(suite_file: Path, runs_dir: Path, dataset: str, rule: str) -> list[dict]:
     from fairbench.metrics import accuracy, bootstrap_ci
-    from fairbench.results.layouts.protocol import _as_chosen, _budget_label, chosen_trials
+    from fairbench.results.layouts.protocol import as_chosen, budget_label, chosen_trials
     from fairbench.runs.catalog import finished, load_records
     from fairbench.suites.suite import Suite
 
@@ -36,9 +36,9 @@ def kept_models(suite_file: Path, runs_dir: Path, dataset: str, rule: str) -> li
     out = []
     for (_, method, budget), seeds in sorted(chosen_trials(done, rule).items(), key=lambda kv: kv[0][1]):
         for seed, chosen in sorted(seeds.items()):
-            record = _as_chosen(chosen.kept)
+            record = as_chosen(chosen.kept)
             evaluated = [e for e in record.evaluations() if e.dataset == dataset]
-            row = {"rule": rule, "method": method, "budget": _budget_label(budget) if budget else "", "seed": seed,
+            row = {"rule": rule, "method": method, "budget": budget_label(budget), "seed": seed,
                    "run_id": record.run_id, "epoch": chosen.kept.epoch, "evaluated": bool(evaluated)}
             if evaluated and evaluated[0].predictions is not None:
                 ev = evaluated[0]

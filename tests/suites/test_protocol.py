@@ -365,7 +365,7 @@ def test_cross_dataset_rows_follow_each_rules_epoch(tmp_path):
     """A suite with [[evaluate]] keeps every rule's checkpoint; the evaluation predicts with each,
     and a rule that chose an epoch other than the run's own gets that epoch's cross-dataset report."""
     from fairbench import registry
-    from fairbench.results.layouts.protocol import _as_chosen, candidate
+    from fairbench.results.layouts.protocol import as_chosen, candidate
     from fairbench.runs.checkpoint import kept_epochs
     from fairbench.selection_rules import SelectionRule, register_selection_rule
 
@@ -393,7 +393,7 @@ def test_cross_dataset_rows_follow_each_rules_epoch(tmp_path):
         assert by_epoch["epoch"] == 1 and by_epoch["report"]["n"] == 64
         first, last = candidate(record, "first_epoch"), candidate(record, "last")
         assert first.epoch == 1 and not first.is_own and last.is_own
-        assert _as_chosen(first).evaluations()[1].report == by_epoch["report"]
-        assert _as_chosen(last).evaluations()[1].report == record.evaluations()[1].report
+        assert as_chosen(first).evaluations()[1].report == by_epoch["report"]
+        assert as_chosen(last).evaluations()[1].report == record.evaluations()[1].report
     finally:
         registry.selection_rules._entries.pop("first_epoch", None)

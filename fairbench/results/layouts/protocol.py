@@ -67,7 +67,7 @@ def _protocol_key(record: RunRecord) -> str:
     return json.dumps(ident, sort_keys=True, default=str)
 
 
-def _budget_label(budget: Budget) -> str:
+def budget_label(budget: Budget) -> str:
     if budget is None:
         return ""
     key, amount = budget
@@ -196,7 +196,7 @@ def baseline_variant(variants: list[Variant], pkey: str) -> Variant | None:
     return max(erms, key=lambda v: (v[2] is not None, v[2][1] if v[2] else 0.0), default=None)
 
 
-def _as_chosen(kept: Candidate) -> RunRecord:
+def as_chosen(kept: Candidate) -> RunRecord:
     """A record that reads as the candidate: its reports, its test predictions, and the
     cross-dataset evaluations made with this checkpoint: the run's own, or, for another epoch,
     those the evaluation made of it (``<evaluation>/epoch<N>/``, runs that kept their rule
@@ -222,7 +222,7 @@ def chosen_records(done: list[RunRecord], rule_name: str) -> list[RunRecord]:
     """The (trial, epoch) each (method, seed) keeps under the rule, as records whose identity no
     longer holds what the search drew: the seeds of one method then form one setting (one row,
     one point of a Pareto plot) whatever trial each kept."""
-    return [_as_chosen(c.kept) for seeds in chosen_trials(done, rule_name).values() for c in seeds.values()]
+    return [as_chosen(c.kept) for seeds in chosen_trials(done, rule_name).values() for c in seeds.values()]
 
 
 #: report key -> the cell of a row: interval columns hold test-sample noise besides the seeds'
@@ -299,7 +299,7 @@ def protocol_rows(done: list[RunRecord], rule_name: str) -> list[dict[str, Any]]
         flops = [c["train_flops"] for c in costs if c.get("train_flops") is not None]
         steps = [c["optimizer_steps"] for c in costs if c.get("optimizer_steps") is not None]
         first = next(iter(picked.values())).record
-        label = f"{method} ({_budget_label(budget)})" if (pkey, method) in several else method
+        label = f"{method} ({budget_label(budget)})" if (pkey, method) in several else method
         rows.append({
             "dataset": first.dataset, "task": first.task, "method": label,
             "needs": method_needs(method, rule_name), "seeds": len(picked),
@@ -315,7 +315,7 @@ def protocol_rows(done: list[RunRecord], rule_name: str) -> list[dict[str, Any]]
             "optimizer_steps": f"{sum(steps) / len(steps):.0f}" if len(steps) == len(costs) else "n/a",
             "at_chance": at_chance(tests.values()) is not None,
             "fallback": any(k.fallback for k in picked.values()),
-            "budget": _budget_label(budget), "baseline": variant == baseline,
+            "budget": budget_label(budget), "baseline": variant == baseline,
         })
     # Holm over the rows of this table compared with ERM: a row beats ERM only if it survives it
     adjusted = holm_adjusted([d.p_value if d is not None else math.nan for d in differences])
