@@ -63,6 +63,7 @@ class EpochLoop:
         self.targets_t = torch.from_numpy(train.targets)
         self.stream = BatchStream(train.images, device, prefetch=cfg.train.workers)
         self.position = checkpoint.Position()
+        self.resumed_at_epoch: int | None = None
         if run.resume_state is not None:
             self._restore_position()
         self.resume_mid_epoch = self.position.batches is not None
@@ -79,7 +80,8 @@ class EpochLoop:
     def _restore_position(self) -> None:
         run, state = self.run, self.run.resume_state
         self.position = checkpoint.restore(state, run.method, self.sampler_rng, self.aug_gen)
-        run.reporter.log(f"resuming at epoch {self.position.epoch + 1}, step {self.position.step} "
+        self.resumed_at_epoch = self.position.epoch + 1  # counted from 1; the run's timing covers this attempt only
+        run.reporter.log(f"resuming at epoch {self.resumed_at_epoch}, step {self.position.step} "
                          f"({run.placement.path / 'last.pt'})")
         before = state.get("torch_threads")
         if before is not None and run.device.type == "cpu" and before != torch.get_num_threads():

@@ -89,6 +89,6 @@ def evaluate_chosen(run: "RunState", loop: "EpochLoop") -> dict[str, Any]:
     if loop.rules.active:
         metrics["rules"] = by_rule  # fairbench.training.rule_checkpoints; epochs counted from 1
     metrics["timing"] = run.clock.breakdown()  # fairbench.training.timing: up to this write, which takes milliseconds
-    if run.resume_state is not None:  # the breakdown is this process's; cost.train_seconds counts every attempt's updates
-        metrics["timing"]["resumed_at_epoch"] = int(run.resume_state["epoch"]) + 1
+    if loop.resumed_at_epoch is not None:  # the breakdown is this attempt's; cost.train_seconds counts every attempt's
+        metrics["timing"]["resumed_at_epoch"] = loop.resumed_at_epoch
     return metrics

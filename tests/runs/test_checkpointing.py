@@ -92,6 +92,30 @@ def test_a_crash_mid_epoch_resumes_from_the_last_step_exactly(method, tmp_path, 
     assert "resumed_at_epoch" not in json.loads((reference / "metrics.json").read_text())["timing"]
 
 
+def test_a_run_resumed_at_an_epoch_end_says_where_its_time_breakdown_begins(tmp_path, monkeypatch):
+    """No mid-epoch checkpoints: a crash in epoch 2 resumes from epoch 1's end, at epoch 2."""
+    cfg = tiny_config("erm", epochs=3, sets=SETS[:2], **{"data.options": {"n_train": 128, "n_val": 64, "n_test": 64}})
+    from fairbench import registry
+
+    cls = registry.methods.get("erm")
+    original, calls = cls.update, []
+
+    def crash_on_the_sixth_update(self, batch):  # 4 steps per epoch: the second step of epoch 2
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("simulated crash")
+        return original(self, batch)
+
+    monkeypatch.setattr(cls, "update", crash_on_the_sixth_update)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(cfg, tmp_path / "runs")
+    monkeypatch.setattr(cls, "update", original)
+    state = checkpoint.load_training_state(next((tmp_path / "runs").glob("*/last.pt")))
+    assert (state["epoch"], state["step"]) == (0, None)  # epoch 1's end
+    resumed = execute(cfg, tmp_path / "runs")
+    assert json.loads((resumed / "metrics.json").read_text())["timing"]["resumed_at_epoch"] == 2
+
+
 _CHILD = (
     "import json, sys; from pathlib import Path\n"
     "from tests.conftest import tiny_config\n"
