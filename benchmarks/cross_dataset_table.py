@@ -24,15 +24,20 @@ import pandas as pd
 RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 
 
-def kept_models(suite_file: Path, runs_dir: Path, dataset: str, rule: str) -> list[dict]:
-    from fairbench.metrics import accuracy, bootstrap_ci
-    from fairbench.results.layouts.protocol import as_chosen, budget_label, chosen_trials
+def finished_runs(suite_file: Path, runs_dir: Path) -> list:
+    """The suite's finished runs, read once for every rule."""
     from fairbench.runs.catalog import finished, load_records
     from fairbench.suites.suite import Suite
 
     ids = {job.run_id for job in Suite.load(suite_file).resolve() if job.run_id}
     records, _ = load_records(runs_dir)
-    done, _ = finished([r for r in records if r.run_id in ids])
+    return finished([r for r in records if r.run_id in ids])[0]
+
+
+def kept_models(done: list, dataset: str, rule: str) -> list[dict]:
+    from fairbench.metrics import accuracy, bootstrap_ci
+    from fairbench.results.layouts.protocol import as_chosen, budget_label, chosen_trials
+
     out = []
     for (_, method, budget), seeds in sorted(chosen_trials(done, rule).items(), key=lambda kv: kv[0][1]):
         for seed, chosen in sorted(seeds.items()):
@@ -75,12 +80,14 @@ def markdown(models: list[dict], dataset: str) -> str:
             scored = [m for m in group if "accuracy" in m]
             widths = [m["accuracy_bootstrap"][1] - m["accuracy_bootstrap"][0] for m in scored]
             name = f"{method} ({budget})" if sum(k[0] == method for k in keys) > 1 else method
+            if not scored:
+                lines.append(f"| {name} | 0/{len(group)} | 0 | n/a | n/a | n/a | |")
+                continue
             epochs = sorted({m["epoch"] for m in group})
-            lines.append(f"| {name} | {len(scored)}/{len(group)} | {scored[0]['images'] if scored else 0} | "
+            lines.append(f"| {name} | {len(scored)}/{len(group)} | {scored[0]['images']} | "
                          f"{_mean_interval([m['accuracy'] for m in scored])} | "
                          f"{_mean_interval([m['worst_group_accuracy'] for m in scored])} | "
-                         f"{statistics.median(widths):.1f} | {epochs[0]}-{epochs[-1]} |" if scored else
-                         f"| {name} | 0/{len(group)} | 0 | n/a | n/a | n/a | |")
+                         f"{statistics.median(widths):.1f} | {epochs[0]}-{epochs[-1]} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -92,7 +99,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="the evaluated dataset, e.g. fairface")
     parser.add_argument("--output", type=Path, help="also write every kept model's numbers as JSON")
     args = parser.parse_args()
-    models = [m for rule in RULES for m in kept_models(args.suite, args.runs_dir, args.dataset, rule)]
+    done = finished_runs(args.suite, args.runs_dir)
+    models = [m for rule in RULES for m in kept_models(done, args.dataset, rule)]
     print(markdown(models, args.dataset))
     if args.output:
         args.output.write_text(json.dumps(models, indent=1) + "\n")
