@@ -395,6 +395,10 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncol=min(4, len(runs)), fontsize=8)
+    # as many columns as the longest label lets fit across the figure (a search's labels are long:
+    # four columns of them ran off both edges)
+    width_pt = fig.get_figwidth() * 72
+    label_pt = max(len(r[0]) for r in runs) * 8 * 0.55 + 30  # 8-pt text, ~0.55 em a character, the line sample
+    fig.legend(loc="outside lower center", ncol=max(1, min(4, len(runs), int(width_pt // label_pt))), fontsize=8)
     _save(fig, output, dpi=120)
     return [r[0] for r in runs]

@@ -55,3 +55,28 @@ def test_bad_input_is_a_clear_error_with_exit_status_2(tmp_path, capsys):
     assert main(["plot", "curves", str(tmp_path / "missing"), "--output", str(tmp_path / "c.png")]) == 2
     assert "no history.json" in capsys.readouterr().err
     assert main(["plot", "curves", str(tmp_path / "r"), "--output", str(tmp_path / "ok.png")]) == 0
+
+
+def test_a_search_s_long_labels_keep_the_legend_inside_the_figure(tmp_path, monkeypatch):
+    from fairbench.results import plots
+
+    runs = []
+    for i in range(15):  # a method's 3 trials x 5 seeds, each label ~110 characters long
+        run = fake_run(tmp_path / f"t{i}", method="jtt", seed=i % 5)
+        config = json.loads((run / "config.json").read_text())
+        config["train"].update(lr=0.005 + i / 1000, weight_decay=0.1 + i / 100, batch_size=64 * (1 + i % 3))
+        config["hparams"] = {"identification_epochs": 1 + i % 2, "upweight": 5.0 * (i % 3 + 1)}
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(run)
+    extents, save = [], plots._save
+
+    def measure_then_save(fig, output, dpi):
+        fig.canvas.draw()
+        extents.append((fig.legends[0].get_window_extent(), fig.bbox))
+        save(fig, output, dpi)
+
+    monkeypatch.setattr(plots, "_save", measure_then_save)
+    labels = plot_curves(runs, tmp_path / "curves.png")
+    assert max(map(len, labels)) > 100
+    (legend, figure), = extents
+    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1
