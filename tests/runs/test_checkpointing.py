@@ -60,30 +60,37 @@ def test_checkpoint_every_steps_must_not_be_negative():
         tiny_config("erm", sets=["train.checkpoint_every_steps=-1"])
 
 
+SMALL = {"data.options": {"n_train": 128, "n_val": 64, "n_test": 64}}  # 4 steps per epoch at the tiny batch
+
+
+def _crash_on_update(cfg, runs, monkeypatch, crash_at: int) -> dict:
+    """Train ``cfg`` until its ``crash_at``-th update raises; the resume point it left behind."""
+    from fairbench import registry
+
+    cls = registry.methods.get(cfg.method)
+    original, calls = cls.update, []
+
+    def crashing(self, batch):
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise RuntimeError("simulated crash")
+        return original(self, batch)
+
+    monkeypatch.setattr(cls, "update", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(cfg, runs)
+    monkeypatch.setattr(cls, "update", original)
+    return checkpoint.load_training_state(next(runs.glob("*/last.pt")))
+
+
 # Methods with state of their own: extra optimizers (adversarial's Adam), buffers updated every
 # step (GroupDRO's q), a second phase that rebuilds the model (JTT), draws from the global
 # random generator inside an update (FineFACE's crop pick, consistency's jitter, Fair Mixup's pairs).
 @pytest.mark.parametrize("method", ["erm", "fineface", "jtt", "groupdro", "adversarial", "consistency", "fair_mixup"])
 def test_a_crash_mid_epoch_resumes_from_the_last_step_exactly(method, tmp_path, monkeypatch):
-    cfg = tiny_config(method, epochs=2, sets=SETS, **{"data.options": {"n_train": 128, "n_val": 64, "n_test": 64}})
-    reference = execute(tiny_config(method, epochs=2, sets=SETS[:2],
-                                    **{"data.options": {"n_train": 128, "n_val": 64, "n_test": 64}}), tmp_path / "ref")
-    from fairbench import registry
-
-    cls = registry.methods.get(method)
-    original, calls = cls.update, []
-
-    def crash_on_the_seventh_update(self, batch):  # 4 steps per epoch: the third step of epoch 2
-        calls.append(1)
-        if len(calls) == 7:
-            raise RuntimeError("simulated crash mid-epoch")
-        return original(self, batch)
-
-    monkeypatch.setattr(cls, "update", crash_on_the_seventh_update)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        execute(cfg, tmp_path / "runs")
-    monkeypatch.setattr(cls, "update", original)
-    state = checkpoint.load_training_state(next((tmp_path / "runs").glob("*/last.pt")))
+    cfg = tiny_config(method, epochs=2, sets=SETS, **SMALL)
+    reference = execute(tiny_config(method, epochs=2, sets=SETS[:2], **SMALL), tmp_path / "ref")
+    state = _crash_on_update(cfg, tmp_path / "runs", monkeypatch, crash_at=7)  # the third step of epoch 2
     assert (state["epoch"], state["step"]) == (1, 2)  # resumes inside the second epoch
     resumed = execute(cfg, tmp_path / "runs")
     _same_results(reference, resumed)
@@ -94,23 +101,8 @@ def test_a_crash_mid_epoch_resumes_from_the_last_step_exactly(method, tmp_path, 
 
 def test_a_run_resumed_at_an_epoch_end_says_where_its_time_breakdown_begins(tmp_path, monkeypatch):
     """No mid-epoch checkpoints: a crash in epoch 2 resumes from epoch 1's end, at epoch 2."""
-    cfg = tiny_config("erm", epochs=3, sets=SETS[:2], **{"data.options": {"n_train": 128, "n_val": 64, "n_test": 64}})
-    from fairbench import registry
-
-    cls = registry.methods.get("erm")
-    original, calls = cls.update, []
-
-    def crash_on_the_sixth_update(self, batch):  # 4 steps per epoch: the second step of epoch 2
-        calls.append(1)
-        if len(calls) == 6:
-            raise RuntimeError("simulated crash")
-        return original(self, batch)
-
-    monkeypatch.setattr(cls, "update", crash_on_the_sixth_update)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        execute(cfg, tmp_path / "runs")
-    monkeypatch.setattr(cls, "update", original)
-    state = checkpoint.load_training_state(next((tmp_path / "runs").glob("*/last.pt")))
+    cfg = tiny_config("erm", epochs=3, sets=SETS[:2], **SMALL)
+    state = _crash_on_update(cfg, tmp_path / "runs", monkeypatch, crash_at=6)  # the second step of epoch 2
     assert (state["epoch"], state["step"]) == (0, None)  # epoch 1's end
     resumed = execute(cfg, tmp_path / "runs")
     assert json.loads((resumed / "metrics.json").read_text())["timing"]["resumed_at_epoch"] == 2
