@@ -128,7 +128,10 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
     """Task 0 is preempted (USR2: submitit checkpoints and requeues it); task 1 is killed and
     requeued by the scheduler (``scontrol requeue``: SIGTERM, then SIGKILL, no chance to save);
     both resume from their last checkpoint and every epoch is trained once."""
-    epochs = 40  # long enough (tens of seconds) to be signalled in the middle
+    # Long enough to be signalled in the middle on a fast machine: after `scontrol requeue` a task keeps
+    # training until the SIGKILL (submitit bypasses the SIGTERM), ~7 s here with KillWait=2; at ~0.1 s
+    # an epoch, 40 epochs were all trained by then on CI and the kill found a finished run.
+    epochs = 200
     path = write_suite(tmp_path, LAUNCHER, name="slurmtiny.toml")  # the tiny suite, 2 runs, on the cluster
     path.write_text(path.read_text().replace('name = "tiny"', 'name = "slurmtiny"')
                     .replace("train.epochs = 1", f"train.epochs = {epochs}"))
