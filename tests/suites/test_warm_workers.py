@@ -60,3 +60,42 @@ def test_a_warm_worker_gives_the_predictions_of_fresh_processes(tmp_path: Path):
     startups = [json.loads((warm / j.run_id / "metrics.json").read_text())["timing"]["phases_s"]["startup"]
                 for j in jobs]
     assert startups[0] > max(startups[1:])  # the first job paid for the imports, the next ones did not
+
+
+
+def _zombie(proc) -> bool:
+    """Whether ``proc`` has exited and not been reaped yet (state Z in /proc)."""
+    try:
+        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_retired_workers_are_reaped_as_they_exit():
+    """A worker retired after its last job (negative key) is forgotten once it has exited, and its
+    process reaped then, not left a zombie until the suite ends; a retired worker still running,
+    and a slot's own worker (the pool's loop polls those), stay."""
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from fairbench.suites.launchers.local import _reap_retired
+
+    retired, own = (subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(2))
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while not (_zombie(retired) and _zombie(own)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _zombie(retired) and _zombie(own)
+        workers = {0: SimpleNamespace(proc=own), -1: SimpleNamespace(proc=retired), -2: SimpleNamespace(proc=running)}
+        _reap_retired(workers)
+        assert set(workers) == {0, -2}
+        assert retired.returncode == 0 and not Path(f"/proc/{retired.pid}").exists()  # reaped
+        assert running.returncode is None
+    finally:
+        running.kill()
+        for proc in (running, own):
+            proc.wait()

@@ -120,6 +120,7 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
                                            jobs_per_process)
                 ctx.progress.begin(job)
             time.sleep(0.5)
+            _reap_retired(workers)
             for slot, (job, result, t0) in list(running.items()):
                 proc = workers[slot].proc
                 exited = proc.poll() is not None  # a crash, or the end of its last job
@@ -153,6 +154,13 @@ def _run_pool(todo, ctx: LaunchContext, slots: list[str | None], threads: int, e
         for proc in procs:
             proc.wait()
         raise
+
+
+def _reap_retired(workers: dict[int, "_Worker"]) -> None:
+    """Forget the retired workers (negative keys) that have exited: ``poll`` reaps each, so that a
+    long suite does not collect a zombie process per retired worker until its end."""
+    for key in [key for key, worker in workers.items() if key < 0 and worker.proc.poll() is not None]:
+        del workers[key]
 
 
 class _Worker:
