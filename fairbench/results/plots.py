@@ -379,7 +379,14 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5.2 * len(CURVES), 4.2), layout="constrained")
+    # the legend below the plots: as many columns as the longest label lets fit across the figure (a
+    # search's labels are long: four columns of them ran off both edges), and the figure taller by
+    # its rows (25 one-column rows squashed the plots to nothing at a fixed height)
+    width_in = 5.2 * len(CURVES)
+    label_pt = max(len(r[0]) for r in runs) * 8 * 0.55 + 30  # 8-pt text, ~0.55 em a character, the line sample
+    ncol = max(1, min(4, len(runs), int(width_in * 72 // label_pt)))
+    legend_in = (math.ceil(len(runs) / ncol) * 8 * 1.5 + 16) / 72  # a row: 8-pt text and its spacing
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(width_in, 4.2 + legend_in), layout="constrained")
     cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
     for i, (label, entries, chosen) in enumerate(runs):
         for ax, (section, key, _) in zip(axes, CURVES):
@@ -395,10 +402,6 @@ def plot_curves(run_dirs: list[Path], output: Path) -> list[str]:
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    # as many columns as the longest label lets fit across the figure (a search's labels are long:
-    # four columns of them ran off both edges)
-    width_pt = fig.get_figwidth() * 72
-    label_pt = max(len(r[0]) for r in runs) * 8 * 0.55 + 30  # 8-pt text, ~0.55 em a character, the line sample
-    fig.legend(loc="outside lower center", ncol=max(1, min(4, len(runs), int(width_pt // label_pt))), fontsize=8)
+    fig.legend(loc="outside lower center", ncol=ncol, fontsize=8)
     _save(fig, output, dpi=120)
     return [r[0] for r in runs]

@@ -57,26 +57,40 @@ def test_bad_input_is_a_clear_error_with_exit_status_2(tmp_path, capsys):
     assert main(["plot", "curves", str(tmp_path / "r"), "--output", str(tmp_path / "ok.png")]) == 0
 
 
-def test_a_search_s_long_labels_keep_the_legend_inside_the_figure(tmp_path, monkeypatch):
+@pytest.mark.parametrize("trials, seeds, extra", [
+    (3, 5, 0),  # a method's 3 trials x 5 seeds, each label ~110 characters long: 2 columns
+    (5, 5, 40),  # the quickstart's FineFACE: 5 trials x 5 seeds, labels ~150 characters: one column of 25
+])
+def test_a_search_s_long_labels_keep_the_legend_inside_the_figure_and_below_the_plots(tmp_path, monkeypatch,
+                                                                                       trials, seeds, extra):
+    import warnings
+
     from fairbench.results import plots
 
     runs = []
-    for i in range(15):  # a method's 3 trials x 5 seeds, each label ~110 characters long
-        run = fake_run(tmp_path / f"t{i}", method="jtt", seed=i % 5)
+    for i in range(trials * seeds):
+        run = fake_run(tmp_path / f"t{i}", method="jtt", seed=i % seeds)
         config = json.loads((run / "config.json").read_text())
         config["train"].update(lr=0.005 + i / 1000, weight_decay=0.1 + i / 100, batch_size=64 * (1 + i % 3))
-        config["hparams"] = {"identification_epochs": 1 + i % 2, "upweight": 5.0 * (i % 3 + 1)}
+        config["hparams"] = {"identification_epochs": 1 + i % 2, "upweight": 5.0 * (i % 3 + 1),
+                             **({"concat_loss_weight": 0.5 + i / 1000, "threshold": 0.3 + i / 100} if extra else {})}
         (run / "config.json").write_text(json.dumps(config))
         runs.append(run)
     extents, save = [], plots._save
 
     def measure_then_save(fig, output, dpi):
         fig.canvas.draw()
-        extents.append((fig.legends[0].get_window_extent(), fig.bbox))
+        extents.append((fig.legends[0].get_window_extent(), fig.bbox, [ax.get_window_extent() for ax in fig.axes],
+                        fig.dpi))
         save(fig, output, dpi)
 
     monkeypatch.setattr(plots, "_save", measure_then_save)
-    labels = plot_curves(runs, tmp_path / "curves.png")
-    assert max(map(len, labels)) > 100
-    (legend, figure), = extents
-    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the layout squashes the plots to nothing
+        labels = plot_curves(runs, tmp_path / "curves.png")
+    assert max(map(len, labels)) > 100 + extra
+    (legend, figure, axes, dpi), = extents
+    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0
+    for ax in axes:
+        assert legend.y1 <= ax.y0  # below every plot, not over them
+        assert ax.height >= 2.0 * dpi  # the plots keep their height (inches), whatever the legend's
