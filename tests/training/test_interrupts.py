@@ -22,7 +22,10 @@ def _start(runs: Path, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "fairbench", "run", "erm", "--runs-dir", str(runs), "--device", "cpu", "--threads",
             "1", "--image-size", "32", "--max-train-samples", "256", "--max-eval-samples", "64", "--quiet", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a shell that started pytest in the background (`cmd &`) left SIGINT ignored,
+    # which the child would inherit, and rightly respect, so the Ctrl-C under test would never arrive
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _interrupt(proc: subprocess.Popen) -> tuple[int, str]:
