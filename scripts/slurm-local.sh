@@ -65,8 +65,8 @@ ReturnToService=2
 JobRequeue=1
 # a requeued job waits this long before it may start again (default 120 s); short for tests
 AuthInfo=cred_expire=10
-# SIGTERM -> SIGKILL (default 30 s); short so that a requeued test task is killed mid-training
-KillWait=2
+# SIGTERM -> SIGKILL (default 30 s); short for tests, long enough for a preempted task to record its requeue
+KillWait=5
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN

@@ -129,7 +129,7 @@ def test_suite_on_slurm_with_a_preempted_task_requeued_and_resumed(tmp_path):
     requeued by the scheduler (``scontrol requeue``: SIGTERM, then SIGKILL, no chance to save);
     both resume from their last checkpoint and every epoch is trained once."""
     # Long enough to be signalled in the middle on a fast machine: after `scontrol requeue` a task keeps
-    # training until the SIGKILL (submitit bypasses the SIGTERM), ~7 s here with KillWait=2; at ~0.1 s
+    # training until the SIGKILL (submitit bypasses the SIGTERM), 5-10 s here (KillWait=5); at ~0.1 s
     # an epoch, 40 epochs were all trained by then on CI and the kill found a finished run.
     epochs = 200
     path = write_suite(tmp_path, LAUNCHER, name="slurmtiny.toml")  # the tiny suite, 2 runs, on the cluster
