@@ -25,13 +25,12 @@ RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 
 
 def finished_runs(suite_file: Path, runs_dir: Path) -> list:
-    """The suite's finished runs, read once for every rule."""
-    from fairbench.runs.catalog import finished, load_records
+    """The suite's finished runs, read once for every rule, as `fairbench compare --suite` reads them
+    (with their trial numbers, which break ties between equally scored trials)."""
+    from fairbench.results.reporting import load_selected
     from fairbench.suites.suite import Suite
 
-    ids = {job.run_id for job in Suite.load(suite_file).resolve() if job.run_id}
-    records, _ = load_records(runs_dir)
-    return finished([r for r in records if r.run_id in ids])[0]
+    return load_selected(runs_dir, Suite.load(suite_file))[0]
 
 
 def kept_models(done: list, dataset: str, rule: str) -> list[dict]:

@@ -33,13 +33,13 @@ RULES = ("accuracy", "worst_group_accuracy", "test_oracle")
 
 def per_run(suite_file: Path, runs_dir: Path) -> pd.DataFrame:
     from fairbench.results.layouts.protocol import chosen_trials
-    from fairbench.runs.catalog import finished, load_records
+    from fairbench.results.reporting import load_selected
     from fairbench.suites.suite import Suite
 
-    jobs = Suite.load(suite_file).resolve()
-    by_id = {job.run_id: job for job in jobs if job.run_id}
-    records, _ = load_records(runs_dir)
-    done, _ = finished([r for r in records if r.run_id in by_id])
+    suite = Suite.load(suite_file)
+    by_id = {job.run_id: job for job in suite.resolve() if job.run_id}
+    # as `fairbench compare --suite` reads them: with their trial numbers, which break ties between trials
+    done = [r for r in load_selected(runs_dir, suite)[0] if r.run_id in by_id]
     # rule -> {run id of the kept trial: the epoch the rule chose inside it (from 1)}
     kept = {rule: {chosen.kept.record.run_id: chosen.kept.epoch for seeds in chosen_trials(done, rule).values()
                    for chosen in seeds.values()} for rule in RULES}
