@@ -4,11 +4,16 @@ fresh processes (fairbench.suites.launchers.local, ``jobs_per_process``)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from fairbench.suites.launchers.local import _reap_retired
 from fairbench.suites.launchers.suite_run import run_suite
 from fairbench.runs.record import RunRecord
 from fairbench.suites.suite import Suite
@@ -62,7 +67,6 @@ def test_a_warm_worker_gives_the_predictions_of_fresh_processes(tmp_path: Path):
     assert startups[0] > max(startups[1:])  # the first job paid for the imports, the next ones did not
 
 
-
 def _zombie(proc) -> bool:
     """Whether ``proc`` has exited and not been reaped yet (state Z in /proc)."""
     try:
@@ -76,13 +80,6 @@ def test_retired_workers_are_reaped_as_they_exit():
     """A worker retired after its last job (negative key) is forgotten once it has exited, and its
     process reaped then, not left a zombie until the suite ends; a retired worker still running,
     and a slot's own worker (the pool's loop polls those), stay."""
-    import subprocess
-    import sys
-    import time
-    from types import SimpleNamespace
-
-    from fairbench.suites.launchers.local import _reap_retired
-
     retired, own = (subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(2))
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
